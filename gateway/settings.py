@@ -1,0 +1,133 @@
+"""The gateway's configuration: one object, read from the environment and `.env`.
+
+Every setting is `VISIONRAG_<NAME>` in the environment; `.env.example` documents each one.
+Lists accept either JSON (`["a","b"]`) or a comma-separated string (`a,b`), because the
+comma form is what people type in compose files and shells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VISIONRAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- where the gateway listens -------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    # --- upstream: any OpenAI-compatible server (vLLM, Ollama, ...) ---------------------------
+    # Base URLs including `/v1`. Several URLs are replicas of the same model.
+    upstream_urls: CommaList = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
+    # The upstream's own key; clients never see it and never supply it.
+    upstream_api_key: SecretStr | None = None
+    upstream_connect_timeout_s: float = 5.0
+    # Longest silence tolerated from the upstream (a whole non-streamed answer, or between chunks).
+    upstream_read_timeout_s: float = 300.0
+    # How often a replica taken out of rotation is probed on /health.
+    upstream_health_interval_s: float = 5.0
+
+    # --- clients -------------------------------------------------------------------------------
+    # Gateway API keys, `tenant:key` or bare `key` (tenant derived from the key). Empty = open.
+    api_keys: CommaList = Field(default_factory=list)
+    default_tenant: str = "default"
+
+    # --- limits --------------------------------------------------------------------------------
+    max_body_bytes: int = 32 * MiB
+    max_images_per_request: int = 8
+    max_image_bytes: int = 10 * MiB
+    # Decoded pixels (width x height); refuses decompression bombs before they are decoded.
+    max_image_pixels: int = 36_000_000
+    image_formats: CommaList = Field(default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+
+    # --- fetching http(s) image URLs -----------------------------------------------------------
+    fetch_timeout_s: float = 5.0
+    fetch_max_redirects: int = 3
+    # Hosts (`name` or `name:port`) that may be fetched even if they resolve to a
+    # non-public address: an intranet image server, or a test server on loopback.
+    fetch_allow_hosts: CommaList = Field(default_factory=list)
+
+    # --- storage -------------------------------------------------------------------------------
+    # Journal (SQLite), image blobs and the embedded Qdrant shard live here.
+    data_dir: Path = Path("data")
+
+    # --- memory: embedding and search (issue 3) -------------------------------------------------
+    memory_enabled: bool = True
+    # Unset: Qdrant's engine embedded in-process under data_dir. Set: a Qdrant server or Cloud.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "visionrag_exchanges"
+    clip_text_model: str = "Qdrant/clip-ViT-B-32-text"
+    clip_vision_model: str = "Qdrant/clip-ViT-B-32-vision"
+    # fastembed's model cache; unset uses fastembed's default (FASTEMBED_CACHE_PATH or a temp dir).
+    fastembed_cache_dir: Path | None = None
+    # onnxruntime threads for embedding; explicit because its default spin-waits on busy boxes.
+    embed_threads: int = 1
+    embed_batch_size: int = 16
+    ingest_poll_interval_s: float = 0.5
+
+    @field_validator("upstream_urls", "api_keys", "image_formats", "fetch_allow_hosts", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("upstream_urls")
+    @classmethod
+    def _strip_slash(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("at least one upstream URL is required")
+        return [url.rstrip("/") for url in urls]
+
+    @field_validator("image_formats")
+    @classmethod
+    def _upper(cls, formats: list[str]) -> list[str]:
+        return [fmt.upper() for fmt in formats]
+
+    @cached_property
+    def tenants_by_key(self) -> dict[str, str]:
+        """Map each gateway API key to its tenant."""
+        mapping: dict[str, str] = {}
+        for entry in self.api_keys:
+            tenant, sep, key = entry.partition(":")
+            if not sep:
+                key = entry
+                tenant = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+            mapping[key] = tenant
+        return mapping
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
