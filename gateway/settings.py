@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     upstream_read_timeout_s: float = 300.0
     # How often a replica taken out of rotation is probed on /health.
     upstream_health_interval_s: float = 5.0
+    # Model for /predict (which names none); unset = the first model the upstream lists.
+    default_model: str | None = None
 
     # --- clients -------------------------------------------------------------------------------
     # Gateway API keys, `tenant:key` or bare `key` (tenant derived from the key). Empty = open.
@@ -75,6 +77,8 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------------
     # Journal (SQLite), image blobs and the embedded Qdrant shard live here.
     data_dir: Path = Path("data")
+    # NORMAL survives the gateway being killed; FULL also survives power loss (an fsync per exchange).
+    journal_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     # --- memory: embedding and search (issue 3) -------------------------------------------------
     memory_enabled: bool = True

@@ -1,0 +1,8 @@
+"""Images on the request path: decode `data:` URLs, fetch http(s) URLs safely, verify with Pillow."""
+
+from gateway.images.errors import ImageError
+from gateway.images.fetch import FetchPolicy, ImageFetcher
+from gateway.images.loader import ImageLoader, LoadedImage
+from gateway.images.verify import ImagePolicy
+
+__all__ = ["FetchPolicy", "ImageError", "ImageFetcher", "ImageLoader", "ImagePolicy", "LoadedImage"]

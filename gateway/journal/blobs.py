@@ -1,0 +1,50 @@
+"""Image bytes, stored once and addressed by their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Store `data` unless already present; return its sha256.
+
+        Written to a temporary name and renamed, so a reader (or a restart after a crash)
+        never sees a half-written image under its final name.
+        """
+        digest = sha256 or hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return digest
+
+    def get(self, sha256: str) -> bytes | None:
+        try:
+            return self.path(sha256).read_bytes()
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def __contains__(self, sha256: str) -> bool:
+        try:
+            return self.path(sha256).exists()
+        except ValueError:
+            return False

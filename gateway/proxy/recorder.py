@@ -1,0 +1,81 @@
+"""Turning a finished request into a journal record: images first, then the row that names them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.images import LoadedImage
+from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal.records import Status
+from gateway.proxy.messages import message_texts
+
+
+@dataclass(slots=True)
+class PendingExchange:
+    """What is known about an exchange while it is in flight."""
+
+    endpoint: str
+    tenant: str
+    model: str
+    user: str | None
+    messages: list[dict[str, str]]
+    images: list[LoadedImage]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def from_request(cls, endpoint: str, tenant: str, payload: dict[str, Any],
+                     images: list[LoadedImage]) -> PendingExchange:
+        user = payload.get("user")
+        return cls(
+            endpoint=endpoint,
+            tenant=tenant,
+            model=str(payload.get("model") or ""),
+            user=user if isinstance(user, str) else None,
+            messages=message_texts(payload["messages"]),
+            images=images,
+        )
+
+
+class Recorder:
+    def __init__(self, journal: Journal, blobs: BlobStore) -> None:
+        self.journal = journal
+        self.blobs = blobs
+
+    def record(
+        self,
+        pending: PendingExchange,
+        *,
+        answer: str,
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        model: str | None,
+        status: Status = "complete",
+    ) -> Exchange:
+        """Store the images, then the exchange. Durable when this returns."""
+        refs = []
+        for image in pending.images:
+            if image.sha256 not in self.blobs:
+                self.blobs.put(image.data, image.sha256)
+            refs.append(ImageRef(image.sha256, image.mime, image.source_url))
+        exchange = Exchange(
+            id=pending.id,
+            created_at=pending.created_at,
+            endpoint=pending.endpoint,
+            model=model or pending.model,
+            tenant=pending.tenant,
+            user=pending.user,
+            messages=pending.messages,
+            images=refs,
+            answer=answer,
+            finish_reason=finish_reason,
+            usage=usage,
+            latency_ms=round((time.perf_counter() - pending.started) * 1000, 3),
+            status=status,
+        )
+        self.journal.append(exchange)
+        return exchange
