@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import binascii
 
+import pybase64
+
 from gateway.images.errors import ImageError
 
 
@@ -18,7 +20,8 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
     if len(payload) * 3 // 4 > max_bytes + 3:
         raise ImageError(f"image is larger than the {max_bytes}-byte limit", code="image_too_large")
     try:
-        data = binascii.a2b_base64(payload, strict_mode=True)
+        # pybase64 (SIMD) decodes ~40x faster than the standard library; validate=True is strict.
+        data = pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"data URL is not valid base64: {exc}", code="invalid_base64") from None
     if len(data) > max_bytes:
@@ -27,4 +30,4 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
 
 
 def encode_data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{binascii.b2a_base64(data, newline=False).decode('ascii')}"
+    return f"data:{mime};base64,{pybase64.b64encode(data).decode('ascii')}"

@@ -23,7 +23,7 @@ from gateway.journal.records import Exchange
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq          INTEGER PRIMARY KEY,  -- rowid: increasing, since rows are never deleted
     id           TEXT    NOT NULL UNIQUE,
     created_at   REAL    NOT NULL,
     endpoint     TEXT    NOT NULL,
@@ -62,7 +62,7 @@ class Journal:
             exchange.tenant,
             exchange.user,
             exchange.status,
-            orjson.dumps(exchange.to_dict()),
+            orjson.dumps(exchange),  # orjson serializes dataclasses natively, ~10x faster than asdict
         )
         with self._lock:
             self._db.execute(

@@ -1,0 +1,201 @@
+"""What the gateway costs: CPU per request and added latency, against the same upstream called directly.
+
+    make bench-gateway            # or: .venv/bin/python -m bench.gateway_overhead
+
+One run starts a fake OpenAI upstream, a bare aiohttp pass-through proxy (the floor), and the
+gateway (journal on, memory off), each in its own process. The gateway and the bare proxy are
+pinned to core 0; the upstream and the load generator share core 1. Every request carries a
+~20 KB PNG as a data: URL and a question. CPU per request is read from /proc for the measured
+process; added latency is its p50/p99 minus the direct call's, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def make_png(target_bytes: int = 20_000, seed: int = 0) -> bytes:
+    """A PNG of about `target_bytes`: smooth gradients plus some noise, like a screenshot."""
+    rng = np.random.default_rng(seed)
+    side = 48
+    while True:
+        y, x = np.mgrid[0:side, 0:side]
+        base = np.stack([(x * 255 // side), (y * 255 // side), ((x + y) * 127 // side)], axis=-1)
+        noise = rng.integers(0, 16, size=(side, side, 3))
+        pixels = ((base + noise) % 256).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        if buf.tell() >= target_bytes or side > 1024:
+            return buf.getvalue()
+        side += 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def start(name: str, argv: list[str], port: int, core: int, env: dict[str, str] | None = None) -> Server:
+    cmd = ["taskset", "-c", str(core), *argv] if os.cpu_count() and os.cpu_count() > 1 else argv
+    process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return Server(name, process, f"http://127.0.0.1:{port}")
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{name} did not start on port {port}")
+
+
+async def run_load(url: str, body: bytes, stream: bool, concurrency: int, total: int) -> list[float]:
+    latencies: list[float] = []
+    queue = iter(range(total))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker() -> None:
+            for _ in queue:
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                    if stream:
+                        async for _chunk in r.content.iter_any():
+                            pass
+                    else:
+                        await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url}: HTTP {r.status}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def measure(server_pid: int | None, url: str, body: bytes, stream: bool, concurrency: int,
+            total: int) -> dict:
+    asyncio.run(run_load(url, body, stream, concurrency, max(20, total // 10)))  # warm-up
+    before = cpu_seconds(server_pid) if server_pid else 0.0
+    started = time.perf_counter()
+    latencies = asyncio.run(run_load(url, body, stream, concurrency, total))
+    elapsed = time.perf_counter() - started
+    cpu = (cpu_seconds(server_pid) - before) if server_pid else 0.0
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "rps": total / elapsed,
+        "cpu_ms_per_request": cpu / total * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=600, help="requests per scenario (concurrency 32 uses 2x)")
+    parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
+    args = parser.parse_args()
+
+    png = make_png()
+    data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+    python = sys.executable
+    up_port, bare_port, gw_port = free_port(), free_port(), free_port()
+    data_dir = tempfile.mkdtemp(prefix="visionrag-bench-")
+    servers = []
+    try:
+        upstream = start("upstream", [python, "-m", "bench.fake_upstream", "--port", str(up_port),
+                                      "--chunks", str(args.chunks)], up_port, core=1)
+        servers.append(upstream)
+        bare = start("bare", [python, "-m", "bench.bare_proxy", "--port", str(bare_port),
+                              "--upstream", upstream.url], bare_port, core=0)
+        servers.append(bare)
+        gateway = start("gateway", [python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+                                    "--port", str(gw_port), "--no-access-log", "--log-level", "warning",
+                                    "--loop", "uvloop", "--http", "httptools"],
+                        gw_port, core=0, env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
+                                              "VISIONRAG_DATA_DIR": data_dir, "VISIONRAG_MEMORY_ENABLED": "false"})
+        servers.append(gateway)
+
+        rows = []
+        for stream in (False, True):
+            payload = {"model": "fake-vlm", "max_tokens": 32, "stream": stream, "messages": [{
+                "role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
+                                            {"type": "text", "text": "What does this diagram show?"}]}]}
+            body = json.dumps(payload).encode()
+            for concurrency in (1, 32):
+                total = args.requests * (2 if concurrency > 1 else 1)
+                direct = measure(None, upstream.url + "/v1/chat/completions", body, stream, concurrency, total)
+                floor = measure(bare.process.pid, bare.url + "/v1/chat/completions", body, stream,
+                                concurrency, total)
+                gw = measure(gateway.process.pid, gateway.url + "/v1/chat/completions", body, stream,
+                             concurrency, total)
+                rows.append({"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
+                             "direct": direct, "bare_proxy": floor, "gateway": gw})
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+    versions = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "aiohttp", "orjson", "pillow")}
+    report = {"png_bytes": len(png), "chunks": args.chunks, "python": platform.python_version(),
+              "versions": versions, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"PNG {len(png)} bytes as a data: URL; stream = {args.chunks} chunks; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("| mode | conc. | gateway CPU ms/req | bare proxy CPU ms/req | ratio | direct p50 / p99 ms "
+          "| gateway p50 / p99 ms | added p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        d, b, g = row["direct"], row["bare_proxy"], row["gateway"]
+        print(f"| {row['mode']} | {row['concurrency']} | {g['cpu_ms_per_request']:.2f} | "
+              f"{b['cpu_ms_per_request']:.2f} | {g['cpu_ms_per_request'] / b['cpu_ms_per_request']:.2f}x | "
+              f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} | "
+              f"{g['p50_ms'] - d['p50_ms']:.2f} / {g['p99_ms'] - d['p99_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
