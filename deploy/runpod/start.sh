@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts vLLM (both GPUs, tensor parallel) and then the gateway in one RunPod container.
+# Exits as soon as either process dies, so RunPod's restart brings both back together.
+set -euo pipefail
+
+: "${HF_TOKEN:?HF_TOKEN is required (the model is gated)}"
+: "${VLLM_API_KEY:?VLLM_API_KEY is required (vLLM and the gateway share it)}"
+: "${VISIONRAG_API_KEYS:?VISIONRAG_API_KEYS is required (tenant:key,...), or the gateway is open}"
+
+MODEL="${MODEL:-meta-llama/Llama-3.2-11B-Vision-Instruct}"
+mkdir -p "${HF_HOME:-/workspace/hf}" "$VISIONRAG_DATA_DIR" "$VISIONRAG_FASTEMBED_CACHE_DIR"
+
+# Flags mirror serving/profiles/llama32-vision-2xl40s.toml, the source of truth
+# (tests/deploy checks that they agree).
+VLLM_ARGS=(
+  --model="$MODEL"
+  --served-model-name=llama-3.2-11b-vision-instruct
+  --api-key="$VLLM_API_KEY"
+  --dtype=bfloat16
+  --tensor-parallel-size=2
+  --max-model-len=8192
+  --max-num-seqs=16
+  --enforce-eager
+  '--limit-mm-per-prompt={"image": 1}'
+  --gpu-memory-utilization=0.9
+  --host=0.0.0.0
+  --port=8000
+)
+python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" &
+vllm_pid=$!
+
+# First start downloads ~21 GB: wait up to 40 minutes for /health, and stop if vLLM died.
+vllm_healthy() {
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)" 2>/dev/null
+}
+deadline=$((SECONDS + 2400))
+until vllm_healthy; do
+  if ! kill -0 "$vllm_pid" 2>/dev/null; then
+    echo "vLLM exited during start-up" >&2
+    exit 1
+  fi
+  if ((SECONDS > deadline)); then
+    echo "vLLM not healthy after 40 minutes" >&2
+    kill -TERM "$vllm_pid"
+    exit 1
+  fi
+  sleep 5
+done
+
+export VISIONRAG_UPSTREAM_URLS="${VISIONRAG_UPSTREAM_URLS:-http://127.0.0.1:8000/v1}"
+export VISIONRAG_UPSTREAM_API_KEY="$VLLM_API_KEY"
+# Without VISIONRAG_QDRANT_URL the gateway embeds Qdrant's engine under VISIONRAG_DATA_DIR;
+# set VISIONRAG_QDRANT_URL / VISIONRAG_QDRANT_API_KEY to use Qdrant Cloud (deploy/qdrant-cloud.md).
+/opt/visionrag/venv/bin/python -m uvicorn gateway.app:create_app --factory --host 0.0.0.0 --port 8080 &
+gateway_pid=$!
+
+# Forward RunPod's stop signal to both, then wait for whichever exits first.
+trap 'kill -TERM "$vllm_pid" "$gateway_pid" 2>/dev/null || true' TERM INT
+set +e
+wait -n "$vllm_pid" "$gateway_pid"
+status=$?
+kill -TERM "$vllm_pid" "$gateway_pid" 2>/dev/null
+wait
+exit "$status"
