@@ -46,7 +46,7 @@ ROW_COL = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, IMAGE, FAKE_AROUND_IMAGE, GLOBAL_IMAGE, *ROW_COL]
 
 # A word-level vocabulary: enough English for readable-ish random answers, plus the chat roles.
-WORDS = """
+_WORDS_TEXT = """
 user assistant system the a an and or but if then else of to in on at by for with from about as into
 is are was were be been being have has had do does did can could will would should may might must
 i you he she it we they me him her us them my your his its our their this that these those there here
@@ -62,7 +62,8 @@ think know want need use used like likes seem seems appear appears contain conta
 yes maybe please thanks hello answer question value number count total sum label title axis legend
 data model vision language token tokens input output result results test tests example examples
 good bad new old same different simple complex clear blurry sharp empty full open closed
-""".split()
+"""
+WORDS = _WORDS_TEXT.split()
 PUNCTUATION = list(".,:;!?'\"()[]{}-+*/=<>%$#@&_")
 DIGITS = list("0123456789")
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")

@@ -1,0 +1,295 @@
+"""Start and stop the local stack for `make run` / `make stop`: vLLM, then the gateway in front of it.
+
+Each server runs in the background in its own process group (so stopping it also stops the
+workers it forked), with a pid file and a log under the run folder (default data/run/):
+
+    python serving/stack.py start --profile tiny     # waits for vLLM's /health, then the gateway
+    python serving/stack.py stop                     # gateway first, then vLLM: SIGTERM, then SIGKILL
+
+Standard library only. The process helpers here are also used by the test suite's vLLM fixture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+try:
+    from serving import launch
+except ImportError:  # run as a script: serving/ itself is sys.path[0]
+    import launch  # type: ignore[no-redef]
+
+REPO_ROOT = launch.REPO_ROOT
+HEALTH_DEADLINE_S = 300.0  # vLLM start-up is 30-90 s on 2 cores, mostly imports; allow 2x and more
+GATEWAY_DEADLINE_S = 60.0
+
+
+# ---- process helpers ------------------------------------------------------------------------------
+
+
+def start_process_group(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """Start argv detached from our terminal, in a new session (= its own process group)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    process: subprocess.Popen[bytes] | None,
+    deadline_s: float,
+    what: str,
+    log_path: Path,
+    progress: Callable[[str], None] | None = None,
+    every_s: float = 10.0,
+) -> float:
+    """Poll `ready` until it is true; returns seconds waited. Raises RuntimeError with the log tail
+    when the process exits or the deadline passes."""
+    started = time.monotonic()
+    last_report = started
+    while True:
+        if ready():
+            return time.monotonic() - started
+        waited = time.monotonic() - started
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{what} exited with code {process.returncode} after {waited:.0f} s; "
+                f"last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        if waited > deadline_s:
+            raise RuntimeError(
+                f"{what} not ready after {deadline_s:.0f} s; last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        if progress is not None and time.monotonic() - last_report >= every_s:
+            last_report = time.monotonic()
+            last_line = log_tail(log_path, 1).strip()[:140]
+            progress(f"  waiting for {what}: {waited:.0f} s ... {last_line}")
+        time.sleep(0.5)
+
+
+def stop_process_group(pid: int, grace_s: float = 20.0) -> bool:
+    """SIGTERM the process group led by pid, SIGKILL what is left after grace_s. False if none ran."""
+    try:
+        if os.getpgid(pid) != pid:  # not a group we started (the pid was reused): leave it alone
+            return False
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        _reap(pid)
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# ---- the stack ------------------------------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def start(options: argparse.Namespace) -> int:
+    run_dir = (REPO_ROOT / options.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("vllm", "gateway"):
+        if (pid := _read_pid(run_dir / f"{name}.pid")) is not None:
+            print(f"error: {name} is already running (pid {pid}); `make stop` first", file=sys.stderr)
+            return 1
+    host = "127.0.0.1"
+    for what, port in (("vLLM", options.vllm_port), ("gateway", options.gateway_port)):
+        if port_open(host, port):
+            print(f"error: {host}:{port} (for {what}) is already in use", file=sys.stderr)
+            return 1
+
+    profile = launch.load_profile(options.profile)
+    vllm_log = run_dir / "vllm.log"
+    vllm_log.write_text("")
+    vllm = start_process_group(
+        [
+            sys.executable,
+            str(REPO_ROOT / "serving" / "launch.py"),
+            "serve",
+            "--profile",
+            profile.name,
+            "--host",
+            host,
+            "--port",
+            str(options.vllm_port),
+        ],
+        vllm_log,
+    )
+    (run_dir / "vllm.pid").write_text(f"{vllm.pid}\n")
+    print(f"vLLM ({profile.name}) starting: pid {vllm.pid}, log {vllm_log}", flush=True)
+    try:
+        waited = wait_until(
+            lambda: http_ok(f"http://{host}:{options.vllm_port}/health"),
+            process=vllm,
+            deadline_s=options.health_deadline,
+            what="vLLM /health",
+            log_path=vllm_log,
+            progress=lambda line: print(line, flush=True),
+        )
+    except RuntimeError as exc:
+        stop_process_group(vllm.pid)
+        (run_dir / "vllm.pid").unlink(missing_ok=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"vLLM healthy after {waited:.0f} s: http://{host}:{options.vllm_port}/v1", flush=True)
+
+    env = {**os.environ, "VISIONRAG_UPSTREAM_URLS": f"http://{host}:{options.vllm_port}/v1"}
+    if "api-key" in profile.args and os.environ.get("VLLM_API_KEY"):
+        env.setdefault("VISIONRAG_UPSTREAM_API_KEY", os.environ["VLLM_API_KEY"])
+    gateway_log = run_dir / "gateway.log"
+    gateway_log.write_text("")
+    gateway = start_process_group(
+        [
+            options.gateway_python,
+            "-m",
+            "uvicorn",
+            "gateway.app:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(options.gateway_port),
+        ],
+        gateway_log,
+        env=env,
+    )
+    (run_dir / "gateway.pid").write_text(f"{gateway.pid}\n")
+    try:
+        wait_until(
+            lambda: port_open(host, options.gateway_port),
+            process=gateway,
+            deadline_s=GATEWAY_DEADLINE_S,
+            what="gateway",
+            log_path=gateway_log,
+            progress=lambda line: print(line, flush=True),
+        )
+    except RuntimeError as exc:
+        print(f"error: {exc}\nstopping vLLM too.", file=sys.stderr)
+        stop(options)
+        return 1
+    print(
+        f"gateway ready: http://{host}:{options.gateway_port} (pid {gateway.pid}, log {gateway_log})\n"
+        f"model: {profile.served_model_name}; stop both with `make stop`",
+        flush=True,
+    )
+    return 0
+
+
+def stop(options: argparse.Namespace) -> int:
+    run_dir = (REPO_ROOT / options.run_dir).resolve()
+    for name in ("gateway", "vllm"):  # the gateway first: it holds connections to vLLM
+        pid_file = run_dir / f"{name}.pid"
+        pid = _read_pid(pid_file)
+        if pid is not None and stop_process_group(pid):
+            print(f"stopped {name} (process group {pid})")
+        else:
+            print(f"{name}: not running")
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="serving/stack.py", description="Run vLLM and the gateway in the background (make run/stop)."
+    )
+    parser.add_argument("--run-dir", default="data/run", help="pid files and logs (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start_parser = sub.add_parser("start", help="start vLLM, wait for /health, then start the gateway")
+    start_parser.add_argument("--profile", required=True, help="serving profile (see launch.py list)")
+    start_parser.add_argument("--vllm-port", type=int, default=8000)
+    start_parser.add_argument("--gateway-port", type=int, default=8080)
+    start_parser.add_argument("--gateway-python", default=str(REPO_ROOT / ".venv" / "bin" / "python"))
+    start_parser.add_argument("--health-deadline", type=float, default=HEALTH_DEADLINE_S)
+    start_parser.set_defaults(func=start)
+    stop_parser = sub.add_parser("stop", help="stop the gateway, then vLLM (SIGTERM, then SIGKILL)")
+    stop_parser.set_defaults(func=stop)
+    # `--run-dir` is accepted before or after the subcommand.
+    for sub_parser in (start_parser, stop_parser):
+        sub_parser.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    return options.func(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
