@@ -1,0 +1,139 @@
+"""deploy/docker-compose.yml against the Compose Specification's JSON schema and the gateway's settings."""
+
+from __future__ import annotations
+
+import copy
+import re
+from importlib.resources import files
+
+import jsonschema
+import pytest
+
+from tests.deploy.deploy_helpers import (
+    assert_pinned,
+    gateway_settings_from,
+    pyproject,
+    qdrant_client_version,
+    split_image,
+)
+
+# The Compose Specification schema as vendored by check-jsonschema (already in the dev extra):
+# check_jsonschema/builtin_schemas/vendor/compose-spec.json, from github.com/compose-spec/compose-spec
+# (schema/compose-spec.json, Apache-2.0; licence in .../vendor/licenses/LICENSE.compose-spec).
+COMPOSE_SCHEMA = "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def validator():
+    import json
+
+    text = files("check_jsonschema.builtin_schemas.vendor").joinpath(COMPOSE_SCHEMA).read_text()
+    schema = json.loads(text)
+    assert schema["title"] == "Compose Specification"
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_compose_file_matches_the_compose_spec(compose, validator):
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schema_rejects_a_broken_file(compose, validator):
+    # Proves the validation above has teeth: a misspelt key and a wrong type must both fail.
+    broken = copy.deepcopy(compose)
+    broken["services"]["gateway"]["helthcheck"] = broken["services"]["gateway"].pop("healthcheck")
+    broken["services"]["qdrant"]["volumes"] = "qdrant-storage:/qdrant/storage"
+    messages = " ".join(e.message for e in validator.iter_errors(broken))
+    assert "helthcheck" in messages
+    assert "is not of type 'array'" in messages
+
+
+def test_every_image_is_pinned(compose):
+    for name, service in compose["services"].items():
+        assert "image" in service, f"{name}: no image (a build without a tag is untraceable)"
+        assert_pinned(service["image"])
+
+
+def test_gateway_image_tag_is_the_package_version(compose):
+    _, tag, _ = split_image(compose["services"]["gateway"]["image"])
+    assert tag == pyproject()["project"]["version"]
+
+
+def test_qdrant_server_is_within_one_minor_of_the_client(compose):
+    # qdrant-client warns (and may fail on new calls) when server and client minors differ by more than 1.
+    _, tag, _ = split_image(compose["services"]["qdrant"]["image"])
+    server = tuple(int(x) for x in re.fullmatch(r"v(\d+)\.(\d+)\.\d+", tag).groups())
+    client = qdrant_client_version()
+    assert server[0] == client[0] and abs(server[1] - client[1]) <= 1, (tag, client)
+
+
+def test_vllm_gets_both_gpus_shm_and_a_model_cache(compose):
+    vllm = compose["services"]["vllm"]
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 2, "capabilities": ["gpu"]}]
+    # Tensor-parallel workers need shared memory: either a big /dev/shm or the host's IPC.
+    assert vllm.get("ipc") == "host" or re.fullmatch(r"\d+gb?", str(vllm.get("shm_size", "")).lower())
+    assert any(v.endswith(":/root/.cache/huggingface") for v in vllm["volumes"])
+    assert vllm["environment"]["HF_TOKEN"].startswith("${HF_TOKEN:?")
+
+
+def test_vllm_health_check_waits_for_the_download(compose):
+    check = compose["services"]["vllm"]["healthcheck"]
+    assert "/health" in " ".join(check["test"])
+    minutes = int(re.fullmatch(r"(\d+)m", check["start_period"]).group(1))
+    assert minutes >= 20, "the first start downloads ~21 GB"
+
+
+def test_qdrant_has_storage_and_an_api_key(compose):
+    qdrant = compose["services"]["qdrant"]
+    assert any(v.endswith(":/qdrant/storage") for v in qdrant["volumes"])
+    assert qdrant["environment"]["QDRANT__SERVICE__API_KEY"].startswith("${QDRANT_API_KEY:?")
+
+
+def test_gateway_build_health_and_dependencies(compose):
+    gateway = compose["services"]["gateway"]
+    assert gateway["build"] == {"context": "..", "dockerfile": "deploy/gateway/Dockerfile"}
+    assert "/health" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert "qdrant" in gateway["depends_on"]
+    data_dir = gateway["environment"]["VISIONRAG_DATA_DIR"]
+    assert any(v.split(":")[1] == data_dir for v in gateway["volumes"]), "the journal is not on a volume"
+
+
+def test_named_volumes_are_declared(compose):
+    used = {
+        v.split(":")[0]
+        for service in compose["services"].values()
+        for v in service.get("volumes", [])
+        if not v.startswith((".", "/"))
+    }
+    assert used == set(compose["volumes"])
+
+
+def test_gateway_environment_is_what_the_gateway_reads(compose):
+    # Settings ignores unknown variables, so a misspelt VISIONRAG_ name would be silently dropped.
+    env = compose["services"]["gateway"]["environment"]
+    settings = gateway_settings_from(env)
+    assert settings.upstream_urls == ["http://vllm:8000/v1"]
+    assert settings.qdrant_url == "http://qdrant:6333"
+    assert settings.upstream_api_key is not None and settings.qdrant_api_key is not None
+    assert settings.tenants_by_key, "no client keys: the gateway would be open"
+
+
+def test_secrets_come_from_the_env_file(compose):
+    """No literal secret in the file: every key is a required `${VAR:?}` reference."""
+    secret_names = {
+        "HF_TOKEN",
+        "QDRANT__SERVICE__API_KEY",
+        "VISIONRAG_API_KEYS",
+        "VISIONRAG_UPSTREAM_API_KEY",
+        "VISIONRAG_QDRANT_API_KEY",
+    }
+    for service in compose["services"].values():
+        for name, value in service.get("environment", {}).items():
+            if name in secret_names:
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", value), f"{name} is not a required ${{VAR:?}}"
+    api_key_args = [a for a in compose["services"]["vllm"]["command"] if a.startswith("--api-key")]
+    assert api_key_args == ["--api-key=${VLLM_API_KEY:?set VLLM_API_KEY in deploy/.env}"]
