@@ -78,6 +78,29 @@ serve: ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
 
 # ---- memory: CLIP models for fastembed ------------------------------------------------------------
 # (memory section: tiny / full-size CLIP builds)
+# No model hub here: random-weight CLIP pairs (real architecture) in fastembed's cache layout, built with
+# the vLLM venv's torch + transformers. Point VISIONRAG_FASTEMBED_CACHE_DIR at the folder (+ HF_HUB_OFFLINE=1).
+# tiny: 2 layers, width 16, projection 512 (tests, PROFILE=tiny). full: ViT-B/32 with the real BPE vocab (bench).
+CLIP_BUILD := $(VLLM_VENV)/bin/python -m serving.testmodels.clip
+CLIP_TOOLCHAIN := $(MODELS)/.clip-toolchain
+
+$(CLIP_TOOLCHAIN): | $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pip install --quiet onnx==1.23.2
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps open-clip-torch==3.3.0  # only for its BPE vocab file
+	mkdir -p $(@D) && touch $@
+
+$(MODELS)/clip-tiny/.built: serving/testmodels/clip.py $(CLIP_TOOLCHAIN)
+	$(CLIP_BUILD) --size tiny --out $(@D)
+	touch $@
+
+$(MODELS)/clip-full/.built: serving/testmodels/clip.py $(CLIP_TOOLCHAIN)
+	$(CLIP_BUILD) --size full --out $(@D)
+	touch $@
+
+.PHONY: memory-test-deps memory-models
+memory-test-deps: install $(MODELS)/clip-tiny/.built ## Tiny random-weight CLIP for the memory tests
+
+memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built ## Tiny and full-size random-weight CLIP
 
 # ---- test ------------------------------------------------------------------------------------------
 test: install ## Run the whole test suite (installs everything it needs first)
