@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     embed_threads: int = 1
     embed_batch_size: int = 16
     ingest_poll_interval_s: float = 0.5
+    # Embedded store only: build the HNSW index inside the gateway once this many points arrived since
+    # the last build AND nothing happened for memory_optimize_quiet_s (the build freezes the process).
+    # quiet_s <= 0: never in the gateway; run `visionrag optimize` while it is stopped.
+    memory_optimize_min_points: int = 20_000
+    memory_optimize_quiet_s: float = 600.0
 
     @field_validator("upstream_urls", "api_keys", "image_formats", "fetch_allow_hosts", mode="before")
     @classmethod

@@ -1,0 +1,142 @@
+"""CLIP embeddings through fastembed: text and images into one 512-d space.
+
+- Lazy: the models (~0.9 GB RSS at full size, 1-2.5 s to load) load on first use or `load()`, so a
+  gateway with memory disabled, or a CLI `--help`, never pays for them.
+- Explicit onnxruntime threads: its default spin-waits and, with another busy process on the box, was
+  slower than `threads=1` while burning up to 1.9x the CPU (shared/notes/fastembed-offline.md).
+- Never `parallel=`: fastembed starts a fresh process pool on every call.
+- Vectors come back L2-normalized (fastembed leaves CLIP text vectors unnormalized), so scores are
+  cosine similarities whichever store holds them.
+- Thread-safe: onnxruntime sessions may run concurrently, so the ingest worker and /search share one
+  loaded pair instead of holding two copies.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gateway.memory.points import DIM
+
+
+class EmbedderError(RuntimeError):
+    """The CLIP models cannot be loaded or run (missing from the cache, corrupt files)."""
+
+
+class ImageDecodeError(ValueError):
+    """These bytes are not an image Pillow can decode."""
+
+
+class ClipEmbedder:
+    def __init__(
+        self,
+        text_model: str = "Qdrant/clip-ViT-B-32-text",
+        vision_model: str = "Qdrant/clip-ViT-B-32-vision",
+        *,
+        cache_dir: Path | None = None,
+        threads: int = 1,
+        batch_size: int = 16,
+    ) -> None:
+        self.text_model = text_model
+        self.vision_model = vision_model
+        self.cache_dir = cache_dir
+        self.threads = max(1, threads)
+        self.batch_size = max(1, batch_size)
+        self._text: Any = None
+        self._vision: Any = None
+        self._lock = threading.Lock()
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"threads": self.threads}
+        if self.cache_dir is not None:
+            kwargs["cache_dir"] = str(self.cache_dir)
+        # With HF_HUB_OFFLINE=1 (tests, air-gapped installs) only the cache is consulted, and a miss
+        # fails at once instead of retrying the hub.
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            kwargs["local_files_only"] = True
+        return kwargs
+
+    def _load_error(self, model: str, exc: Exception) -> EmbedderError:
+        where = self.cache_dir or os.environ.get("FASTEMBED_CACHE_PATH") or "fastembed's default cache"
+        return EmbedderError(
+            f"cannot load CLIP model {model!r} from {where}: {exc}. Online, fastembed downloads it on first "
+            "use; offline, build one (`make memory-test-deps` for the tiny test model) and set "
+            "VISIONRAG_FASTEMBED_CACHE_DIR to its folder."
+        )
+
+    def _text_model(self) -> Any:
+        if self._text is None:
+            with self._lock:
+                if self._text is None:
+                    from fastembed import TextEmbedding
+
+                    try:
+                        self._text = TextEmbedding(self.text_model, **self._kwargs())
+                    except Exception as exc:  # fastembed raises ValueError/OSError/RuntimeError by cause
+                        raise self._load_error(self.text_model, exc) from exc
+        return self._text
+
+    def _vision_model(self) -> Any:
+        if self._vision is None:
+            with self._lock:
+                if self._vision is None:
+                    from fastembed import ImageEmbedding
+
+                    try:
+                        self._vision = ImageEmbedding(self.vision_model, **self._kwargs())
+                    except Exception as exc:
+                        raise self._load_error(self.vision_model, exc) from exc
+        return self._vision
+
+    def load(self) -> None:
+        """Load both models now (at start-up) instead of on the first exchange or query."""
+        self._text_model()
+        self._vision_model()
+
+    @property
+    def loaded(self) -> bool:
+        return self._text is not None and self._vision is not None
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        vectors = np.asarray(list(self._text_model().embed(list(texts), batch_size=self.batch_size)))
+        return _normalize(vectors)
+
+    def embed_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+        """Embed encoded images (PNG, JPEG, ...) or decoded ones (`decode_image`).
+
+        Raises ImageDecodeError naming the first undecodable one.
+        """
+        if not images:
+            return np.zeros((0, DIM), dtype=np.float32)
+        decoded = [
+            data if isinstance(data, Image.Image) else decode_image(data, index)
+            for index, data in enumerate(images)
+        ]
+        vectors = np.asarray(list(self._vision_model().embed(decoded, batch_size=self.batch_size)))
+        return _normalize(vectors)
+
+
+def decode_image(data: bytes, index: int = 0) -> Image.Image:
+    """Decode fully now (not lazily inside fastembed), so a bad image is attributable to its index."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        # CLIP takes RGB; palette/alpha/greyscale images would otherwise fail in the processor.
+        return image.convert("RGB")
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ImageDecodeError(f"image {index} cannot be decoded: {exc}") from exc
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float32, copy=False)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

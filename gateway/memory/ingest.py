@@ -1,0 +1,286 @@
+"""The ingest worker: journal -> CLIP embeddings -> vector store, off the request path.
+
+Loop (one daemon thread): take the oldest `batch_size` un-ingested exchanges from the journal, embed
+them (texts and images in batches), upsert the points, and only after the store acknowledged the
+upsert mark them ingested. So:
+- a crash or SIGKILL at any moment loses nothing: un-marked exchanges are picked up again on restart;
+- re-ingesting is harmless: point ids are deterministic (points.point_id), an upsert overwrites;
+- while the store fails, the batch (already embedded) is retried with exponential backoff and the
+  journal's backlog grows; chats are unaffected because they only append to the journal.
+
+Data problems are handled per item, never by blocking the queue: an image whose blob is missing or
+does not decode loses its image vector (the point keeps its text vectors); "error" exchanges and
+exchanges with nothing to embed are skipped and marked (see points.STORED_STATUSES).
+
+Maintenance (the embedded store's HNSW build) runs here too, under `MaintenancePolicy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from gateway.journal import BlobStore, Exchange, Journal
+from gateway.memory.embed import ClipEmbedder, ImageDecodeError, decode_image
+from gateway.memory.points import PointPlan, StorePoint, plan_points
+from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
+
+log = logging.getLogger("visionrag.memory.ingest")
+
+
+@dataclass(slots=True)
+class MaintenancePolicy:
+    """When the worker may call `store.optimize()` (HNSW build) inside this process.
+
+    Edge's optimize() holds the GIL for its whole run (~17 s at 10k points, minutes at 100k), freezing
+    every other thread of the process, chats included. So it runs only when both hold:
+    - at least `min_new_points` points were written since the last index build: below that, Qdrant's
+      filtered brute force is already fast (tenant-filtered queries measured ~12 ms p99 even at 1M
+      unindexed points), and indexing would buy nothing;
+    - the process has been quiet (no new exchange, no search) for `quiet_s` seconds.
+    `quiet_s <= 0` disables it: index offline with `visionrag optimize` while the gateway is stopped.
+    A server store (RemoteStore) indexes itself; its optimize() is a no-op.
+    """
+
+    min_new_points: int = 20_000
+    quiet_s: float = 600.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.quiet_s > 0
+
+
+@dataclass(slots=True)
+class IngestStats:
+    exchanges: int = 0  # marked ingested by this process (stored or skipped)
+    points: int = 0
+    skipped: int = 0  # exchanges that yield no point ("error" status, nothing to embed)
+    images_unusable: int = 0  # images missing from the BlobStore or not decodable
+    failures: int = 0  # failed attempts (store or model), each retried
+    retrying: bool = False
+    last_error: str | None = None
+    last_ingest_at: float | None = None
+    optimizations: int = 0
+    points_at_last_optimize: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch embedded and ready to upsert: kept across retries so a store outage costs no re-embedding."""
+
+    exchange_ids: list[str]
+    points: list[StorePoint]
+    skipped: int
+    images_unusable: int
+
+
+@dataclass(slots=True)
+class Backoff:
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    _current: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        self._current = self.initial_s if self._current == 0 else min(self.max_s, self._current * 2)
+        return self._current
+
+    def reset(self) -> None:
+        self._current = 0.0
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        journal: Journal,
+        blobs: BlobStore,
+        embedder: ClipEmbedder,
+        store: VectorStore,
+        *,
+        batch_size: int = 16,
+        poll_interval_s: float = 0.5,
+        backoff: Backoff | None = None,
+        maintenance: MaintenancePolicy | None = None,
+    ) -> None:
+        self.journal = journal
+        self.blobs = blobs
+        self.embedder = embedder
+        self.store = store
+        self.batch_size = max(1, batch_size)
+        self.poll_interval_s = poll_interval_s
+        self.backoff = backoff or Backoff()
+        self.maintenance = maintenance or MaintenancePolicy(quiet_s=0)
+        self.stats = IngestStats()
+        self._prepared: _Prepared | None = None
+        self._schema_ready = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_activity = time.monotonic()
+
+    # --- thread lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="memory-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the batch in hand (if the store answers), then return. Unfinished work stays queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def touch(self) -> None:
+        """Note activity (a search): postpones maintenance that would freeze the process."""
+        self._last_activity = time.monotonic()
+
+    def _run(self) -> None:
+        try:
+            self.embedder.load()
+        except Exception as exc:  # noqa: BLE001 - the first batch retries the load and reports it
+            log.error("memory: CLIP models failed to load: %s", exc)
+            self.stats.last_error = str(exc)
+        while not self._stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception as exc:  # any failure is retried, never fatal
+                delay = self.backoff.next()
+                self.stats.failures += 1
+                self.stats.retrying = True
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
+                log.log(level, "memory ingest failed (retrying in %.1f s): %s", delay, exc,
+                        exc_info=not isinstance(exc, StoreError))
+                self._stop.wait(delay)
+                continue
+            if done:
+                continue  # more may be waiting: no sleep between full batches
+            self._maybe_maintain()
+            self._stop.wait(self.poll_interval_s)
+
+    # --- one step ------------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Ingest one batch; return how many exchanges were marked (0 when the backlog is empty).
+
+        Raises StoreUnavailable/StoreError/EmbedderError on failure; the batch stays queued (and stays
+        embedded in memory, so the retry only repeats the upsert).
+        """
+        if self._prepared is None:
+            batch = self.journal.pending(self.batch_size)
+            if not batch:
+                return 0
+            self._last_activity = time.monotonic()
+            self._prepared = self.prepare(batch)
+        prepared = self._prepared
+        if not self._schema_ready:
+            self.store.ensure_schema()
+            self._schema_ready = True
+        self.store.upsert(prepared.points)
+        # Only now, with the store's acknowledgement, is the batch done.
+        self.journal.mark_ingested(prepared.exchange_ids)
+        self._prepared = None
+        self.backoff.reset()
+        stats = self.stats
+        stats.exchanges += len(prepared.exchange_ids)
+        stats.points += len(prepared.points)
+        stats.skipped += prepared.skipped
+        stats.images_unusable += prepared.images_unusable
+        stats.retrying = False
+        stats.last_ingest_at = time.time()
+        return len(prepared.exchange_ids)
+
+    def drain(self, on_progress: Callable[[int], None] | None = None, max_failures: int = 5) -> int:
+        """Ingest until the backlog is empty, in this thread (the CLI's path). Returns exchanges marked."""
+        total = 0
+        failures = 0
+        while True:
+            try:
+                done = self.run_once()
+            except StoreUnavailable:
+                failures += 1
+                if failures >= max_failures:
+                    raise
+                time.sleep(self.backoff.next())
+                continue
+            failures = 0
+            if not done:
+                return total
+            total += done
+            if on_progress is not None:
+                on_progress(done)
+
+    def prepare(self, batch: list[Exchange]) -> _Prepared:
+        """Embed a batch: every distinct image and text once, in batches."""
+        plans: list[PointPlan] = []
+        skipped = 0
+        for exchange in batch:
+            exchange_plans = plan_points(exchange)
+            if not exchange_plans:
+                skipped += 1
+            plans.extend(exchange_plans)
+
+        images: dict[str, Image.Image] = {}
+        unusable = 0
+        for sha in dict.fromkeys(p.image_sha256 for p in plans if p.image_sha256):
+            data = self.blobs.get(sha)
+            if data is None:
+                log.warning("image %s is missing from the blob store; storing its exchange without it", sha)
+                unusable += 1
+                continue
+            try:
+                images[sha] = decode_image(data)
+            except ImageDecodeError as exc:
+                log.warning("image %s does not decode (%s); storing its exchange without it", sha, exc)
+                unusable += 1
+        image_shas = list(images)
+        image_vectors = dict(zip(image_shas, self.embedder.embed_images([images[s] for s in image_shas]), strict=True))
+
+        texts = list(dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t))
+        text_vectors = dict(zip(texts, self.embedder.embed_texts(texts), strict=True))
+
+        points: list[StorePoint] = []
+        for plan in plans:
+            vectors: dict[str, list[float]] = {}
+            if plan.image_sha256 in image_vectors:
+                vectors["image"] = image_vectors[plan.image_sha256].tolist()
+            if plan.question:
+                vectors["question"] = text_vectors[plan.question].tolist()
+            if plan.answer:
+                vectors["answer"] = text_vectors[plan.answer].tolist()
+            if vectors:  # an image-only point whose image is unusable has nothing left to search by
+                points.append(StorePoint(plan.id, vectors, plan.payload))
+        return _Prepared([e.id for e in batch], points, skipped, unusable)
+
+    # --- maintenance ---------------------------------------------------------------------------------
+    def _maybe_maintain(self) -> None:
+        policy = self.maintenance
+        if not policy.enabled or time.monotonic() - self._last_activity < policy.quiet_s:
+            return
+        try:
+            points = self.store.stats().points
+            since = points - (self.stats.points_at_last_optimize or 0)
+            if since < policy.min_new_points:
+                return
+            log.info("memory: indexing the vector store (%d points; quiet for %.0f s)", points, policy.quiet_s)
+            started = time.monotonic()
+            self.store.optimize()
+            self.stats.optimizations += 1
+            self.stats.points_at_last_optimize = points
+            log.info("memory: index build took %.1f s", time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - maintenance is best-effort
+            log.warning("memory: index maintenance failed: %s", exc)
+        finally:
+            self._last_activity = time.monotonic()

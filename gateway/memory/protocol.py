@@ -1,0 +1,118 @@
+"""The memory HTTP API's request and response bodies (no logic here).
+
+Validation failures become OpenAI-shaped 400s through the app's RequestValidationError handler.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Target = Literal["image", "question", "answer", "all"]
+MAX_LIMIT = 100
+
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # ISO 8601 (`2026-05-01T12:00:00Z`) or unix seconds; a time without a zone is taken as UTC.
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    # One model name or several (any of them matches).
+    model: str | list[str] | None = None
+    # The `user` field the client sent with its chat request.
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchFilters:
+        if self.time_from and self.time_to and _aware(self.time_from) > _aware(self.time_to):
+            raise ValueError("filters.time_from is after filters.time_to")
+        if isinstance(self.model, list) and not self.model:
+            raise ValueError("filters.model is an empty list; leave it out to search every model")
+        return self
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        if self.model is None:
+            return ()
+        return (self.model,) if isinstance(self.model, str) else tuple(self.model)
+
+
+class SearchRequest(BaseModel):
+    """Search past exchanges by text or by image (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=20_000)
+    # A `data:` URL or an http(s) URL, fetched through the same guarded fetch as chat images.
+    image: str | None = Field(default=None, min_length=1)
+    # Which stored vector to compare with; "all" fuses the three rankings (Reciprocal Rank Fusion).
+    target: Target = "all"
+    limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give exactly one of `text` or `image`")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("`text` is blank")
+        return self
+
+
+class SearchHit(BaseModel):
+    score: float
+    exchange_id: str
+    question: str
+    answer: str
+    # The matching image served by this gateway (GET /images/{sha256}); None for text-only exchanges.
+    image_url: str | None
+    image_sha256: str | None
+    # The http(s) URL the client originally sent for the image, if it sent one.
+    source_url: str | None
+    time: datetime
+    model: str
+    user: str | None
+    status: str
+    endpoint: str
+
+
+class SearchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SearchHit]
+    target: Target
+    query_type: Literal["text", "image"]
+    # Where the time went: embedding the query, and the vector store's query.
+    timings_ms: dict[str, float]
+
+
+class ExchangeImage(BaseModel):
+    sha256: str
+    mime: str
+    url: str
+    source_url: str | None
+
+
+class ExchangeResponse(BaseModel):
+    object: Literal["exchange"] = "exchange"
+    id: str
+    time: datetime
+    endpoint: str
+    model: str
+    user: str | None
+    status: str
+    question: str
+    answer: str
+    messages: list[dict[str, str]]
+    images: list[ExchangeImage]
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    latency_ms: float
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,143 @@
+"""The memory HTTP API: POST /search, GET /exchanges/{id}, GET /images/{sha256}, GET /memory/stats.
+
+Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
+or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing.
+Blocking work (CLIP, the store) runs in the threadpool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway.auth import require_tenant
+from gateway.errors import GatewayError
+from gateway.images import ImageError
+from gateway.memory.embed import EmbedderError, ImageDecodeError
+from gateway.memory.protocol import (
+    ExchangeImage,
+    ExchangeResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
+from gateway.memory.store.base import Hit, SearchFilter, StoreError
+
+if TYPE_CHECKING:
+    from gateway.memory.service import Memory
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def build_router(memory: Memory) -> APIRouter:
+    router = APIRouter(tags=["memory"])
+
+    def image_url(request: Request, sha256: str | None) -> str | None:
+        return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
+
+    @router.post("/search", response_model=SearchResponse)
+    async def search(body: SearchRequest, request: Request, tenant: str = Depends(require_tenant)) -> SearchResponse:
+        image: bytes | None = None
+        if body.image is not None:
+            try:
+                image = (await memory.image_loader.load(body.image)).data
+            except ImageError as exc:
+                raise GatewayError(400, exc.message, param="image", code=exc.code) from None
+        flt = SearchFilter(
+            tenant=tenant,
+            time_from=body.filters.time_from,
+            time_to=body.filters.time_to,
+            models=body.filters.models,
+            user=body.filters.user,
+        )
+        memory.worker.touch()
+        try:
+            outcome = await run_in_threadpool(
+                memory.searcher.search, flt, text=body.text, image=image, target=body.target, limit=body.limit
+            )
+        except ImageDecodeError as exc:
+            raise GatewayError(400, str(exc), param="image", code="invalid_image") from None
+        except EmbedderError as exc:
+            raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
+        except StoreError as exc:
+            raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
+        return SearchResponse(
+            data=[_hit(request, hit, image_url) for hit in outcome.hits],
+            target=body.target,
+            query_type="text" if body.text is not None else "image",
+            timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
+        )
+
+    @router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse)
+    async def get_exchange(
+        exchange_id: str, request: Request, tenant: str = Depends(require_tenant)
+    ) -> ExchangeResponse:
+        exchange = await run_in_threadpool(memory.journal.get, exchange_id)
+        if exchange is None or exchange.tenant != tenant:
+            raise GatewayError(404, f"No exchange with id {exchange_id!r}.", param="exchange_id",
+                               code="exchange_not_found")
+        return ExchangeResponse(
+            id=exchange.id,
+            time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
+            endpoint=exchange.endpoint,
+            model=exchange.model,
+            user=exchange.user,
+            status=exchange.status,
+            question=exchange.question,
+            answer=exchange.answer,
+            messages=exchange.messages,
+            images=[
+                ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
+                              source_url=i.source_url)
+                for i in exchange.images
+            ],
+            finish_reason=exchange.finish_reason,
+            usage=exchange.usage,
+            latency_ms=exchange.latency_ms,
+        )
+
+    @router.get("/images/{sha256}", name="memory_image")
+    async def get_image(sha256: str, tenant: str = Depends(require_tenant)) -> Response:
+        not_found = GatewayError(404, "No such image.", param="sha256", code="image_not_found")
+        if not _SHA256.match(sha256):
+            raise not_found
+        try:
+            mime = await run_in_threadpool(memory.store.image_mime, tenant, sha256)
+        except StoreError as exc:
+            raise GatewayError(503, f"images are unavailable: {exc}", code="memory_unavailable") from None
+        data = await run_in_threadpool(memory.blobs.get, sha256) if mime else None
+        if data is None:
+            raise not_found
+        # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
+        return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+    @router.get("/memory/stats")
+    async def stats(tenant: str = Depends(require_tenant)) -> dict[str, object]:
+        return await run_in_threadpool(memory.stats, tenant)
+
+    return router
+
+
+def _hit(request: Request, hit: Hit, image_url: Callable[[Request, str | None], str | None]) -> SearchHit:
+    payload = hit.payload
+    sha = payload.get("image_sha256")
+    return SearchHit(
+        score=hit.score,
+        exchange_id=str(payload.get("exchange_id", "")),
+        question=str(payload.get("question") or ""),
+        answer=str(payload.get("answer") or ""),
+        image_url=image_url(request, sha),
+        image_sha256=sha,
+        source_url=payload.get("image_url"),
+        time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
+        model=str(payload.get("model") or ""),
+        user=payload.get("user"),
+        status=str(payload.get("status") or "complete"),
+        endpoint=str(payload.get("endpoint") or ""),
+    )

@@ -1,0 +1,172 @@
+"""`Memory`: the one object the gateway wires in (construct, include `.router`, start, stop).
+
+    memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
+    app.include_router(memory.router)
+    memory.start()          # in the lifespan, after the journal is open
+    ...
+    await memory.stop()     # finishes the batch in hand; the rest stays queued in the journal
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from gateway.images import FetchPolicy, ImageFetcher, ImageLoader, ImagePolicy
+from gateway.journal import BlobStore, Journal
+from gateway.memory.embed import ClipEmbedder
+from gateway.memory.ingest import IngestWorker, MaintenancePolicy
+from gateway.memory.search import Searcher
+from gateway.memory.store.base import StoreError, VectorStore
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from gateway.settings import Settings
+
+log = logging.getLogger("visionrag.memory")
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """Qdrant server/Cloud when a URL is set, else the embedded engine under data_dir."""
+    if settings.qdrant_url:
+        from gateway.memory.store.remote import RemoteStore
+
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return RemoteStore(settings.qdrant_collection, url=settings.qdrant_url, api_key=key)
+    from gateway.memory.store.edge import EdgeStore
+
+    # One shard per collection name, so two collections can share a data dir.
+    return EdgeStore(settings.qdrant_path / settings.qdrant_collection)
+
+
+def embedder_from_settings(settings: Settings, threads: int | None = None) -> ClipEmbedder:
+    return ClipEmbedder(
+        settings.clip_text_model,
+        settings.clip_vision_model,
+        cache_dir=settings.fastembed_cache_dir,
+        threads=threads or settings.embed_threads,
+        batch_size=settings.embed_batch_size,
+    )
+
+
+def image_loader_from_settings(settings: Settings) -> ImageLoader:
+    policy = ImagePolicy(settings.max_image_bytes, settings.max_image_pixels, frozenset(settings.image_formats))
+    fetch = FetchPolicy(
+        timeout_s=settings.fetch_timeout_s,
+        max_bytes=settings.max_image_bytes,
+        max_redirects=settings.fetch_max_redirects,
+        allow_hosts=frozenset(settings.fetch_allow_hosts),
+    )
+    return ImageLoader(policy, ImageFetcher(fetch))
+
+
+class Memory:
+    def __init__(
+        self,
+        journal: Journal,
+        blobs: BlobStore,
+        embedder: ClipEmbedder,
+        store: VectorStore,
+        worker: IngestWorker,
+        image_loader: ImageLoader,
+        *,
+        owns_loader: bool = False,
+    ) -> None:
+        self.journal = journal
+        self.blobs = blobs
+        self.embedder = embedder
+        self.store = store
+        self.worker = worker
+        self.searcher = Searcher(embedder, store)
+        self.image_loader = image_loader
+        self._owns_loader = owns_loader
+        self._started = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        journal: Journal,
+        blobs: BlobStore,
+        *,
+        image_loader: ImageLoader | None = None,
+        store: VectorStore | None = None,
+    ) -> Memory:
+        """Build everything; open nothing yet (no model load, no store connection) until `start()`.
+
+        Pass the app's own `image_loader` to share its HTTP session; otherwise one is made from the
+        same settings (same guarded fetch, same limits). `store` overrides the settings' choice (tests).
+        """
+        embedder = embedder_from_settings(settings)
+        store = store or open_store(settings)
+        worker = IngestWorker(
+            journal,
+            blobs,
+            embedder,
+            store,
+            batch_size=settings.embed_batch_size,
+            poll_interval_s=settings.ingest_poll_interval_s,
+            maintenance=MaintenancePolicy(
+                min_new_points=settings.memory_optimize_min_points,
+                quiet_s=settings.memory_optimize_quiet_s,
+            ),
+        )
+        owns = image_loader is None
+        loader = image_loader or image_loader_from_settings(settings)
+        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns)
+
+    @cached_property
+    def router(self) -> APIRouter:
+        from gateway.memory.routes import build_router
+
+        return build_router(self)
+
+    def start(self) -> None:
+        """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
+        embedded store. A Qdrant server that is down is not an error here: the worker retries."""
+        if self._started:
+            return
+        try:
+            self.store.ensure_schema()
+        except StoreError as exc:
+            from gateway.memory.store.base import StoreLocked, StoreUnavailable
+
+            if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
+                raise
+            log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
+        # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
+        # search does not pay the load.
+        self.worker.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await asyncio.to_thread(self.worker.stop)
+            self._started = False
+        await asyncio.to_thread(self.store.close)
+        if self._owns_loader:
+            await self.image_loader.fetcher.close()
+
+    def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """Backlog and progress, for /memory/stats, health and metrics."""
+        result: dict[str, Any] = {
+            "backlog": self.journal.backlog(),
+            "journal": self.journal.count(),
+            "worker": {"running": self.worker.running, **self.worker.stats.as_dict()},
+            "embedder": {"loaded": self.embedder.loaded, "threads": self.embedder.threads},
+        }
+        try:
+            store = self.store.stats()
+            result["store"] = {
+                "backend": store.backend,
+                "points": store.points,
+                "indexed_vectors": store.indexed_vectors,
+            }
+            if tenant is not None:
+                result["store"]["tenant_points"] = self.store.count(tenant)
+        except StoreError as exc:
+            result["store"] = {"error": str(exc)}
+        return result

@@ -1,0 +1,85 @@
+"""The store protocol the rest of memory is written against.
+
+Two adapters implement it: `EdgeStore` (Qdrant's engine in-process, the default) and `RemoteStore`
+(qdrant-client: a Qdrant server, Qdrant Cloud, or qdrant-client's local mode in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from gateway.memory.points import StorePoint
+
+Target = Literal["image", "question", "answer", "all"]
+
+# Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters.
+KEYWORD_FIELDS = ("model", "user", "exchange_id", "image_sha256")
+TENANT_FIELD = "tenant"
+TIME_FIELD = "time"
+# RRF's k: 60 is the value from the original RRF paper and Qdrant's default.
+RRF_K = 60
+
+
+class StoreError(Exception):
+    """A store failure that retrying will not fix (bad configuration, schema mismatch)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or refused the operation for now: retry later."""
+
+
+class StoreLocked(StoreError):
+    """The embedded store's directory is held by another process (its WAL lock)."""
+
+
+@dataclass(slots=True, frozen=True)
+class SearchFilter:
+    """Every query is scoped to one tenant; the rest narrows it further."""
+
+    tenant: str
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    models: tuple[str, ...] = ()
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    points: int
+    indexed_vectors: int | None  # None where the store does not report it (a server indexes itself)
+    backend: str
+    location: str
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def ensure_schema(self) -> None:
+        """Create the collection/shard and its payload indexes if missing; idempotent."""
+
+    def upsert(self, points: Sequence[StorePoint]) -> None:
+        """Write points; durable (acknowledged by the store) when this returns."""
+
+    def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
+        """Nearest points to `vector` on one named vector, or on all three fused with RRF."""
+
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        """The image's MIME type if one of `tenant`'s points references it, else None (the /images check)."""
+
+    def count(self, tenant: str | None = None) -> int: ...
+
+    def stats(self) -> StoreStats: ...
+
+    def optimize(self) -> bool:
+        """Build/refresh indexes now. May block for long; see `ingest.MaintenancePolicy`."""
+
+    def close(self) -> None: ...

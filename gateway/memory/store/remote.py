@@ -1,0 +1,211 @@
+"""A Qdrant server or Qdrant Cloud through qdrant-client (set VISIONRAG_QDRANT_URL / _API_KEY).
+
+The same adapter runs against qdrant-client's local mode (`location=":memory:"` or `path=`), which
+takes the same calls as a server: that is how it is tested here, where no server can run. Local mode
+is a brute-force test vehicle (payload indexes ignored, one process per path, not thread-safe), never
+the embedded default: that is `EdgeStore`.
+
+A server builds its HNSW index itself in the background as data grows (its optimizers), so
+`optimize()` has nothing to do here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
+from gateway.memory.store.base import (
+    KEYWORD_FIELDS,
+    RRF_K,
+    TENANT_FIELD,
+    TIME_FIELD,
+    Hit,
+    SearchFilter,
+    StoreError,
+    StoreStats,
+    StoreUnavailable,
+    Target,
+)
+
+_PREFETCH_FACTOR = 4
+# Statuses that mean "try again later" rather than "this request is wrong".
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class RemoteStore:
+    backend = "qdrant-client"
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        location: str | None = None,
+        path: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """`url` (+ `api_key`) for a server/Cloud; `location=":memory:"` or `path` for local mode (tests)."""
+        self.collection = collection
+        self.local = url is None
+        self.location = url or path or location or ":memory:"
+        if url is not None:
+            # No version probe at construction: it would block start-up on the network when the server is down.
+            self._client = QdrantClient(
+                url=url, api_key=api_key, timeout=int(max(1, timeout_s)), check_compatibility=False
+            )
+        elif path is not None:
+            self._client = QdrantClient(path=path)
+        else:
+            self._client = QdrantClient(location=location or ":memory:")
+        # Local mode is not thread-safe (shared use corrupted it); a server client is, but the lock costs
+        # nothing measurable next to a network round trip, so it is always taken.
+        self._lock = threading.Lock()
+        self._schema_ready = False
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Map qdrant-client's failures onto the store protocol's two kinds: retry later, or give up."""
+        try:
+            with self._lock:
+                yield
+        except UnexpectedResponse as exc:
+            if exc.status_code in _TRANSIENT_STATUS:
+                raise StoreUnavailable(f"Qdrant {what} failed with HTTP {exc.status_code}") from exc
+            raise StoreError(f"Qdrant {what} failed with HTTP {exc.status_code}: {exc.content[:300]!r}") from exc
+        except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
+            raise StoreUnavailable(f"Qdrant at {self.location} is unreachable ({what}): {exc}") from exc
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._call("create collection"):
+            if not self._client.collection_exists(self.collection):
+                self._client.create_collection(
+                    self.collection,
+                    vectors_config={
+                        name: models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+                        for name in VECTOR_NAMES
+                    },
+                )
+            indexes: list[tuple[str, Any]] = [
+                (TENANT_FIELD, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)),
+                (TIME_FIELD, models.PayloadSchemaType.DATETIME),
+                *((name, models.PayloadSchemaType.KEYWORD) for name in KEYWORD_FIELDS),
+            ]
+            existing = self._client.get_collection(self.collection).payload_schema or {}
+            for name, schema in indexes:
+                if name not in existing and not self.local:
+                    # Local mode ignores payload indexes (and warns about each): skip them there.
+                    self._client.create_payload_index(self.collection, name, field_schema=schema, wait=True)
+        self._schema_ready = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+    def upsert(self, points: Sequence[StorePoint]) -> None:
+        if not points:
+            return
+        self.ensure_schema()
+        batch = [models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]  # type: ignore[arg-type]
+        with self._call("upsert"):
+            # wait=True: returns once the server applied it, so the journal is marked only after that.
+            self._client.upsert(self.collection, points=batch, wait=True)
+
+    def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
+        self.ensure_schema()
+        query_vector = [float(x) for x in vector]
+        query_filter = _filter(flt)
+        with self._call("query"):
+            if target == "all":
+                response = self._client.query_points(
+                    self.collection,
+                    prefetch=[
+                        models.Prefetch(
+                            query=query_vector, using=name, limit=limit * _PREFETCH_FACTOR, filter=query_filter
+                        )
+                        for name in VECTOR_NAMES
+                    ],
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                    limit=limit,
+                    with_payload=True,
+                )
+            else:
+                response = self._client.query_points(
+                    self.collection,
+                    query=query_vector,
+                    using=target,
+                    query_filter=query_filter,
+                    limit=limit,
+                    with_payload=True,
+                )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        self.ensure_schema()
+        flt = models.Filter(
+            must=[
+                models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+                models.FieldCondition(key="image_sha256", match=models.MatchValue(value=sha256)),
+            ]
+        )
+        with self._call("scroll"):
+            records, _ = self._client.scroll(
+                self.collection, scroll_filter=flt, limit=1, with_payload=True, with_vectors=False
+            )
+        if not records:
+            return None
+        return str((records[0].payload or {}).get("image_mime") or "application/octet-stream")
+
+    def count(self, tenant: str | None = None) -> int:
+        self.ensure_schema()
+        flt = None
+        if tenant is not None:
+            flt = models.Filter(must=[models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant))])
+        with self._call("count"):
+            return self._client.count(self.collection, count_filter=flt, exact=True).count
+
+    def stats(self) -> StoreStats:
+        self.ensure_schema()
+        with self._call("collection info"):
+            info = self._client.get_collection(self.collection)
+        return StoreStats(
+            points=info.points_count or 0,
+            indexed_vectors=None if self.local else info.indexed_vectors_count,
+            backend=self.backend,
+            location=self.location if self.local else _redact(self.location),
+        )
+
+    def optimize(self) -> bool:
+        return False  # the server's own optimizers index in the background
+
+
+def _redact(url: str) -> str:
+    return httpx.URL(url).copy_with(username=None, password=None).__str__()
+
+
+def _filter(flt: SearchFilter) -> models.Filter:
+    must: list[Any] = [models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=flt.tenant))]
+    if flt.time_from is not None or flt.time_to is not None:
+        must.append(
+            models.FieldCondition(
+                key=TIME_FIELD,
+                range=models.DatetimeRange(
+                    gte=rfc3339(flt.time_from) if flt.time_from else None,
+                    lte=rfc3339(flt.time_to) if flt.time_to else None,
+                ),
+            )
+        )
+    if flt.models:
+        must.append(models.FieldCondition(key="model", match=models.MatchAny(any=list(flt.models))))
+    if flt.user is not None:
+        must.append(models.FieldCondition(key="user", match=models.MatchValue(value=flt.user)))
+    return models.Filter(must=must)

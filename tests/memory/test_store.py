@@ -1,0 +1,143 @@
+"""Both store adapters (embedded qdrant-edge, qdrant-client local mode) against the same expectations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.memory.points import StorePoint, point_id, rfc3339
+from gateway.memory.store.base import SearchFilter, StoreLocked, StoreUnavailable, VectorStore
+from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.remote import RemoteStore
+from tests.plugins.gateway_server import free_port
+
+RNG = np.random.default_rng(7)
+
+
+def unit(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).standard_normal(512).astype(np.float32)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def point(n: int, *, tenant: str = "t1", model: str = "m1", user: str | None = None, ts: float = 1.7e9,
+          names: tuple[str, ...] = ("image", "question", "answer"), sha: str | None = None) -> StorePoint:
+    payload = {"exchange_id": f"ex{n}", "tenant": tenant, "model": model, "user": user, "ts": ts,
+               "time": rfc3339(ts), "question": f"q{n}", "answer": f"a{n}", "image_sha256": sha,
+               "image_mime": "image/png" if sha else None}
+    # Each named vector of point n is distinct: seed = n*10 + slot.
+    vectors = {name: unit(n * 10 + slot) for slot, name in enumerate(("image", "question", "answer")) if name in names}
+    return StorePoint(point_id(f"ex{n}", 0), vectors, payload)
+
+
+def test_nearest_on_each_named_vector(store: VectorStore) -> None:
+    store.upsert([point(n) for n in range(20)])
+    for slot, target in enumerate(("image", "question", "answer")):
+        hits = store.query(unit(5 * 10 + slot), target, SearchFilter("t1"), 3)
+        assert hits[0].payload["exchange_id"] == "ex5"
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert len(hits) == 3
+
+
+def test_fused_query_ranks_the_exchange_matching_every_vector_first(store: VectorStore) -> None:
+    query = unit(999)
+    everywhere = point(90)
+    everywhere.vectors = {"image": query, "question": query, "answer": query}
+    image_only = point(91)
+    image_only.vectors["image"] = query  # ties on the image ranking, loses on the other two
+    store.upsert([point(n) for n in range(20)] + [image_only, everywhere])
+    hits = store.query(query, "all", SearchFilter("t1"), 5)
+    assert hits[0].payload["exchange_id"] == "ex90"
+    assert len({h.id for h in hits}) == len(hits) == 5
+    # RRF scores are rank-based: strictly decreasing down the list here.
+    assert hits[0].score > hits[1].score
+
+
+def test_points_with_a_subset_of_vectors(store: VectorStore) -> None:
+    store.upsert([point(1, names=("question", "answer")), point(2, names=("image",))])
+    image_hits = store.query(unit(10), "image", SearchFilter("t1"), 5)
+    assert [h.payload["exchange_id"] for h in image_hits] == ["ex2"]  # ex1 has no image vector
+    answer_hits = store.query(unit(12), "answer", SearchFilter("t1"), 5)
+    assert [h.payload["exchange_id"] for h in answer_hits] == ["ex1"]
+
+
+def test_tenant_scoping(store: VectorStore) -> None:
+    store.upsert([point(1, tenant="a"), point(2, tenant="b")])
+    assert [h.payload["exchange_id"] for h in store.query(unit(20), "image", SearchFilter("a"), 5)] == ["ex1"]
+    assert store.query(unit(10), "image", SearchFilter("nobody"), 5) == []
+    assert store.count("a") == 1 and store.count() == 2
+
+
+def test_filters_time_model_user(store: VectorStore) -> None:
+    day = 86_400.0
+    t0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    store.upsert([
+        point(1, ts=t0, model="m1", user="alice"),
+        point(2, ts=t0 + day, model="m2", user="bob"),
+        point(3, ts=t0 + 2 * day, model="m1", user=None),
+    ])
+
+    def ids(flt: SearchFilter) -> set[str]:
+        return {h.payload["exchange_id"] for h in store.query(unit(10), "image", flt, 10)}
+
+    assert ids(SearchFilter("t1")) == {"ex1", "ex2", "ex3"}
+    assert ids(SearchFilter("t1", time_from=datetime.fromtimestamp(t0 + day / 2, UTC))) == {"ex2", "ex3"}
+    assert ids(SearchFilter("t1", time_to=datetime.fromtimestamp(t0 + day, UTC))) == {"ex1", "ex2"}
+    assert ids(SearchFilter("t1", models=("m1",))) == {"ex1", "ex3"}
+    assert ids(SearchFilter("t1", models=("m1", "m2"))) == {"ex1", "ex2", "ex3"}
+    assert ids(SearchFilter("t1", user="bob")) == {"ex2"}
+    assert ids(SearchFilter("t1", models=("m1",), user="alice")) == {"ex1"}
+
+
+def test_upsert_is_idempotent_on_point_ids(store: VectorStore) -> None:
+    store.upsert([point(n) for n in range(5)])
+    store.upsert([point(n) for n in range(5)])
+    assert store.count() == 5
+
+
+def test_image_mime_is_tenant_scoped(store: VectorStore) -> None:
+    sha = "ab" * 32
+    store.upsert([point(1, tenant="a", sha=sha)])
+    assert store.image_mime("a", sha) == "image/png"
+    assert store.image_mime("b", sha) is None
+    assert store.image_mime("a", "cd" * 32) is None
+
+
+def test_stats(store: VectorStore) -> None:
+    store.upsert([point(n) for n in range(3)])
+    stats = store.stats()
+    assert stats.points == 3 and stats.backend in ("edge", "qdrant-client")
+
+
+def test_edge_persists_across_reopen_and_indexes_on_optimize(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "shard")
+    first.ensure_schema()
+    first.upsert([point(n) for n in range(50)])
+    first.close()
+    reopened = EdgeStore(tmp_path / "shard")
+    reopened.ensure_schema()  # idempotent on an existing shard
+    assert reopened.count() == 50
+    reopened.optimize()
+    assert reopened.query(unit(30), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
+    reopened.close()
+
+
+def test_edge_second_open_fails_clearly(tmp_path: Path) -> None:
+    holder = EdgeStore(tmp_path / "shard")
+    holder.ensure_schema()
+    try:
+        with pytest.raises(StoreLocked, match="open in another process"):
+            EdgeStore(tmp_path / "shard").ensure_schema()
+    finally:
+        holder.close()
+
+
+def test_remote_store_where_nothing_listens_is_unavailable() -> None:
+    # A real qdrant-client pointed at a closed port: how a down server or network looks.
+    down = RemoteStore("c", url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        down.upsert([point(1)])
+    with pytest.raises(StoreUnavailable):
+        down.query(unit(1), "image", SearchFilter("t1"), 1)
