@@ -1,0 +1,45 @@
+"""The request bodies in deploy/qdrant-cloud.md against qdrant-client's models and the gateway's schema."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from qdrant_client.http import models
+
+from tests.deploy.deploy_helpers import DEPLOY
+
+
+@pytest.fixture(scope="module")
+def json_blocks() -> list[dict]:
+    text = (DEPLOY / "qdrant-cloud.md").read_text()
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
+
+
+def test_collection_body_is_a_valid_create_collection(json_blocks):
+    from gateway.memory.points import DIM, VECTOR_NAMES
+
+    (body,) = [b for b in json_blocks if "vectors" in b]
+    # The same model qdrant-client serializes for PUT /collections/{name}: unknown keys or wrong
+    # types would be a 400 from the server.
+    request = models.CreateCollection.model_validate(body)
+    assert set(request.vectors) == set(VECTOR_NAMES)
+    for params in request.vectors.values():
+        assert params.size == DIM
+        assert params.distance == models.Distance.COSINE
+        assert params.on_disk is True  # float32 originals on disk
+    scalar = request.quantization_config.scalar
+    assert scalar.type == models.ScalarType.INT8
+    assert scalar.always_ram is True  # quantized copies in RAM
+    assert request.hnsw_config.on_disk is False
+    assert request.on_disk_payload is True
+
+
+def test_payload_index_bodies_match_the_gateways_fields(json_blocks):
+    from gateway.memory.store.base import TENANT_FIELD, TIME_FIELD
+
+    bodies = [models.CreateFieldIndex.model_validate(b) for b in json_blocks if "field_name" in b]
+    by_field = {b.field_name: b.field_schema for b in bodies}
+    assert by_field[TENANT_FIELD].is_tenant is True
+    assert by_field[TIME_FIELD] == models.PayloadSchemaType.DATETIME
