@@ -86,7 +86,7 @@ class ChatProxy:
                 answer = (choice.get("message") or {}).get("content") or ""
                 self.recorder.record(
                     pending, answer=answer, finish_reason=choice.get("finish_reason"),
-                    usage=data.get("usage"), model=data.get("model"),
+                    usage=data.get("usage"), model=data.get("model"), upstream=upstream.upstream.base_url,
                 )
                 headers[EXCHANGE_HEADER] = pending.id
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
@@ -116,7 +116,8 @@ class ChatProxy:
             recorded = True
             self.recorder.record(
                 pending, answer=assembler.text, finish_reason=assembler.finish_reason,
-                usage=assembler.usage, model=assembler.model, status=status,
+                usage=assembler.usage, model=assembler.model, upstream=upstream.upstream.base_url,
+                status=status,
             )
 
         try:

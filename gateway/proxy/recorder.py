@@ -54,6 +54,7 @@ class Recorder:
         finish_reason: str | None,
         usage: dict[str, Any] | None,
         model: str | None,
+        upstream: str | None = None,
         status: Status = "complete",
     ) -> Exchange:
         """Store the images, then the exchange. Durable when this returns."""
@@ -76,6 +77,7 @@ class Recorder:
             usage=usage,
             latency_ms=round((time.perf_counter() - pending.started) * 1000, 3),
             status=status,
+            extra={"upstream": upstream} if upstream else {},
         )
         self.journal.append(exchange)
         return exchange
