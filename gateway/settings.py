@@ -34,7 +34,12 @@ CommaList = Annotated[list[str], NoDecode]
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="VISIONRAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="VISIONRAG_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        # `VISIONRAG_QDRANT_URL=` (as in .env.example) means "not set", not "set to the empty string".
+        env_ignore_empty=True,
+        extra="ignore",
     )
 
     # --- where the gateway listens -------------------------------------------------------------

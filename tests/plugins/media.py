@@ -53,7 +53,7 @@ def image_server() -> Iterator[ImageServer]:
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             status, headers, body = routes.get(self.path, (404, {}, b"not found"))
             self.send_response(status)
             for name, value in headers.items():
