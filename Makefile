@@ -103,8 +103,13 @@ memory-test-deps: install $(MODELS)/clip-tiny/.built ## Tiny random-weight CLIP 
 memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built ## Tiny and full-size random-weight CLIP
 
 # ---- test ------------------------------------------------------------------------------------------
-test: install ## Run the whole test suite (installs everything it needs first)
+test: install serving-test-deps memory-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest
+
+# ---- benchmarks (not tests: numbers for the README) ------------------------------------------------
+.PHONY: bench-gateway
+bench-gateway: install ## Gateway CPU and added latency vs. the same upstream called directly
+	$(VENV)/bin/python -m bench.gateway_overhead
 
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
