@@ -43,3 +43,13 @@ def test_payload_index_bodies_match_the_gateways_fields(json_blocks):
     by_field = {b.field_name: b.field_schema for b in bodies}
     assert by_field[TENANT_FIELD].is_tenant is True
     assert by_field[TIME_FIELD] == models.PayloadSchemaType.DATETIME
+
+
+def test_distributed_collection_in_the_guide_is_valid():
+    text = (DEPLOY / "README.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
+    request = models.CreateCollection.model_validate(json.loads(block))
+    # Every shard on two nodes, acknowledged by one: survives a node, keeps accepting writes.
+    assert request.replication_factor == 2
+    assert request.write_consistency_factor == 1
+    assert request.shard_number % 3 == 0  # spread evenly over the 3 nodes the guide describes
