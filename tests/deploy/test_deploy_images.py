@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from tests.deploy.deploy_helpers import ROOT, assert_pinned, final_stage, pyproject
+from tests.deploy.deploy_helpers import ROOT, assert_pinned, final_stage, parse_dockerfile, pyproject
 
 
 # ---- gateway image ----------------------------------------------------------------------------------
@@ -90,8 +91,6 @@ def test_runpod_image_runs_start_script_and_installs_the_package(runpod_dockerfi
 
 
 def test_start_script_is_valid_bash():
-    import subprocess
-
     subprocess.run(["bash", "-n", str(ROOT / "deploy" / "runpod" / "start.sh")], check=True)
 
 
@@ -153,8 +152,6 @@ def test_context_leaves_out(dockerignore, path):
 
 @pytest.mark.parametrize("dockerfile", ["deploy/gateway/Dockerfile", "deploy/runpod/Dockerfile"])
 def test_context_keeps_everything_the_dockerfiles_copy(dockerignore, dockerfile):
-    from tests.deploy.deploy_helpers import parse_dockerfile
-
     parser = parse_dockerfile(ROOT / dockerfile)
     for item in parser.structure:
         if item["instruction"] != "COPY" or item["value"].startswith("--from"):
