@@ -1,0 +1,463 @@
+"""`visionrag`: bulk-load documents into memory, search it, and maintain it from the command line.
+
+Settings come from the same VISIONRAG_* environment / `.env` as the gateway (data dir, Qdrant URL,
+CLIP models), so the CLI and the gateway share one journal, one image store and one collection.
+
+Bulk ingest goes through the same queue as chats: documents become journal records (endpoint "ingest")
+and image blobs, then the same ingest worker embeds them. The embedded vector store is single-process:
+if a running gateway holds it, the CLI leaves the queue to that gateway's worker and watches the
+backlog drain; otherwise it drains the queue itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.images import ImageLoader
+
+app = typer.Typer(
+    name="visionrag",
+    help="VisionRAG memory: bulk-ingest images with captions, search past exchanges, maintain the index.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
+# Fixed forever: bulk-ingest exchange ids derive from it, which makes re-running an ingest a no-op.
+_DOCUMENT_NAMESPACE = uuid.UUID("0d6f0f3c-1b1e-4f43-9b8a-6a4c1d9e5b21")
+
+
+class Target(str, Enum):
+    image = "image"
+    question = "question"
+    answer = "answer"
+    all = "all"
+
+
+@dataclass(slots=True)
+class Document:
+    """One thing to ingest: where its image is (path or URL), its caption, and where it was listed."""
+
+    image: str
+    caption: str
+    origin: str  # "file.jsonl:12" or the image path, for the skip report
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+# --- ingest -------------------------------------------------------------------------------------------
+def _documents(source: Path, skipped: Counter[str], examples: dict[str, str]) -> Iterator[Document]:
+    def skip(reason: str, origin: str) -> None:
+        skipped[reason] += 1
+        examples.setdefault(reason, origin)
+
+    if source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            if path.suffix.lower() == ".txt" and any(path.with_suffix(s).exists() for s in IMAGE_SUFFIXES):
+                continue  # a caption sidecar, read with its image
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skip(f"not an image file ({path.suffix or 'no suffix'})", str(path))
+                continue
+            sidecar = path.with_suffix(".txt")
+            caption = sidecar.read_text(errors="replace").strip() if sidecar.exists() else ""
+            yield Document(str(path), caption, str(path))
+        return
+    with source.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            origin = f"{source.name}:{number}"
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skip("invalid JSON line", origin)
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not record["image"]:
+                skip('no "image" string', origin)
+                continue
+            caption = record.get("caption", "")
+            if not isinstance(caption, str):
+                skip('"caption" is not a string', origin)
+                continue
+            image = record["image"]
+            if not image.startswith(("http://", "https://", "data:")):
+                image = str((source.parent / image).resolve()) if not Path(image).is_absolute() else image
+            yield Document(image, caption.strip(), origin)
+
+
+async def _load_image(document: Document, loader: ImageLoader) -> tuple[bytes, str, str | None]:
+    """The document's image bytes, MIME type and source URL, verified like a chat image."""
+    from gateway.images.verify import verify_image
+
+    if document.image.startswith(("http://", "https://", "data:")):
+        loaded = await loader.load(document.image)
+        return loaded.data, loaded.mime, loaded.source_url
+    data = Path(document.image).read_bytes()
+    info = verify_image(data, loader.policy)
+    return data, info.mime, None
+
+
+def _queue(
+    source: Path, settings: Settings, tenant: str, model: str, user: str | None
+) -> tuple[int, int, Counter[str], dict[str, str]]:
+    """Append every valid document to the journal (+ its image to the BlobStore). Returns counts."""
+    import hashlib
+
+    from gateway.images import ImageError
+    from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+    from gateway.memory.service import image_loader_from_settings
+
+    journal = Journal(settings.journal_path)
+    blobs = BlobStore(settings.images_dir)
+    loader = image_loader_from_settings(settings)
+    skipped: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    queued = already = 0
+
+    async def run() -> None:
+        nonlocal queued, already
+        documents = list(_documents(source, skipped, examples))
+        with _progress() as progress:
+            task = progress.add_task("Reading documents", total=len(documents))
+            for document in documents:
+                progress.advance(task)
+                try:
+                    data, mime, source_url = await _load_image(document, loader)
+                except FileNotFoundError:
+                    skipped["image file not found"] += 1
+                    examples.setdefault("image file not found", document.origin)
+                    continue
+                except ImageError as exc:
+                    reason = f"image refused ({exc.code})"
+                    skipped[reason] += 1
+                    examples.setdefault(reason, f"{document.origin}: {exc.message}")
+                    continue
+                except OSError as exc:
+                    skipped["image unreadable"] += 1
+                    examples.setdefault("image unreadable", f"{document.origin}: {exc}")
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                # Same tenant + image + caption -> same id: re-running an ingest adds nothing twice.
+                exchange_id = uuid.uuid5(_DOCUMENT_NAMESPACE, f"{tenant}\0{sha}\0{document.caption}").hex
+                if journal.get(exchange_id) is not None:
+                    already += 1
+                    continue
+                blobs.put(data, sha)
+                journal.append(Exchange(
+                    id=exchange_id, created_at=time.time(), endpoint="ingest", model=model, tenant=tenant,
+                    user=user, messages=[], images=[ImageRef(sha, mime, source_url)], answer=document.caption,
+                    finish_reason=None, usage=None, latency_ms=0.0,
+                ))
+                queued += 1
+        await loader.fetcher.close()
+
+    asyncio.run(run())
+    journal.close()
+    return queued, already, skipped, examples
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False,
+    )
+
+
+def _drain(settings: Settings, threads: int) -> bool:
+    """Embed the journal's backlog in this process. False if a running gateway holds the store."""
+    from gateway.journal import BlobStore, Journal
+    from gateway.memory.ingest import IngestWorker
+    from gateway.memory.service import embedder_from_settings, open_store
+    from gateway.memory.store.base import StoreLocked
+
+    journal = Journal(settings.journal_path)
+    store = open_store(settings)
+    try:
+        store.ensure_schema()
+    except StoreLocked:
+        journal.close()
+        return False
+    embedder = embedder_from_settings(settings, threads=threads)
+    worker = IngestWorker(journal, BlobStore(settings.images_dir), embedder, store,
+                          batch_size=settings.embed_batch_size)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("Embedding", total=journal.backlog())
+            worker.drain(on_progress=lambda n: progress.advance(task, n))
+    finally:
+        store.close()
+        journal.close()
+    stats = worker.stats
+    if stats.images_unusable:
+        err.print(f"[yellow]{stats.images_unusable} image(s) could not be embedded (missing or undecodable)[/]")
+    return True
+
+
+def _watch_backlog(settings: Settings, timeout_s: float) -> None:
+    from gateway.journal import Journal
+
+    journal = Journal(settings.journal_path)
+    start = journal.backlog()
+    deadline = time.monotonic() + timeout_s
+    with _progress() as progress:
+        task = progress.add_task("Gateway embedding", total=start)
+        while (left := journal.backlog()) > 0 and time.monotonic() < deadline:
+            progress.update(task, completed=max(0, start - left))
+            time.sleep(0.5)
+        progress.update(task, completed=max(0, start - journal.backlog()))
+    left = journal.backlog()
+    journal.close()
+    if left:
+        err.print(f"[yellow]{left} exchange(s) still queued; the gateway keeps ingesting them.[/]")
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(
+        exists=True, readable=True, resolve_path=True,
+        help="A folder of images (captions from same-name .txt files) or a JSONL file of "
+             '{"image": PATH|URL, "caption": TEXT} lines (paths relative to the file).',
+    )],
+    tenant: Annotated[str | None, typer.Option(help="Tenant the documents belong to. Default: the default tenant.")] = None,
+    model: Annotated[str, typer.Option(help="Label stored as the exchanges' model (filterable in search).")] = "ingest",
+    user: Annotated[str | None, typer.Option(help="Value stored as the exchanges' user (filterable).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads for embedding in this process.")] = 2,
+    wait: Annotated[bool, typer.Option(help="Wait until everything is embedded (with progress).")] = True,
+    timeout: Annotated[float, typer.Option(help="With a running gateway: how long to watch its backlog (s).")] = 3600,
+) -> None:
+    """Load documents into memory: each image (with its caption as the answer) becomes a searchable exchange.
+
+    Re-running on the same files adds nothing twice. Images are verified exactly like chat images;
+    anything refused is listed in the summary with the reason.
+    """
+    settings = _settings()
+    if not settings.memory_enabled:
+        raise _fail("memory is disabled (VISIONRAG_MEMORY_ENABLED=false)")
+    tenant = tenant or settings.default_tenant
+    queued, already, skipped, examples = _queue(source, settings, tenant, model, user)
+
+    console.print(f"[bold]queued[/]: {queued}    [bold]already ingested before[/]: {already}    "
+                  f"[bold]skipped[/]: {sum(skipped.values())}")
+    for reason, count in skipped.most_common():
+        console.print(f"  skipped {count}: {reason}, e.g. {examples[reason]}", soft_wrap=True)
+    if not wait:
+        return
+    if not _drain(settings, threads):
+        err.print("A running gateway holds the vector store; it ingests the queued documents in the background.")
+        _watch_backlog(settings, timeout)
+
+
+# --- search ---------------------------------------------------------------------------------------------
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="Text to search for (or use --image).")] = None,
+    image: Annotated[str | None, typer.Option(help="Search by this image: a file path or an http(s) URL.")] = None,
+    target: Annotated[Target, typer.Option(help="Stored vector to compare with; 'all' fuses the three.")] = Target.all,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    model: Annotated[list[str] | None, typer.Option(help="Only these models (repeatable).")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this client `user`.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only exchanges at or after this time (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only exchanges at or before this time (UTC).")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Local search only: tenant to search (default tenant).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
+) -> None:
+    """Search past exchanges by text or image.
+
+    Without --gateway the local store is searched directly; if a running gateway holds it, the CLI asks
+    that gateway (at VISIONRAG_HOST:VISIONRAG_PORT) instead.
+    """
+    if (text is None) == (image is None):
+        raise _fail("give a TEXT argument or --image, not both")
+    settings = _settings()
+    filters: dict[str, object] = {}
+    if model:
+        filters["model"] = model
+    if user:
+        filters["user"] = user
+    if since:
+        filters["time_from"] = since.isoformat()
+    if until:
+        filters["time_to"] = until.isoformat()
+    body: dict[str, object] = {"target": target.value, "limit": limit, "filters": filters}
+    if text is not None:
+        body["text"] = text
+    else:
+        body["image"] = _image_url(image)  # type: ignore[arg-type]
+
+    result = None if gateway else _local_search(settings, body, tenant or settings.default_tenant)
+    if result is None:
+        result = _http_search(gateway or f"http://{settings.host}:{settings.port}", body, api_key)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{len(result['data'])} result(s), target={result['target']}")
+    for column in ("score", "time", "model", "question", "answer", "image", "exchange"):
+        table.add_column(column, overflow="fold")
+    for hit in result["data"]:
+        # Short ids: the full ones are in --json, and GET /exchanges/{id} / /images/{sha256} serve them.
+        table.add_row(f"{hit['score']:.4f}", str(hit["time"])[:19], hit["model"], _short(hit["question"]),
+                      _short(hit["answer"]), (hit.get("image_sha256") or "")[:12], hit["exchange_id"][:12])
+    console.print(table)
+
+
+def _image_url(image: str) -> str:
+    if image.startswith(("http://", "https://", "data:")):
+        return image
+    import base64
+    import mimetypes
+
+    path = Path(image)
+    if not path.is_file():
+        raise _fail(f"no such image file: {image}")
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def _short(text: str, width: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> dict | None:
+    """Search the local store in-process; None if a running gateway holds it."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gateway.auth import Authenticator
+    from gateway.errors import install_error_handlers
+    from gateway.journal import BlobStore, Journal
+    from gateway.memory.service import Memory
+    from gateway.memory.store.base import StoreLocked
+
+    journal = Journal(settings.journal_path)
+    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+    try:
+        memory.store.ensure_schema()
+    except StoreLocked:
+        journal.close()
+        return None
+    # The same routes as the gateway, in-process: one code path for validation, search and errors.
+    local = FastAPI()
+    install_error_handlers(local)
+
+    class _Services:
+        auth = Authenticator({}, tenant)
+
+    local.state.services = _Services()
+    local.include_router(memory.router)
+    try:
+        with TestClient(local) as client:
+            response = client.post("/search", json=body)
+    finally:
+        memory.store.close()
+        journal.close()
+    return _checked(response.status_code, response.json())
+
+
+def _http_search(base_url: str, body: dict[str, object], api_key: str | None) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.post(base_url.rstrip("/") + "/search", json=body, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the gateway at {base_url}: {exc}") from None
+    try:
+        payload = response.json()
+    except ValueError:
+        raise _fail(f"the gateway at {base_url} answered HTTP {response.status_code} without JSON") from None
+    return _checked(response.status_code, payload)
+
+
+def _checked(status: int, payload: dict) -> dict:
+    if status != 200:
+        message = payload.get("error", {}).get("message") if isinstance(payload, dict) else None
+        raise _fail(f"search failed (HTTP {status}): {message or payload}")
+    return payload
+
+
+# --- maintenance ------------------------------------------------------------------------------------------
+@app.command()
+def optimize() -> None:
+    """Build the embedded store's HNSW index now (stop the gateway first: it holds the store).
+
+    Until indexed, queries are exact brute force: fast for tenant-filtered searches, slower for one
+    big tenant. A Qdrant server indexes itself; this is for the embedded store.
+    """
+    from gateway.memory.service import open_store
+    from gateway.memory.store.base import StoreError
+
+    settings = _settings()
+    store = open_store(settings)
+    try:
+        store.ensure_schema()
+        before = store.stats()
+        started = time.monotonic()
+        with console.status(f"Indexing {before.points} points (this blocks; minutes at 100k)..."):
+            changed = store.optimize()
+        after = store.stats()
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        store.close()
+    console.print(f"{'indexed' if changed else 'already optimal'}: {after.points} points, "
+                  f"{after.indexed_vectors} indexed vectors, {time.monotonic() - started:.1f} s")
+
+
+@app.command()
+def status() -> None:
+    """Show the journal's backlog and the vector store's size."""
+    from gateway.journal import Journal
+    from gateway.memory.service import open_store
+    from gateway.memory.store.base import StoreError, StoreLocked
+
+    settings = _settings()
+    journal = Journal(settings.journal_path)
+    table = Table(show_header=False)
+    table.add_row("journal", f"{journal.count()} exchanges, {journal.backlog()} waiting to be embedded")
+    journal.close()
+    store = open_store(settings)
+    try:
+        stats = store.stats()
+        table.add_row("store", f"{stats.backend} at {stats.location}: {stats.points} points, "
+                      f"{stats.indexed_vectors if stats.indexed_vectors is not None else 'n/a'} indexed vectors")
+    except StoreLocked:
+        table.add_row("store", "held by a running gateway (see its GET /memory/stats)")
+    except StoreError as exc:
+        table.add_row("store", f"[red]{exc}[/]")
+    finally:
+        store.close()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()
