@@ -373,6 +373,7 @@ def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> d
         auth = Authenticator({}, tenant)
 
     local.state.services = _Services()
+    local.state.memory = memory
     local.include_router(memory.router)
     try:
         with TestClient(local) as client:

@@ -1,5 +1,8 @@
 """The memory HTTP API: POST /search, GET /exchanges/{id}, GET /images/{sha256}, GET /memory/stats.
 
+`router` is included by the app at construction; the lifespan sets `app.state.memory` (a started
+`Memory`). Without it (memory disabled) the routes answer 503 `memory_disabled`.
+
 Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
 or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing.
 Blocking work (CLIP, the store) runs in the threadpool, never on the event loop.
@@ -8,9 +11,8 @@ Blocking work (CLIP, the store) runs in the threadpool, never on the event loop.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -27,104 +29,130 @@ from gateway.memory.protocol import (
     SearchRequest,
     SearchResponse,
 )
+from gateway.memory.service import Memory
 from gateway.memory.store.base import Hit, SearchFilter, StoreError
-
-if TYPE_CHECKING:
-    from gateway.memory.service import Memory
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def build_router(memory: Memory) -> APIRouter:
-    router = APIRouter(tags=["memory"])
+router = APIRouter(tags=["memory"])
 
-    def image_url(request: Request, sha256: str | None) -> str | None:
-        return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
 
-    @router.post("/search", response_model=SearchResponse)
-    async def search(body: SearchRequest, request: Request, tenant: str = Depends(require_tenant)) -> SearchResponse:
-        image: bytes | None = None
-        if body.image is not None:
-            try:
-                image = (await memory.image_loader.load(body.image)).data
-            except ImageError as exc:
-                raise GatewayError(400, exc.message, param="image", code=exc.code) from None
-        flt = SearchFilter(
-            tenant=tenant,
-            time_from=body.filters.time_from,
-            time_to=body.filters.time_to,
-            models=body.filters.models,
-            user=body.filters.user,
-        )
-        memory.worker.touch()
+async def get_memory(request: Request) -> Memory:
+    """The app's Memory (set as `app.state.memory` in the lifespan); 503 when memory is off.
+
+    Async: FastAPI would run a sync dependency in a worker thread, a hop that costs more than this.
+    """
+    memory = getattr(request.app.state, "memory", None)
+    if memory is None:
+        raise GatewayError(503, "memory is disabled on this gateway (VISIONRAG_MEMORY_ENABLED=false)",
+                           code="memory_disabled")
+    return memory
+
+
+MemoryDep = Annotated[Memory, Depends(get_memory)]
+TenantDep = Annotated[str, Depends(require_tenant)]
+
+
+def image_url(request: Request, sha256: str | None) -> str | None:
+    return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(
+    body: SearchRequest,
+    request: Request,
+    tenant: TenantDep,
+    memory: MemoryDep,
+) -> SearchResponse:
+    image: bytes | None = None
+    if body.image is not None:
         try:
-            outcome = await run_in_threadpool(
-                memory.searcher.search, flt, text=body.text, image=image, target=body.target, limit=body.limit
-            )
-        except ImageDecodeError as exc:
-            raise GatewayError(400, str(exc), param="image", code="invalid_image") from None
-        except EmbedderError as exc:
-            raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
-        except StoreError as exc:
-            raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
-        return SearchResponse(
-            data=[_hit(request, hit, image_url) for hit in outcome.hits],
-            target=body.target,
-            query_type="text" if body.text is not None else "image",
-            timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
+            image = (await memory.image_loader.load(body.image)).data
+        except ImageError as exc:
+            raise GatewayError(400, exc.message, param="image", code=exc.code) from None
+    flt = SearchFilter(
+        tenant=tenant,
+        time_from=body.filters.time_from,
+        time_to=body.filters.time_to,
+        models=body.filters.models,
+        user=body.filters.user,
+    )
+    memory.worker.touch()
+    try:
+        outcome = await run_in_threadpool(
+            memory.searcher.search, flt, text=body.text, image=image, target=body.target, limit=body.limit
         )
+    except ImageDecodeError as exc:
+        raise GatewayError(400, str(exc), param="image", code="invalid_image") from None
+    except EmbedderError as exc:
+        raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
+    except StoreError as exc:
+        raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
+    return SearchResponse(
+        data=[_hit(request, hit) for hit in outcome.hits],
+        target=body.target,
+        query_type="text" if body.text is not None else "image",
+        timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
+    )
 
-    @router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse)
-    async def get_exchange(
-        exchange_id: str, request: Request, tenant: str = Depends(require_tenant)
-    ) -> ExchangeResponse:
-        exchange = await run_in_threadpool(memory.journal.get, exchange_id)
-        if exchange is None or exchange.tenant != tenant:
-            raise GatewayError(404, f"No exchange with id {exchange_id!r}.", param="exchange_id",
-                               code="exchange_not_found")
-        return ExchangeResponse(
-            id=exchange.id,
-            time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
-            endpoint=exchange.endpoint,
-            model=exchange.model,
-            user=exchange.user,
-            status=exchange.status,
-            question=exchange.question,
-            answer=exchange.answer,
-            messages=exchange.messages,
-            images=[
-                ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
-                              source_url=i.source_url)
-                for i in exchange.images
-            ],
-            finish_reason=exchange.finish_reason,
-            usage=exchange.usage,
-            latency_ms=exchange.latency_ms,
-        )
+@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse)
+async def get_exchange(
+    exchange_id: str,
+    request: Request,
+    tenant: TenantDep,
+    memory: MemoryDep,
+) -> ExchangeResponse:
+    exchange = await run_in_threadpool(memory.journal.get, exchange_id)
+    if exchange is None or exchange.tenant != tenant:
+        raise GatewayError(404, f"No exchange with id {exchange_id!r}.", param="exchange_id",
+                           code="exchange_not_found")
+    return ExchangeResponse(
+        id=exchange.id,
+        time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
+        endpoint=exchange.endpoint,
+        model=exchange.model,
+        user=exchange.user,
+        status=exchange.status,
+        question=exchange.question,
+        answer=exchange.answer,
+        messages=exchange.messages,
+        images=[
+            ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
+                          source_url=i.source_url)
+            for i in exchange.images
+        ],
+        finish_reason=exchange.finish_reason,
+        usage=exchange.usage,
+        latency_ms=exchange.latency_ms,
+    )
 
-    @router.get("/images/{sha256}", name="memory_image")
-    async def get_image(sha256: str, tenant: str = Depends(require_tenant)) -> Response:
-        not_found = GatewayError(404, "No such image.", param="sha256", code="image_not_found")
-        if not _SHA256.match(sha256):
-            raise not_found
-        try:
-            mime = await run_in_threadpool(memory.store.image_mime, tenant, sha256)
-        except StoreError as exc:
-            raise GatewayError(503, f"images are unavailable: {exc}", code="memory_unavailable") from None
-        data = await run_in_threadpool(memory.blobs.get, sha256) if mime else None
-        if data is None:
-            raise not_found
-        # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
-        return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+@router.get("/images/{sha256}", name="memory_image")
+async def get_image(
+    sha256: str, tenant: TenantDep, memory: MemoryDep
+) -> Response:
+    not_found = GatewayError(404, "No such image.", param="sha256", code="image_not_found")
+    if not _SHA256.match(sha256):
+        raise not_found
+    try:
+        mime = await run_in_threadpool(memory.store.image_mime, tenant, sha256)
+    except StoreError as exc:
+        raise GatewayError(503, f"images are unavailable: {exc}", code="memory_unavailable") from None
+    data = await run_in_threadpool(memory.blobs.get, sha256) if mime else None
+    if data is None:
+        raise not_found
+    # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
+    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
-    @router.get("/memory/stats")
-    async def stats(tenant: str = Depends(require_tenant)) -> dict[str, object]:
-        return await run_in_threadpool(memory.stats, tenant)
+@router.get("/memory/stats")
+async def stats(
+    tenant: TenantDep, memory: MemoryDep
+) -> dict[str, object]:
+    return await run_in_threadpool(memory.stats, tenant)
 
-    return router
 
 
-def _hit(request: Request, hit: Hit, image_url: Callable[[Request, str | None], str | None]) -> SearchHit:
+def _hit(request: Request, hit: Hit) -> SearchHit:
     payload = hit.payload
     sha = payload.get("image_sha256")
     return SearchHit(

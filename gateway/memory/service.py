@@ -1,17 +1,18 @@
-"""`Memory`: the one object the gateway wires in (construct, include `.router`, start, stop).
+"""`Memory`: the one object the gateway wires in.
 
+    app.include_router(gateway.memory.routes.router)            # at construction
+    # in the lifespan, after Services (journal, blobs, image loader) exist:
     memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
-    app.include_router(memory.router)
-    memory.start()          # in the lifespan, after the journal is open
+    memory.start()                 # opens the store (StoreLocked if held elsewhere), starts ingest
+    app.state.memory = memory
     ...
-    await memory.stop()     # finishes the batch in hand; the rest stays queued in the journal
+    await memory.stop()            # before the journal closes; unfinished work stays queued
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from gateway.images import FetchPolicy, ImageFetcher, ImageLoader, ImagePolicy
@@ -118,11 +119,12 @@ class Memory:
         loader = image_loader or image_loader_from_settings(settings)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns)
 
-    @cached_property
+    @property
     def router(self) -> APIRouter:
-        from gateway.memory.routes import build_router
+        """The memory routes; they find this object as `app.state.memory`."""
+        from gateway.memory.routes import router
 
-        return build_router(self)
+        return router
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the

@@ -47,6 +47,7 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
     app = FastAPI()
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default"))
+    app.state.memory = memory  # what the gateway's lifespan does
     app.include_router(memory.router)
     with TestClient(app) as client:
         yield Api(client=client, memory=memory, journal=journal)
@@ -184,6 +185,18 @@ def test_malformed_json_and_bad_ids_are_not_500s(api: Api) -> None:
     assert api.client.get("/exchanges/does-not-exist", headers=A).status_code == 404
 
 
+def test_memory_disabled_is_a_clear_503() -> None:
+    from gateway.memory.routes import router
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"))
+    app.include_router(router)  # included, but no app.state.memory: VISIONRAG_MEMORY_ENABLED=false
+    with TestClient(app) as client:
+        response = client.post("/search", json={"text": "x"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "memory_disabled"
+
+
 def test_stats_report_backlog_and_tenant_points(api: Api, make_exchange) -> None:
     ingest(api, make_exchange("q", "a", [noise_png(1)], tenant="acme"))
     api.journal.append(make_exchange("q2", "a2", [], tenant="acme"))
@@ -204,6 +217,7 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
     app = FastAPI()
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator({}, "default"))
+    app.state.memory = memory
     app.include_router(memory.router)
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "anything"})
