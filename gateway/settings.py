@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # quiet_s <= 0: never in the gateway; run `visionrag optimize` while it is stopped.
     memory_optimize_min_points: int = 20_000
     memory_optimize_quiet_s: float = 600.0
+    # Tests only: qdrant-client's local mode at this path instead of the embedded engine. It takes the
+    # same calls as a server (so it exercises that adapter) but is brute force: never for production.
+    qdrant_local_path: Path | None = None
 
     @field_validator("upstream_urls", "api_keys", "image_formats", "fetch_allow_hosts", mode="before")
     @classmethod

@@ -31,12 +31,19 @@ log = logging.getLogger("visionrag.memory")
 
 
 def open_store(settings: Settings) -> VectorStore:
-    """Qdrant server/Cloud when a URL is set, else the embedded engine under data_dir."""
+    """Qdrant server/Cloud when a URL is set, else the embedded engine under data_dir.
+
+    (`qdrant_local_path`, for tests, selects qdrant-client's local mode.)
+    """
     if settings.qdrant_url:
         from gateway.memory.store.remote import RemoteStore
 
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return RemoteStore(settings.qdrant_collection, url=settings.qdrant_url, api_key=key)
+    if settings.qdrant_local_path:
+        from gateway.memory.store.remote import RemoteStore
+
+        return RemoteStore(settings.qdrant_collection, path=str(settings.qdrant_local_path))
     from gateway.memory.store.edge import EdgeStore
 
     # One shard per collection name, so two collections can share a data dir.
