@@ -16,7 +16,8 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -366,7 +367,12 @@ def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> d
         journal.close()
         return None
     # The same routes as the gateway, in-process: one code path for validation, search and errors.
-    local = FastAPI()
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await memory.image_loader.fetcher.close()
+
+    local = FastAPI(lifespan=lifespan)
     install_error_handlers(local)
 
     class _Services:

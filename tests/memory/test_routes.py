@@ -7,7 +7,8 @@ in test_e2e.py go through the whole gateway and vLLM.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +45,13 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
     settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport])
     worker = IngestWorker(journal, blobs, embedder, store)
     memory = Memory(journal, blobs, embedder, store, worker, image_loader_from_settings(settings))
-    app = FastAPI()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await memory.image_loader.fetcher.close()  # its HTTP session lives on the app's event loop
+
+    app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default"))
     app.state.memory = memory  # what the gateway's lifespan does

@@ -76,10 +76,13 @@ class EdgeStore:
     def ensure_schema(self) -> None:
         shard = self._open()
         indexed = set(shard.info().payload_schema)
+        # Only the tenant index adds links to the HNSW graph (every query filters by tenant); the others
+        # serve narrower filters, where Qdrant's planner scans the matching points, and extra links for
+        # them would only lengthen optimize(), which freezes the process.
         wanted: list[tuple[str, object]] = [
             (TENANT_FIELD, qe.KeywordIndexParams(is_tenant=True)),
-            (TIME_FIELD, qe.PayloadSchemaType.Datetime),
-            *((name, qe.PayloadSchemaType.Keyword) for name in KEYWORD_FIELDS),
+            (TIME_FIELD, qe.DatetimeIndexParams(enable_hnsw=False)),
+            *((name, qe.KeywordIndexParams(enable_hnsw=False)) for name in KEYWORD_FIELDS),
         ]
         for name, schema in wanted:
             if name not in indexed:

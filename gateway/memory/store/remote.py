@@ -95,10 +95,12 @@ class RemoteStore:
                         for name in VECTOR_NAMES
                     },
                 )
+            keyword = models.KeywordIndexType.KEYWORD
+            # As in EdgeStore: only the tenant index adds HNSW links; the others serve narrower filters.
             indexes: list[tuple[str, Any]] = [
-                (TENANT_FIELD, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)),
-                (TIME_FIELD, models.PayloadSchemaType.DATETIME),
-                *((name, models.PayloadSchemaType.KEYWORD) for name in KEYWORD_FIELDS),
+                (TENANT_FIELD, models.KeywordIndexParams(type=keyword, is_tenant=True)),
+                (TIME_FIELD, models.DatetimeIndexParams(type=models.DatetimeIndexType.DATETIME, enable_hnsw=False)),
+                *((name, models.KeywordIndexParams(type=keyword, enable_hnsw=False)) for name in KEYWORD_FIELDS),
             ]
             existing = self._client.get_collection(self.collection).payload_schema or {}
             for name, schema in indexes:
