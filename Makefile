@@ -61,20 +61,25 @@ $(MODELS)/tiny-vlm/.built: serving/testmodels/tiny_vlm.py | $(VLLM_VENV)/.instal
 serving-test-deps: $(VLLM_VENV)/.installed $(MODELS)/tiny-vlm/.built ## vLLM venv + tiny test model
 	@$(VLLM_GUARD)
 
-# The profile's own venv (named in its [vllm] table) is made first; launch.py builds the tiny model.
-run: $(VENV)/.installed ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
-	@profile=$$($(LAUNCH) pick $(PROFILE)) && \
-	  $(MAKE) --no-print-directory $$($(LAUNCH) show $$profile --field venv)/.installed && \
-	  $(PYTHON) serving/stack.py start --profile $$profile --run-dir $(RUN_DIR) \
-	    --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
+# run/serve: the profile (PROFILE=..., else picked from the hardware, GPU count checked) and its venv,
+# resolved only when those goals are asked for. launch.py builds the tiny model when needed.
+ifneq ($(filter run serve,$(MAKECMDGOALS)),)
+SERVING_PROFILE := $(shell $(LAUNCH) pick $(PROFILE))
+ifeq ($(SERVING_PROFILE),)
+$(error no serving profile to run (see the error above))
+endif
+SERVING_VENV := $(shell $(LAUNCH) show $(SERVING_PROFILE) --field venv)
+endif
+
+run: $(VENV)/.installed $(SERVING_VENV)/.installed ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
+	$(PYTHON) serving/stack.py start --profile $(SERVING_PROFILE) --run-dir $(RUN_DIR) \
+	  --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
 
 stop: ## Stop what `make run` started (gateway, then vLLM), by process group
 	$(PYTHON) serving/stack.py stop --run-dir $(RUN_DIR)
 
-serve: ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
-	@profile=$$($(LAUNCH) pick $(PROFILE)) && \
-	  $(MAKE) --no-print-directory $$($(LAUNCH) show $$profile --field venv)/.installed && \
-	  exec $(LAUNCH) serve --profile $$profile --port $(VLLM_PORT)
+serve: $(SERVING_VENV)/.installed ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
+	$(LAUNCH) serve --profile $(SERVING_PROFILE) --port $(VLLM_PORT)
 
 # ---- memory: CLIP models for fastembed ------------------------------------------------------------
 # (memory section: tiny / full-size CLIP builds)
