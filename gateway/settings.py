@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     embed_threads: int = 1
     embed_batch_size: int = 16
     ingest_poll_interval_s: float = 0.5
+    # CPU niceness of the ingest thread (0-19): chats get the CPU first, ingest takes what is left.
+    ingest_nice: int = 10
     # Embedded store only: build the HNSW index inside the gateway once this many points arrived since
     # the last build AND nothing happened for memory_optimize_quiet_s (the build freezes the process).
     # quiet_s <= 0: never in the gateway; run `visionrag optimize` while it is stopped.

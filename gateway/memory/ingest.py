@@ -18,6 +18,7 @@ Maintenance (the embedded store's HNSW build) runs here too, under `MaintenanceP
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -108,7 +109,10 @@ class IngestWorker:
         poll_interval_s: float = 0.5,
         backoff: Backoff | None = None,
         maintenance: MaintenancePolicy | None = None,
+        nice: int = 0,
     ) -> None:
+        """`nice` > 0 lowers the worker thread's CPU priority by that much (Linux: per thread), so on a
+        busy box the request path gets the CPU first and ingest takes what is left."""
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
@@ -117,6 +121,8 @@ class IngestWorker:
         self.poll_interval_s = poll_interval_s
         self.backoff = backoff or Backoff()
         self.maintenance = maintenance or MaintenancePolicy(quiet_s=0)
+        self.nice = nice
+        self.native_id: int | None = None  # the worker thread's OS id, once running
         self.stats = IngestStats()
         self._prepared: _Prepared | None = None
         self._schema_ready = False
@@ -148,6 +154,16 @@ class IngestWorker:
         self._last_activity = time.monotonic()
 
     def _run(self) -> None:
+        native_id = threading.get_native_id()
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:
+                # On Linux a thread id addresses one thread: only this worker (and the onnxruntime work it
+                # runs inline with threads=1) is deprioritized, not the event loop.
+                current = os.getpriority(os.PRIO_PROCESS, native_id)
+                os.setpriority(os.PRIO_PROCESS, native_id, min(19, current + self.nice))
+            except OSError as exc:
+                log.warning("memory: cannot lower the ingest thread's priority: %s", exc)
+        self.native_id = native_id
         try:
             self.embedder.load()
         except Exception as exc:  # noqa: BLE001 - the first batch retries the load and reports it

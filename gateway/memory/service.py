@@ -117,6 +117,7 @@ class Memory:
             store,
             batch_size=settings.embed_batch_size,
             poll_interval_s=settings.ingest_poll_interval_s,
+            nice=settings.ingest_nice,
             maintenance=MaintenancePolicy(
                 min_new_points=settings.memory_optimize_min_points,
                 quiet_s=settings.memory_optimize_quiet_s,

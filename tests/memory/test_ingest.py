@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -178,3 +179,14 @@ def test_maintenance_runs_only_when_quiet_and_enough_new_points(
     quiet._maybe_maintain()  # no new points since: nothing to do
     assert quiet.stats.optimizations == 1
     edge.close()
+
+
+def test_worker_thread_runs_at_lower_cpu_priority(journal, blobs, embedder, store) -> None:
+    worker = IngestWorker(journal, blobs, embedder, store, nice=7, poll_interval_s=0.05)
+    worker.start()
+    try:
+        wait_for(lambda: worker.native_id is not None)
+        process = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread: unchanged
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, process + 7)
+    finally:
+        worker.stop()
