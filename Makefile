@@ -107,6 +107,19 @@ memory-test-deps: install $(MODELS)/clip-tiny/.built ## Tiny random-weight CLIP 
 
 memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built ## Tiny and full-size random-weight CLIP
 
+# Memory benchmarks (full-size random-weight CLIP; each prints a markdown table, JSON in bench/results/).
+.PHONY: bench-memory bench-memory-ingest bench-memory-search bench-memory-chat
+bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
+	$(VENV)/bin/python -m bench.memory_ingest
+
+bench-memory-search: install $(MODELS)/clip-full/.built ## Memory: store query and whole /search p50/p99 at 10k/100k
+	$(VENV)/bin/python -m bench.memory_search
+
+bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy
+	$(VENV)/bin/python -m bench.memory_chat_under_ingest
+
+bench-memory: bench-memory-ingest bench-memory-search bench-memory-chat ## All memory benchmarks
+
 # ---- test ------------------------------------------------------------------------------------------
 test: install serving-test-deps memory-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest

@@ -1,0 +1,306 @@
+"""Search latency: the store query alone, and the whole POST /search (CLIP query embedding included).
+
+    make bench-memory-search      # or: .venv/bin/python -m bench.memory_search [--index-100k]
+
+The embedded store (qdrant-edge) is filled with synthetic exchanges: three random 512-d unit vectors
+(image, question, answer) and a ~1 KB payload each. Two tenant shapes share the shard: tenant `main`
+holds 90% of the points (the keys-off case: everything in one tenant), 100 small tenants share the
+other 10% (a multi-tenant gateway: each tenant ~0.1%). Every query filters by tenant, as /search does.
+
+At each size (10k, then 100k):
+- store query p50/p99 (the `Searcher.query` path: tenant filter, dedup), unindexed (brute force);
+- baseline in the same run: exact numpy brute force over the same tenant's image vectors, in RAM;
+- after `optimize()` (HNSW), the same queries, with recall@10 against the exact answer. At 100k the
+  index build takes minutes on 2 cores, so it runs only with --index-100k;
+- whole /search over HTTP against a real uvicorn gateway process (memory routes, full-size random-weight
+  CLIP, 1 onnxruntime thread): text queries, and image queries (224 px PNG data: URLs), with the
+  query-embedding time alone as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from gateway.memory.search import Searcher
+from gateway.memory.store.edge import EdgeStore
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL_CLIP = ROOT / "models" / "clip-full"
+COLLECTION = "bench_exchanges"
+SMALL_TENANTS = 100
+KEYS = "main:k-main," + ",".join(f"t{i}:k-t{i}" for i in range(SMALL_TENANTS))
+T0 = 1.75e9
+
+
+def tenant_of(n: int) -> str:
+    return "main" if n % 10 else f"t{(n // 10) % SMALL_TENANTS}"
+
+
+def unit_rows(rng: np.random.Generator, rows: int) -> np.ndarray:
+    v = rng.standard_normal((rows, 512)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def fill(store: EdgeStore, start: int, stop: int, image_vectors: list[np.ndarray]) -> float:
+    from gateway.memory.points import StorePoint, rfc3339
+
+    rng = np.random.default_rng(start)
+    started = time.perf_counter()
+    for lo in range(start, stop, 256):
+        hi = min(stop, lo + 256)
+        vecs = [unit_rows(rng, hi - lo) for _ in range(3)]
+        image_vectors.append(vecs[0])
+        points = []
+        for i, n in enumerate(range(lo, hi)):
+            ts = T0 + n
+            points.append(StorePoint(
+                str(uuid.UUID(int=n + 1)),
+                {"image": vecs[0][i].tolist(), "question": vecs[1][i].tolist(), "answer": vecs[2][i].tolist()},
+                {"exchange_id": f"ex{n}", "tenant": tenant_of(n), "time": rfc3339(ts), "ts": ts,
+                 "model": "bench-vlm", "user": f"u{n % 50}", "endpoint": "chat.completions", "status": "complete",
+                 "question": f"question {n} " + "q" * 150, "answer": f"answer {n} " + "a" * 700,
+                 "image_sha256": f"{n:064x}", "image_mime": "image/png", "image_index": 0},
+            ))
+        store.upsert(points)
+    return (stop - start) / (time.perf_counter() - started)
+
+
+def pct(values: list[float]) -> tuple[float, float]:
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def store_latency(
+    searcher: Searcher, queries: np.ndarray, tenant: str, target: str
+) -> tuple[list[float], list[list[int]]]:
+    from gateway.memory.store.base import SearchFilter
+
+    flt = SearchFilter(tenant)
+    for q in queries[:10]:
+        searcher.query(q.tolist(), flt, target=target, limit=10)  # warm-up
+    latencies, results = [], []
+    for q in queries:
+        started = time.perf_counter()
+        hits = searcher.query(q.tolist(), flt, target=target, limit=10)
+        latencies.append((time.perf_counter() - started) * 1000)
+        results.append([int(h.payload["exchange_id"][2:]) for h in hits])
+    return latencies, results
+
+
+def numpy_baseline(vectors: np.ndarray, tenants: np.ndarray, queries: np.ndarray, tenant: str
+                   ) -> tuple[list[float], list[list[int]]]:
+    """Exact top-10 by a matrix product over the tenant's image vectors, already in RAM."""
+    ids = np.nonzero(tenants == tenant)[0]
+    subset = np.ascontiguousarray(vectors[ids])  # the tenant's partition, prepared outside the timing
+    latencies, results = [], []
+    for q in queries:
+        started = time.perf_counter()
+        scores = subset @ q
+        top = np.argpartition(-scores, 10)[:10]
+        top = top[np.argsort(-scores[top])]
+        latencies.append((time.perf_counter() - started) * 1000)
+        results.append(ids[top].tolist())
+    return latencies, results
+
+
+def recall(found: list[list[int]], exact: list[list[int]]) -> float:
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+# --- the whole /search, over HTTP -------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(data_dir: Path, port: int) -> None:
+    """A gateway-like app (the real memory routes and auth) on uvicorn, owning the shard."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from gateway.auth import Authenticator
+    from gateway.errors import install_error_handlers
+    from gateway.journal import BlobStore, Journal
+    from gateway.memory.service import Memory
+    from gateway.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=data_dir, api_keys=KEYS, qdrant_collection=COLLECTION,
+                        fastembed_cache_dir=FULL_CLIP, embed_threads=1)
+    journal = Journal(settings.journal_path)
+    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+
+    class Services:
+        auth = Authenticator(settings.tenants_by_key, settings.default_tenant)
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.services = Services()
+    app.state.memory = memory
+    app.include_router(memory.router)
+    memory.start()
+    memory.embedder.load()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")
+
+
+def http_search(data_dir: Path, texts: list[str], images: list[str]) -> dict:
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.memory_search", "--serve", str(data_dir),
+                               "--port", str(port)], cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        with httpx.Client(timeout=30) as client:
+            while True:
+                try:
+                    if client.post(url + "/search", json={"text": "warm"},
+                                   headers={"Authorization": "Bearer k-main"}).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("bench search server did not come up")
+                time.sleep(0.2)
+            out: dict = {}
+            for tenant in ("main", "t7"):
+                headers = {"Authorization": f"Bearer k-{tenant}"}
+                for kind, queries in (("text", texts), ("image", images)):
+                    whole, embed, store = [], [], []
+                    for i, query in enumerate(queries):
+                        body = {"text": query} if kind == "text" else {"image": query}
+                        body |= {"target": "all", "limit": 10}
+                        started = time.perf_counter()
+                        response = client.post(url + "/search", json=body, headers=headers)
+                        elapsed = (time.perf_counter() - started) * 1000
+                        assert response.status_code == 200, response.text
+                        if i >= 3:  # warm-up
+                            whole.append(elapsed)
+                            embed.append(response.json()["timings_ms"]["embed"])
+                            store.append(response.json()["timings_ms"]["store"])
+                    out[f"{tenant}/{kind}"] = {"whole": pct(whole), "embed": pct(embed), "store": pct(store),
+                                               "n": len(whole)}
+            return out
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def query_images(count: int) -> list[str]:
+    from bench.memory_ingest import photo_png
+
+    return ["data:image/png;base64," + base64.b64encode(photo_png(10_000 + i, side=224)).decode()
+            for i in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=300, help="store queries per scenario")
+    parser.add_argument("--text-searches", type=int, default=100)
+    parser.add_argument("--image-searches", type=int, default=25)
+    parser.add_argument("--index-100k", action="store_true", help="also build HNSW at sizes >= 100k (minutes)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_search.json")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    if not (FULL_CLIP / ".built").exists():
+        raise SystemExit(f"{FULL_CLIP} is missing: run `make {FULL_CLIP.relative_to(ROOT)}/.built`")
+
+    rng = np.random.default_rng(42)
+    queries = unit_rows(rng, args.queries)
+    texts = [f"a photo of item number {i} on a wooden table near the window" for i in range(args.text_searches)]
+    images = query_images(args.image_searches)
+    rows: list[dict] = []
+    image_vectors: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory(prefix="visionrag-bench-search-") as tmp:
+        data_dir = Path(tmp)
+        shard = data_dir / "qdrant" / COLLECTION
+        filled = 0
+        for size in sorted(args.sizes):
+            store = EdgeStore(shard)
+            store.ensure_schema()
+            rate = fill(store, filled, size, image_vectors)
+            filled = size
+            vectors = np.concatenate(image_vectors)
+            tenants = np.array([tenant_of(n) for n in range(size)])
+            searcher = Searcher(None, store)  # type: ignore[arg-type]  # store queries only: no embedder
+            row: dict = {"size": size, "upserts_per_s": rate, "scenarios": {}}
+            phases = ["brute force"]
+            if size < 100_000 or args.index_100k:
+                phases.append("hnsw")
+            for phase in phases:
+                if phase == "hnsw":
+                    started = time.perf_counter()
+                    store.optimize()
+                    row["optimize_s"] = time.perf_counter() - started
+                    row["indexed_vectors"] = store.stats().indexed_vectors
+                for tenant in ("main", "t7"):
+                    base_lat, exact = numpy_baseline(vectors, tenants, queries, tenant)
+                    for target in ("image", "all"):
+                        lat, found = store_latency(searcher, queries, tenant, target)
+                        row["scenarios"][f"{phase}/{tenant}/{target}"] = {
+                            "store": pct(lat), "numpy": pct(base_lat),
+                            "recall@10": recall(found, exact) if target == "image" else None,
+                            "tenant_points": int((tenants == tenant).sum()),
+                        }
+            store.close()
+            row["http"] = http_search(data_dir, texts, images)
+            rows.append(row)
+
+    versions = {p: version(p) for p in ("qdrant-edge-py", "fastembed", "onnxruntime", "fastapi", "uvicorn", "numpy")}
+    report = {"python": platform.python_version(), "cores": os.cpu_count(), "versions": versions, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+
+    print("qdrant-edge, 3 named 512-d vectors + ~1 KB payload per exchange; tenant `main` = 90% of points, "
+          "`t7` = one of 100 small tenants; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("\nStore query alone (tenant filter, limit 10), ms:")
+    print("| points | index | tenant (points) | target | store p50 / p99 | numpy exact p50 / p99 | ratio p50 "
+          "| recall@10 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        for key, s in row["scenarios"].items():
+            phase, tenant, target = key.split("/")
+            rec = f"{s['recall@10']:.3f}" if s["recall@10"] is not None else "-"
+            print(f"| {row['size']:,} | {phase} | {tenant} ({s['tenant_points']:,}) | {target} | "
+                  f"{s['store'][0]:.2f} / {s['store'][1]:.2f} | {s['numpy'][0]:.2f} / {s['numpy'][1]:.2f} | "
+                  f"{s['store'][0] / s['numpy'][0]:.2f}x | {rec} |")
+    print("\nWhole POST /search over HTTP (target all = 3 prefetches + RRF, limit 10, full-size CLIP, "
+          "1 ORT thread; the index state is the last phase above), ms:")
+    print("| points | tenant | query | whole p50 / p99 | embed alone p50 / p99 | store p50 / p99 | "
+          "whole / embed p50 |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        for key, h in row["http"].items():
+            tenant, kind = key.split("/")
+            print(f"| {row['size']:,} | {tenant} | {kind} | {h['whole'][0]:.1f} / {h['whole'][1]:.1f} | "
+                  f"{h['embed'][0]:.1f} / {h['embed'][1]:.1f} | {h['store'][0]:.1f} / {h['store'][1]:.1f} | "
+                  f"{h['whole'][0] / h['embed'][0]:.2f}x |")
+    for row in rows:
+        if "optimize_s" in row:
+            print(f"optimize() at {row['size']:,} points: {row['optimize_s']:.1f} s "
+                  f"({row['indexed_vectors']:,} vectors indexed); upserts {row['upserts_per_s']:.0f} points/s")
+
+
+if __name__ == "__main__":
+    main()
