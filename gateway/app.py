@@ -1,7 +1,12 @@
-"""The application factory: `uvicorn gateway.app:create_app --factory`."""
+"""The application factory: `uvicorn gateway.app:create_app --factory`.
+
+Everything is wired here, once: the request path (`Services`: journal, images, upstreams) and,
+unless disabled, the memory path (`Memory`: CLIP embedding, Qdrant, search) reading the journal.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.errors import install_error_handlers
+from gateway.memory.routes import router as memory_router
+from gateway.memory.service import Memory
 from gateway.proxy.routes import router as proxy_router
 from gateway.services import Services
 from gateway.settings import Settings
@@ -23,9 +30,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.from_settings(settings)
         app.state.services = services
         await services.start()
+        memory: Memory | None = None
         try:
+            if settings.memory_enabled:
+                memory = Memory.from_settings(settings, services.journal, services.blobs,
+                                              image_loader=services.loader)
+                # Opens the store: fails start-up with a clear error if another process holds it.
+                await asyncio.to_thread(memory.start)
+                app.state.memory = memory
             yield
         finally:
+            if memory is not None:
+                await memory.stop()  # before the journal closes; unfinished work stays queued
             await services.close()
 
     app = FastAPI(
@@ -36,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(proxy_router)
+    app.include_router(memory_router)
     return app

@@ -24,19 +24,7 @@ from tests.memory.conftest import noise_png
 from tests.plugins.gateway_server import GatewayProcess, free_port
 from tests.plugins.media import data_url, image_message
 
-
-def _app_wires_memory() -> bool:
-    from gateway.app import create_app
-    from gateway.settings import Settings
-
-    return any(getattr(route, "path", None) == "/search" for route in create_app(Settings(_env_file=None)).routes)
-
-
-pytestmark = [
-    pytest.mark.slow,
-    # Until gateway/app.py includes the memory router and starts Memory in its lifespan, these cannot run.
-    pytest.mark.skipif(not _app_wires_memory(), reason="gateway.app does not wire gateway.memory yet"),
-]
+pytestmark = pytest.mark.slow
 
 KEYS = "acme:key-a,bravo:key-b"
 A = {"Authorization": "Bearer key-a"}
