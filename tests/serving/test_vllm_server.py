@@ -80,7 +80,8 @@ def test_streaming(vllm_server: VllmServer, client: openai.OpenAI) -> None:
     chunks = list(stream)
     content = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert len(content) == MAX_TOKENS  # one chunk per token
+    # Usually one chunk per token; a busy server may put several tokens in one chunk.
+    assert 1 < len(content) <= MAX_TOKENS
     assert content[-1].choices[0].finish_reason == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == MAX_TOKENS
     streamed = "".join(chunk.choices[0].delta.content for chunk in content)
