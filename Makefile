@@ -71,7 +71,7 @@ endif
 SERVING_VENV := $(shell $(LAUNCH) show $(SERVING_PROFILE) --field venv)
 endif
 
-run: $(VENV)/.installed $(SERVING_VENV)/.installed ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
+run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_PROFILE)),$(MODELS)/clip-tiny/.built) ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
 	$(PYTHON) serving/stack.py start --profile $(SERVING_PROFILE) --run-dir $(RUN_DIR) \
 	  --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
 

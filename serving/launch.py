@@ -72,6 +72,12 @@ class Profile:
         return int(self.args.get("tensor-parallel-size", 1))
 
     @property
+    def gateway_env(self) -> dict[str, str]:
+        """Settings for the gateway in front of this profile ([gateway.env]); relative paths are the repo's."""
+        env = self.data.get("gateway", {}).get("env", {})
+        return {key: str(value) for key, value in env.items()}
+
+    @property
     def served_model_name(self) -> str:
         return str(self.args.get("served-model-name", self.model.get("source", "")))
 

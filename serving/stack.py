@@ -214,7 +214,8 @@ def start(options: argparse.Namespace) -> int:
         return 1
     print(f"vLLM healthy after {waited:.0f} s: http://{host}:{options.vllm_port}/v1", flush=True)
 
-    env = {**os.environ, "VISIONRAG_UPSTREAM_URLS": f"http://{host}:{options.vllm_port}/v1"}
+    env = {**os.environ, **profile.gateway_env,
+           "VISIONRAG_UPSTREAM_URLS": f"http://{host}:{options.vllm_port}/v1"}
     if "api-key" in profile.args and os.environ.get("VLLM_API_KEY"):
         env.setdefault("VISIONRAG_UPSTREAM_API_KEY", os.environ["VLLM_API_KEY"])
     gateway_log = run_dir / "gateway.log"
