@@ -131,13 +131,12 @@ def _queue(
     """Append every valid document to the journal (+ its image to the BlobStore). Returns counts."""
     import hashlib
 
-    from gateway.images import ImageError
+    from gateway.images import ImageError, ImageLoader
     from gateway.journal import BlobStore, Exchange, ImageRef, Journal
-    from gateway.memory.service import image_loader_from_settings
 
     journal = Journal(settings.journal_path)
     blobs = BlobStore(settings.images_dir)
-    loader = image_loader_from_settings(settings)
+    loader = ImageLoader.from_settings(settings)
     skipped: Counter[str] = Counter()
     examples: dict[str, str] = {}
     queued = already = 0

@@ -8,7 +8,7 @@ import orjson
 
 from gateway.auth import Authenticator
 from gateway.errors import GatewayError
-from gateway.images import FetchPolicy, ImageFetcher, ImageLoader, ImagePolicy
+from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.proxy.chat import ChatProxy
 from gateway.proxy.recorder import Recorder
@@ -23,7 +23,6 @@ class Services:
     journal: Journal
     blobs: BlobStore
     pool: UpstreamPool
-    fetcher: ImageFetcher
     loader: ImageLoader
     chat: ChatProxy
     _default_model: str | None = None
@@ -39,23 +38,13 @@ class Services:
             read_timeout_s=settings.upstream_read_timeout_s,
             health_interval_s=settings.upstream_health_interval_s,
         )
-        fetcher = ImageFetcher(FetchPolicy(
-            timeout_s=settings.fetch_timeout_s,
-            max_bytes=settings.max_image_bytes,
-            max_redirects=settings.fetch_max_redirects,
-            allow_hosts=frozenset(settings.fetch_allow_hosts),
-        ))
-        loader = ImageLoader(
-            ImagePolicy(settings.max_image_bytes, settings.max_image_pixels, frozenset(settings.image_formats)),
-            fetcher,
-        )
+        loader = ImageLoader.from_settings(settings)
         return cls(
             settings=settings,
             auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
             journal=journal,
             blobs=blobs,
             pool=pool,
-            fetcher=fetcher,
             loader=loader,
             chat=ChatProxy(pool, loader, Recorder(journal, blobs), settings.max_images_per_request),
             _default_model=settings.default_model,
@@ -65,7 +54,7 @@ class Services:
         await self.pool.start()
 
     async def close(self) -> None:
-        await self.fetcher.close()
+        await self.loader.fetcher.close()
         await self.pool.close()
         self.journal.close()
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.images.dataurl import decode_data_url, encode_data_url
 from gateway.images.errors import ImageError
-from gateway.images.fetch import ImageFetcher
+from gateway.images.fetch import FetchPolicy, ImageFetcher
 from gateway.images.verify import ImagePolicy, verify_image
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,19 @@ class ImageLoader:
     def __init__(self, policy: ImagePolicy, fetcher: ImageFetcher) -> None:
         self.policy = policy
         self.fetcher = fetcher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLoader:
+        """The same limits and guarded fetch for chat images and search-by-image. Close `.fetcher`."""
+        policy = ImagePolicy(settings.max_image_bytes, settings.max_image_pixels,
+                             frozenset(settings.image_formats))
+        fetcher = ImageFetcher(FetchPolicy(
+            timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_image_bytes,
+            max_redirects=settings.fetch_max_redirects,
+            allow_hosts=frozenset(settings.fetch_allow_hosts),
+        ))
+        return cls(policy, fetcher)
 
     async def load(self, url: str) -> LoadedImage:
         if not isinstance(url, str) or not url:

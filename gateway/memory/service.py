@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.images import FetchPolicy, ImageFetcher, ImageLoader, ImagePolicy
+from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
@@ -58,17 +58,6 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
         threads=threads or settings.embed_threads,
         batch_size=settings.embed_batch_size,
     )
-
-
-def image_loader_from_settings(settings: Settings) -> ImageLoader:
-    policy = ImagePolicy(settings.max_image_bytes, settings.max_image_pixels, frozenset(settings.image_formats))
-    fetch = FetchPolicy(
-        timeout_s=settings.fetch_timeout_s,
-        max_bytes=settings.max_image_bytes,
-        max_redirects=settings.fetch_max_redirects,
-        allow_hosts=frozenset(settings.fetch_allow_hosts),
-    )
-    return ImageLoader(policy, ImageFetcher(fetch))
 
 
 class Memory:
@@ -124,7 +113,7 @@ class Memory:
             ),
         )
         owns = image_loader is None
-        loader = image_loader or image_loader_from_settings(settings)
+        loader = image_loader or ImageLoader.from_settings(settings)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns)
 
     @property

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 
 from gateway.auth import Authenticator
 from gateway.errors import install_error_handlers
+from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
-from gateway.memory.service import Memory, image_loader_from_settings
+from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.settings import Settings
 from tests.memory.conftest import noise_png
@@ -44,7 +45,7 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
         image_server) -> Iterator[Api]:
     settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport])
     worker = IngestWorker(journal, blobs, embedder, store)
-    memory = Memory(journal, blobs, embedder, store, worker, image_loader_from_settings(settings))
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -220,7 +221,7 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
 
     down = RemoteStore("c", url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
     memory = Memory(journal, blobs, embedder, down, IngestWorker(journal, blobs, embedder, down),
-                    image_loader_from_settings(Settings(_env_file=None)))
+                    ImageLoader.from_settings(Settings(_env_file=None)))
     app = FastAPI()
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator({}, "default"))
