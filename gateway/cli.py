@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="visionrag",
-    help="VisionRAG memory: bulk-ingest images with captions, search past exchanges, maintain the index.",
+    help="VisionRAG: run the gateway, bulk-ingest images with captions, search past exchanges, maintain the index.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -463,6 +463,21 @@ def status() -> None:
     finally:
         store.close()
     console.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: VISIONRAG_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: VISIONRAG_PORT).")] = None,
+) -> None:
+    """Run the gateway (uvicorn, one process) with the settings from the environment and `.env`."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                access_log=False)
 
 
 if __name__ == "__main__":
