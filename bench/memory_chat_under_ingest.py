@@ -11,8 +11,6 @@ onnxruntime thread). Every chat carries a ~20 KB PNG data: URL. Scenarios, in on
 - ingest busy: memory on with a backlog of full-size exchanges queued before start, so the worker
   embeds without pause for the whole measurement (checked: the backlog is still non-empty at the end);
   with the ingest thread niced (the default, VISIONRAG_INGEST_NICE=10) and not niced (0).
-The gateway is started through gateway.app.create_app; if that does not wire memory yet, this bench
-wires it the way the app is meant to (see gateway/memory/service.py).
 """
 
 from __future__ import annotations
@@ -29,48 +27,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
 
 from bench.gateway_overhead import Server, free_port, make_png, measure, start
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_CLIP = ROOT / "models" / "clip-full"
-
-
-def wired_app() -> FastAPI:
-    """gateway.app.create_app, plus the memory wiring if the app does not do it itself."""
-    from gateway.app import create_app
-    from gateway.memory import Memory
-    from gateway.memory.routes import router
-    from gateway.settings import Settings
-
-    settings = Settings()
-    app = create_app(settings)
-    if any(getattr(r, "path", None) == "/search" for r in app.routes):
-        return app  # the app wires memory itself
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app):
-            services = app.state.services
-            memory = Memory.from_settings(settings, services.journal, services.blobs, image_loader=services.loader)
-            memory.start()
-            app.state.memory = memory
-            try:
-                yield
-            finally:
-                await memory.stop()
-
-    app.router.lifespan_context = lifespan
-    app.include_router(router)
-    return app
 
 
 def prefill(data_dir: Path, count: int) -> None:
@@ -93,21 +58,22 @@ def stats(url: str) -> dict:
     return httpx.get(url + "/memory/stats", timeout=10).json()
 
 
-def scenario(name: str, upstream: Server, env: dict[str, str], backlog: int, body: bytes, requests: int,
+def scenario(name: str, upstream: Server, env: dict[str, str], backlog: Path | None, body: bytes, requests: int,
              concurrency: int) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="visionrag-bench-chat-"))
     if backlog:
-        prefill(data_dir, backlog)
+        shutil.copytree(backlog, data_dir, dirs_exist_ok=True)  # a fresh copy of the queued exchanges
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "bench.memory_chat_under_ingest:wired_app", "--factory",
+    argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
             "--port", str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
             "--http", "httptools"]
     base_env = {"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1", "VISIONRAG_DATA_DIR": str(data_dir),
                 "VISIONRAG_FASTEMBED_CACHE_DIR": str(FULL_CLIP), "VISIONRAG_EMBED_THREADS": "1",
                 "HF_HUB_OFFLINE": "1"}
     # No core pinning: in production the worker thread and the event loop share whatever cores there are.
+    log = open(data_dir.parent / f"{data_dir.name}.log", "wb")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **base_env, **env}, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=log, stderr=subprocess.STDOUT)
     gateway = Server(name, process, f"http://127.0.0.1:{port}")
     try:
         deadline = time.time() + 120
@@ -118,7 +84,7 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: int, bod
             except httpx.HTTPError:
                 pass
             if time.time() > deadline or process.poll() is not None:
-                raise RuntimeError(f"gateway for {name} did not start")
+                raise RuntimeError(f"gateway for {name} did not start; see {log.name}")
             time.sleep(0.2)
         memory_on = env.get("VISIONRAG_MEMORY_ENABLED", "true") != "false"
         if memory_on:
@@ -139,17 +105,20 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: int, bod
                 assert after["backlog"] > 0, f"{name}: the backlog drained during the measurement; raise --backlog"
         return result
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=5000,
+                        help="chats per row: enough for several seconds, so several ingest batches land")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--backlog", type=int, default=600, help="exchanges queued for the busy scenarios")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_chat_under_ingest.json")
@@ -164,11 +133,13 @@ def main() -> None:
     up_port = free_port()
     upstream = start("upstream", [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)],
                      up_port, core=1)
-    scenarios = [
-        ("memory off", {"VISIONRAG_MEMORY_ENABLED": "false"}, 0),
-        ("ingest idle", {"VISIONRAG_INGEST_POLL_INTERVAL_S": "3600"}, 0),
-        ("ingest busy, niced", {"VISIONRAG_INGEST_NICE": "10"}, args.backlog),
-        ("ingest busy, not niced", {"VISIONRAG_INGEST_NICE": "0"}, args.backlog),
+    queued = Path(tempfile.mkdtemp(prefix="visionrag-bench-backlog-"))
+    prefill(queued, args.backlog)
+    scenarios: list[tuple[str, dict[str, str], Path | None]] = [
+        ("memory off", {"VISIONRAG_MEMORY_ENABLED": "false"}, None),
+        ("ingest idle", {"VISIONRAG_INGEST_POLL_INTERVAL_S": "3600"}, None),
+        ("ingest busy, niced", {"VISIONRAG_INGEST_NICE": "10"}, queued),
+        ("ingest busy, not niced", {"VISIONRAG_INGEST_NICE": "0"}, queued),
     ]
     rows = []
     try:
@@ -178,6 +149,7 @@ def main() -> None:
                 rows.append({"scenario": name, "concurrency": concurrency, **result})
     finally:
         upstream.stop()
+        shutil.rmtree(queued, ignore_errors=True)
 
     versions = {p: version(p) for p in ("fastapi", "uvicorn", "fastembed", "onnxruntime", "qdrant-edge-py")}
     report = {"python": platform.python_version(), "cores": os.cpu_count(), "versions": versions,
@@ -186,8 +158,8 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2))
     print(f"{args.requests} non-streamed chats per row, {len(png)} B PNG each, instant fake upstream; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print("| concurrency | scenario | p50 ms | p99 ms | p99 vs ingest idle | req/s | gateway CPU ms/req "
-          "| exchanges ingested meanwhile |")
+    print("| concurrency | scenario | p50 ms | p99 ms | p99 vs ingest idle | req/s "
+          "| gateway process CPU ms/req (incl. ingest) | exchanges ingested meanwhile |")
     print("|---|---|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
         idle = next(r for r in rows if r["concurrency"] == concurrency and r["scenario"] == "ingest idle")
