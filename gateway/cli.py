@@ -428,8 +428,9 @@ def optimize() -> None:
         store.ensure_schema()
         before = store.stats()
         started = time.monotonic()
-        with console.status(f"Indexing {before.points} points (this blocks; minutes at 100k)..."):
-            changed = store.optimize()
+        with console.status(f"Indexing {before.points} points (minutes at 100k)..."):
+            # This process serves nothing else: index in-process (EdgeStore.optimize() would fork a child).
+            changed = store.optimize_here() if hasattr(store, "optimize_here") else store.optimize()
         after = store.stats()
     except StoreError as exc:
         raise _fail(str(exc)) from None

@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     ingest_poll_interval_s: float = 0.5
     # CPU niceness of the ingest thread (0-19): chats get the CPU first, ingest takes what is left.
     ingest_nice: int = 10
-    # Embedded store only: build the HNSW index inside the gateway once this many points arrived since
-    # the last build AND nothing happened for memory_optimize_quiet_s (the build freezes the process).
-    # quiet_s <= 0: never in the gateway; run `visionrag optimize` while it is stopped.
+    # Embedded store only: build the HNSW index (in a child process; search answers 503 meanwhile) once
+    # this many points arrived since the last build AND nothing happened for memory_optimize_quiet_s.
+    # quiet_s <= 0: never from the gateway; run `visionrag optimize` while it is stopped.
     memory_optimize_min_points: int = 20_000
     memory_optimize_quiet_s: float = 600.0
     # Tests only: qdrant-client's local mode at this path instead of the embedded engine. It takes the

@@ -36,15 +36,17 @@ log = logging.getLogger("visionrag.memory.ingest")
 
 @dataclass(slots=True)
 class MaintenancePolicy:
-    """When the worker may call `store.optimize()` (HNSW build) inside this process.
+    """When the worker may build the store's HNSW index (`store.optimize()`).
 
-    Edge's optimize() holds the GIL for its whole run (~17 s at 10k points, minutes at 100k), freezing
-    every other thread of the process, chats included. So it runs only when both hold:
-    - at least `min_new_points` points were written since the last index build: below that, Qdrant's
-      filtered brute force is already fast (tenant-filtered queries measured ~12 ms p99 even at 1M
-      unindexed points), and indexing would buy nothing;
-    - the process has been quiet (no new exchange, no search) for `quiet_s` seconds.
-    `quiet_s <= 0` disables it: index offline with `visionrag optimize` while the gateway is stopped.
+    Qdrant Edge's own optimize() holds the GIL for its whole run (~10-20 s at 10k points, ~6 min at 100k
+    on 2 cores): in the gateway process it would freeze every chat. So EdgeStore.optimize() runs it in a
+    niced child process while the gateway closes the shard; meanwhile ingest pauses (the journal absorbs
+    chats) and /search answers 503. That is still an outage of search, hence only when both hold:
+    - at least `min_new_points` points were written since the last index build: below that, filtered
+      brute force is fast enough (measured here: a 9k-point tenant p99 ~3 ms for one vector, a 100-point
+      tenant <1 ms even in a 100k shard; see bench/memory_search.py);
+    - nothing happened (no new exchange, no search) for `quiet_s` seconds.
+    `quiet_s <= 0` disables it: index with `visionrag optimize` while the gateway is stopped.
     A server store (RemoteStore) indexes itself; its optimize() is a no-op.
     """
 

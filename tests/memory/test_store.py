@@ -141,3 +141,52 @@ def test_remote_store_where_nothing_listens_is_unavailable() -> None:
         down.upsert([point(1)])
     with pytest.raises(StoreUnavailable):
         down.query(unit(1), "image", SearchFilter("t1"), 1)
+
+
+def test_edge_optimize_runs_in_a_child_without_freezing_this_process(tmp_path: Path) -> None:
+    """Edge's optimize() holds the GIL for its whole run; EdgeStore runs it in a child process instead."""
+    import threading
+    import time
+
+    store = EdgeStore(tmp_path / "shard")
+    store.ensure_schema()
+    # Past Qdrant's indexing threshold (~10 MB of vectors), so there is an HNSW index to build.
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((6000, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.upsert([
+        StorePoint(point_id(f"ex{n}", 0), {"image": vectors[n].tolist()},
+                   {"exchange_id": f"ex{n}", "tenant": "t1", "ts": 0.0, "time": rfc3339(0)})
+        for n in range(6000)
+    ])
+    assert store.stats().indexed_vectors == 0
+
+    ticks = 0
+    refused = []
+    done = threading.Event()
+
+    def heartbeat() -> None:  # a pure-Python thread: it only runs if nobody holds the GIL
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            if not refused:
+                try:
+                    store.count()
+                except StoreUnavailable:
+                    refused.append(True)
+            time.sleep(0.001)
+
+    beat = threading.Thread(target=heartbeat)
+    beat.start()
+    started = time.monotonic()
+    try:
+        store.optimize()
+    finally:
+        done.set()
+        beat.join()
+    elapsed = time.monotonic() - started
+    assert ticks > elapsed * 200  # ~1000/s when free; the GIL was never held for long
+    assert refused  # while the child held the shard, operations failed fast instead of blocking
+    assert store.stats().indexed_vectors > 0
+    assert store.query(vectors[42].tolist(), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex42"
+    store.close()

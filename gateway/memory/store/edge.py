@@ -5,15 +5,22 @@ No server to run. Facts this adapter is built around (measured, see shared/notes
   The WAL stays on (without it a second writer silently corrupted the shard, and an update is only
   durable after flush()); with it an update is durable when `update()` returns.
 - Queries release the GIL and may run from threads alongside writes.
-- The HNSW index is built only by `optimize()`, which HOLDS THE GIL for its whole run (seconds at 10k
-  points, minutes at 100k). Until then, queries are exact brute force in Rust. When to call it is the
-  ingest worker's `MaintenancePolicy`, not this adapter's business.
+- The HNSW index is built only by the shard's `optimize()`, which HOLDS THE GIL for its whole run
+  (~10-20 s at 10k points, ~6 min at 100k on 2 cores). Until then, queries are exact brute force in Rust.
+  So `optimize()` here never runs it in this process: it closes the shard, lets a child process (niced,
+  killed with its parent) open it and build the index, and reopens it. Meanwhile the store answers
+  `StoreUnavailable` (ingest backs off, the journal absorbs chats, /search answers 503) but nothing in
+  this process freezes. When to do it is the ingest worker's `MaintenancePolicy`.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import qdrant_edge as qe
@@ -29,6 +36,7 @@ from gateway.memory.store.base import (
     StoreError,
     StoreLocked,
     StoreStats,
+    StoreUnavailable,
     Target,
 )
 
@@ -39,42 +47,63 @@ _PREFETCH_FACTOR = 4
 class EdgeStore:
     backend = "edge"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, maintenance_nice: int = 10) -> None:
         self.path = path
+        self.maintenance_nice = maintenance_nice
         self._shard: qe.EdgeShard | None = None
-        # Serializes open/close against use; queries and updates themselves run concurrently.
+        # Serializes open/close against use; queries and updates themselves run concurrently, counted in
+        # `_active` so that maintenance can wait for them before it closes the shard.
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active = 0
+        self._maintenance = False
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _config(self) -> qe.EdgeConfig:
         vectors = {name: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine) for name in VECTOR_NAMES}
         return qe.EdgeConfig(vectors=vectors)
 
-    def _open(self) -> qe.EdgeShard:
+    def _open_locked(self) -> qe.EdgeShard:
+        """Open (or create) the shard; the caller holds `_lock`."""
         if self._shard is not None:
             return self._shard
+        self.path.mkdir(parents=True, exist_ok=True)
+        exists = (self.path / "wal").exists() or any(self.path.glob("segments*"))
+        try:
+            shard = qe.EdgeShard.load(str(self.path)) if exists else qe.EdgeShard.create(
+                str(self.path), self._config()
+            )
+        except Exception as exc:  # the binding raises plain Exception with Rust's message
+            if "WAL" in str(exc) and "WouldBlock" in str(exc):
+                raise StoreLocked(
+                    f"the embedded vector store at {self.path} is open in another process "
+                    "(a running gateway, or another `visionrag` command). Stop that process, or talk "
+                    "to the running gateway over HTTP (`--gateway URL`)."
+                ) from None
+            raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
+        self._shard = shard
+        return shard
+
+    @contextmanager
+    def _use(self) -> Iterator[qe.EdgeShard]:
         with self._lock:
-            if self._shard is not None:
-                return self._shard
-            self.path.mkdir(parents=True, exist_ok=True)
-            exists = (self.path / "wal").exists() or any(self.path.glob("segments*"))
-            try:
-                shard = qe.EdgeShard.load(str(self.path)) if exists else qe.EdgeShard.create(
-                    str(self.path), self._config()
-                )
-            except Exception as exc:  # the binding raises plain Exception with Rust's message
-                if "WAL" in str(exc) and "WouldBlock" in str(exc):
-                    raise StoreLocked(
-                        f"the embedded vector store at {self.path} is open in another process "
-                        "(a running gateway, or another `visionrag` command). Stop that process, or talk "
-                        "to the running gateway over HTTP (`--gateway URL`)."
-                    ) from None
-                raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
-            self._shard = shard
-            return shard
+            if self._maintenance:
+                raise StoreUnavailable("the embedded vector store is being indexed; retry shortly")
+            shard = self._open_locked()
+            self._active += 1
+        try:
+            yield shard
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.notify_all()
 
     def ensure_schema(self) -> None:
-        shard = self._open()
+        with self._use() as shard:
+            self._ensure_indexes(shard)
+
+    def _ensure_indexes(self, shard: qe.EdgeShard) -> None:
         indexed = set(shard.info().payload_schema)
         # Only the tenant index adds links to the HNSW graph (every query filters by tenant); the others
         # serve narrower filters, where Qdrant's planner scans the matching points, and extra links for
@@ -90,6 +119,8 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
+            while self._active:
+                self._idle.wait()
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
@@ -98,12 +129,11 @@ class EdgeStore:
     def upsert(self, points: Sequence[StorePoint]) -> None:
         if not points:
             return
-        shard = self._open()
         batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
-        shard.update(qe.UpdateOperation.upsert_points(batch))
+        with self._use() as shard:
+            shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
-        shard = self._open()
         query_vector = [float(x) for x in vector]
         edge_filter = _filter(flt)
         if target == "all":
@@ -125,28 +155,31 @@ class EdgeStore:
                 filter=edge_filter,
                 with_payload=True,
             )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.query(request)]
+        with self._use() as shard:
+            found = shard.query(request)
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
     def image_mime(self, tenant: str, sha256: str) -> str | None:
-        shard = self._open()
         flt = qe.Filter(
             must=[
                 qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant)),
                 qe.FieldCondition("image_sha256", match=qe.MatchValue(sha256)),
             ]
         )
-        records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=flt, with_payload=True, with_vector=False))
+        with self._use() as shard:
+            records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=flt, with_payload=True, with_vector=False))
         return str((records[0].payload or {}).get("image_mime") or "application/octet-stream") if records else None
 
     def count(self, tenant: str | None = None) -> int:
-        shard = self._open()
         flt = None
         if tenant is not None:
             flt = qe.Filter(must=[qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant))])
-        return shard.count(qe.CountRequest(exact=True, filter=flt))
+        with self._use() as shard:
+            return shard.count(qe.CountRequest(exact=True, filter=flt))
 
     def stats(self) -> StoreStats:
-        info = self._open().info()
+        with self._use() as shard:
+            info = shard.info()
         return StoreStats(
             points=info.points_count,
             indexed_vectors=info.indexed_vectors_count,
@@ -155,8 +188,54 @@ class EdgeStore:
         )
 
     def optimize(self) -> bool:
-        """Build HNSW for segments that need it. Holds the GIL throughout: see the module docstring."""
-        return self._open().optimize()
+        """Build HNSW for the segments that need it, in a child process (see the module docstring).
+
+        Blocks the calling thread (not the process) until done; the store is unavailable meanwhile.
+        """
+        with self._lock:
+            if self._maintenance:
+                return False
+            self._maintenance = True  # new operations now fail fast with StoreUnavailable
+            while self._active:
+                self._idle.wait()
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "gateway.memory.store.edge", "optimize", str(self.path),
+                 str(os.getpid()), str(self.maintenance_nice)],
+                capture_output=True, text=True, check=False,
+            )
+            if result.returncode != 0:
+                raise StoreError(f"indexing the embedded store failed: {result.stderr.strip()[-500:]}")
+            return result.stdout.strip().endswith("True")
+        finally:
+            with self._lock:
+                self._maintenance = False
+                self._open_locked()
+
+    def optimize_here(self) -> bool:
+        """optimize() in THIS process: for a process that serves nothing else (the CLI, the child)."""
+        with self._use() as shard:
+            return shard.optimize()
+
+
+def _become_maintenance_child(parent_pid: int, nice: int) -> None:
+    """In the indexing child: lower its priority, and die with the gateway (so a restarted gateway does
+    not find the shard locked by an orphaned indexer). Done here, not in a preexec_fn, which is unsafe
+    in a threaded parent."""
+    import ctypes
+    import signal
+
+    if nice > 0:
+        os.nice(nice)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the child outlives a killed parent until it finishes
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        raise SystemExit("the gateway that started this indexer is gone")
 
 
 def _filter(flt: SearchFilter) -> qe.Filter:
@@ -176,3 +255,14 @@ def _filter(flt: SearchFilter) -> qe.Filter:
     if flt.user is not None:
         must.append(qe.FieldCondition("user", match=qe.MatchValue(flt.user)))
     return qe.Filter(must=must)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    # `python -m gateway.memory.store.edge optimize PATH`: the maintenance child (see EdgeStore.optimize).
+    if len(sys.argv) == 5 and sys.argv[1] == "optimize":
+        _become_maintenance_child(int(sys.argv[3]), int(sys.argv[4]))
+        child = EdgeStore(Path(sys.argv[2]))
+        print(child.optimize_here())
+        child.close()
+    else:
+        raise SystemExit("usage: python -m gateway.memory.store.edge optimize SHARD_PATH PARENT_PID NICE")
