@@ -271,7 +271,7 @@ def main() -> None:
             searcher = Searcher(None, store)  # type: ignore[arg-type]  # store queries only: no embedder
             row: dict = {"size": size, "upserts_per_s": rate, "scenarios": {}}
             phases = ["brute force"]
-            if size < 100_000 or args.index_100k:
+            if not args.no_index:
                 phases.append("hnsw")
             for phase in phases:
                 if phase == "hnsw":
