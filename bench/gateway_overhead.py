@@ -133,9 +133,15 @@ def measure(server_pid: int | None, url: str, body: bytes, stream: bool, concurr
     }
 
 
+def median_of(results: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=600, help="requests per scenario (concurrency 32 uses 2x)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per scenario; medians are reported (this box is noisy)")
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
     args = parser.parse_args()
@@ -168,11 +174,16 @@ def main() -> None:
             body = json.dumps(payload).encode()
             for concurrency in (1, 32):
                 total = args.requests * (2 if concurrency > 1 else 1)
-                direct = measure(None, upstream.url + "/v1/chat/completions", body, stream, concurrency, total)
-                floor = measure(bare.process.pid, bare.url + "/v1/chat/completions", body, stream,
-                                concurrency, total)
-                gw = measure(gateway.process.pid, gateway.url + "/v1/chat/completions", body, stream,
-                             concurrency, total)
+                rounds: dict[str, list[dict]] = {"direct": [], "bare": [], "gateway": []}
+                # Interleaved, so a noisy neighbour hits the baseline and the gateway alike.
+                for _ in range(args.rounds):
+                    rounds["direct"].append(measure(None, upstream.url + "/v1/chat/completions", body, stream,
+                                                    concurrency, total))
+                    rounds["bare"].append(measure(bare.process.pid, bare.url + "/v1/chat/completions", body,
+                                                  stream, concurrency, total))
+                    rounds["gateway"].append(measure(gateway.process.pid, gateway.url + "/v1/chat/completions",
+                                                     body, stream, concurrency, total))
+                direct, floor, gw = (median_of(rounds[k]) for k in ("direct", "bare", "gateway"))
                 rows.append({"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
                              "direct": direct, "bare_proxy": floor, "gateway": gw})
     finally:
@@ -180,11 +191,12 @@ def main() -> None:
             server.stop()
 
     versions = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "aiohttp", "orjson", "pillow")}
-    report = {"png_bytes": len(png), "chunks": args.chunks, "python": platform.python_version(),
+    report = {"png_bytes": len(png), "chunks": args.chunks, "rounds": args.rounds,
+              "python": platform.python_version(),
               "versions": versions, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"PNG {len(png)} bytes as a data: URL; stream = {args.chunks} chunks; "
+    print(f"PNG {len(png)} bytes as a data: URL; stream = {args.chunks} chunks; medians of {args.rounds} rounds; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("| mode | conc. | gateway CPU ms/req | bare proxy CPU ms/req | ratio | direct p50 / p99 ms "
           "| gateway p50 / p99 ms | added p50 / p99 ms |")
