@@ -2,15 +2,19 @@
 
     make bench-memory-chat        # or: .venv/bin/python -m bench.memory_chat_under_ingest
 
-A fake OpenAI upstream (bench/fake_upstream.py, answers at once: the strictest case, the latency is
-all gateway) and the real gateway process (uvicorn, memory on, full-size random-weight CLIP, 1
+A fake OpenAI upstream (bench/fake_upstream.py; answering at once is the strictest case: the latency
+is all gateway) and the real gateway process (uvicorn, memory on, full-size random-weight CLIP, 1
 onnxruntime thread). Every chat carries a ~20 KB PNG data: URL. Scenarios, in one run:
 - memory off: the gateway without memory (the reference the gateway-overhead bench measures);
 - ingest idle: memory on, empty backlog, and the worker's poll interval set to an hour so the chats'
   own exchanges are not embedded during the measurement;
 - ingest busy: memory on with a backlog of full-size exchanges queued before start, so the worker
   embeds without pause for the whole measurement (checked: the backlog is still non-empty at the end);
-  with the ingest thread niced (the default, VISIONRAG_INGEST_NICE=10) and not niced (0).
+  with the ingest thread niced (the default, VISIONRAG_INGEST_NICE=10) and not niced (0);
+- control: memory off while the same CLIP work runs in ANOTHER process: what CPU contention alone
+  costs, with no GIL or event-loop sharing involved.
+Loads: the instant upstream at concurrency 1 and 8, and a slow upstream (200 ms, like a small VLM on
+a GPU) at concurrency 8, where the gateway's own milliseconds are a small part of each chat.
 """
 
 from __future__ import annotations
@@ -115,14 +119,36 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: Path | N
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def hog() -> None:
+    """The ingest's CLIP work (images + texts, 1 thread, niced) in a separate process, forever."""
+    from bench.memory_ingest import ANSWER, QUESTION, photo_png
+    from gateway.memory.embed import ClipEmbedder
+
+    os.nice(10)
+    clip = ClipEmbedder(cache_dir=FULL_CLIP, threads=1, batch_size=16)
+    clip.load()
+    images = [photo_png(n) for n in range(16)]
+    print("ready", flush=True)
+    while True:
+        clip.embed_images(images)
+        clip.embed_texts([QUESTION] * 16 + [ANSWER] * 16)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000,
-                        help="chats per row: enough for several seconds, so several ingest batches land")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+                        help="chats per row with the instant upstream: several seconds, several ingest batches")
+    parser.add_argument("--slow-requests", type=int, default=400, help="chats per row with the slow upstream")
+    parser.add_argument("--slow-upstream-ms", type=float, default=200.0,
+                        help="model time of the slow upstream (a small VLM answer on a GPU)")
     parser.add_argument("--backlog", type=int, default=600, help="exchanges queued for the busy scenarios")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_chat_under_ingest.json")
+    parser.add_argument("--hog", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.hog:
+        hog()
+        return
     if not (FULL_CLIP / ".built").exists():
         raise SystemExit(f"{FULL_CLIP} is missing: run `make {FULL_CLIP.relative_to(ROOT)}/.built`")
 
@@ -130,25 +156,43 @@ def main() -> None:
     body = json.dumps({"model": "fake-vlm", "max_tokens": 32, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
         {"type": "text", "text": "What does this diagram show?"}]}]}).encode()
-    up_port = free_port()
-    upstream = start("upstream", [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)],
-                     up_port, core=1)
     queued = Path(tempfile.mkdtemp(prefix="visionrag-bench-backlog-"))
     prefill(queued, args.backlog)
-    scenarios: list[tuple[str, dict[str, str], Path | None]] = [
-        ("memory off", {"VISIONRAG_MEMORY_ENABLED": "false"}, None),
-        ("ingest idle", {"VISIONRAG_INGEST_POLL_INTERVAL_S": "3600"}, None),
-        ("ingest busy, niced", {"VISIONRAG_INGEST_NICE": "10"}, queued),
-        ("ingest busy, not niced", {"VISIONRAG_INGEST_NICE": "0"}, queued),
+    off = {"VISIONRAG_MEMORY_ENABLED": "false"}
+    # (name, gateway env, backlog to copy in, CLIP busy in another process)
+    scenarios: list[tuple[str, dict[str, str], Path | None, bool]] = [
+        ("memory off", off, None, False),
+        ("ingest idle", {"VISIONRAG_INGEST_POLL_INTERVAL_S": "3600"}, None, False),
+        ("ingest busy (nice 10, default)", {"VISIONRAG_INGEST_NICE": "10"}, queued, False),
+        ("ingest busy, not niced", {"VISIONRAG_INGEST_NICE": "0"}, queued, False),
+        ("control: memory off, same CLIP work in another process", off, None, True),
     ]
+    # (upstream model time s, concurrency, requests)
+    loads = [(0.0, 1, args.requests), (0.0, 8, args.requests), (args.slow_upstream_ms / 1000, 8, args.slow_requests)]
     rows = []
     try:
-        for concurrency in args.concurrency:
-            for name, env, backlog in scenarios:
-                result = scenario(name, upstream, env, backlog, body, args.requests, concurrency)
-                rows.append({"scenario": name, "concurrency": concurrency, **result})
+        for stall, concurrency, requests in loads:
+            up_port = free_port()
+            upstream = start("upstream", [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port),
+                                          "--stall", str(stall)], up_port, core=1)
+            try:
+                for name, env, backlog, busy_elsewhere in scenarios:
+                    other = None
+                    if busy_elsewhere:
+                        other = subprocess.Popen([sys.executable, "-m", "bench.memory_chat_under_ingest", "--hog"],
+                                                 cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True)
+                        assert other.stdout is not None and other.stdout.readline().strip() == b"ready"
+                    try:
+                        result = scenario(name, upstream, env, backlog, body, requests, concurrency)
+                    finally:
+                        if other is not None:
+                            os.killpg(other.pid, signal.SIGKILL)
+                            other.wait()
+                    rows.append({"scenario": name, "upstream_ms": stall * 1000, "concurrency": concurrency,
+                                 "requests": requests, **result})
+            finally:
+                upstream.stop()
     finally:
-        upstream.stop()
         shutil.rmtree(queued, ignore_errors=True)
 
     versions = {p: version(p) for p in ("fastapi", "uvicorn", "fastembed", "onnxruntime", "qdrant-edge-py")}
@@ -156,17 +200,18 @@ def main() -> None:
               "png_bytes": len(png), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"{args.requests} non-streamed chats per row, {len(png)} B PNG each, instant fake upstream; "
+    print(f"Non-streamed chats, {len(png)} B PNG each, fake upstream; {os.cpu_count()} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print("| concurrency | scenario | p50 ms | p99 ms | p99 vs ingest idle | req/s "
-          "| gateway process CPU ms/req (incl. ingest) | exchanges ingested meanwhile |")
-    print("|---|---|---|---|---|---|---|---|")
-    for concurrency in args.concurrency:
-        idle = next(r for r in rows if r["concurrency"] == concurrency and r["scenario"] == "ingest idle")
-        for r in (r for r in rows if r["concurrency"] == concurrency):
-            print(f"| {concurrency} | {r['scenario']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                  f"{r['p99_ms'] / idle['p99_ms']:.2f}x | {r['rps']:.0f} | {r['cpu_ms_per_request']:.2f} | "
-                  f"{r.get('ingested_during', '-')} |")
+    print("| upstream ms | conc. | requests | scenario | p50 ms | p99 ms | p99 vs ingest idle | req/s "
+          "| gateway process CPU ms/req (incl. ingest) | ingested meanwhile |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for stall, concurrency, _ in loads:
+        group = [r for r in rows if r["concurrency"] == concurrency and r["upstream_ms"] == stall * 1000]
+        idle = next(r for r in group if r["scenario"] == "ingest idle")
+        for r in group:
+            print(f"| {r['upstream_ms']:.0f} | {concurrency} | {r['requests']} | {r['scenario']} | {r['p50_ms']:.2f} | "
+                  f"{r['p99_ms']:.2f} | {r['p99_ms'] / idle['p99_ms']:.2f}x | {r['rps']:.0f} | "
+                  f"{r['cpu_ms_per_request']:.2f} | {r.get('ingested_during', '-')} |")
 
 
 if __name__ == "__main__":
