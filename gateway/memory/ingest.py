@@ -266,7 +266,9 @@ class IngestWorker:
         image_shas = list(images)
         image_vectors = dict(zip(image_shas, self.embedder.embed_images([images[s] for s in image_shas]), strict=True))
 
-        texts = list(dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t))
+        # Sorted by length: a batch is padded to its longest text, so mixing short questions with long
+        # answers would run the questions at the answers' length.
+        texts = sorted(dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t), key=len)
         text_vectors = dict(zip(texts, self.embedder.embed_texts(texts), strict=True))
 
         points: list[StorePoint] = []
