@@ -57,6 +57,7 @@ class EdgeStore:
         self._idle = threading.Condition(self._lock)
         self._active = 0
         self._maintenance = False
+        self._closed = False
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _config(self) -> qe.EdgeConfig:
@@ -64,9 +65,10 @@ class EdgeStore:
         return qe.EdgeConfig(vectors=vectors)
 
     def _open_locked(self) -> qe.EdgeShard:
-        """Open (or create) the shard; the caller holds `_lock`."""
+        """Open (or create) the shard; the caller holds `_lock`. Reopens after close() if used again."""
         if self._shard is not None:
             return self._shard
+        self._closed = False
         self.path.mkdir(parents=True, exist_ok=True)
         exists = (self.path / "wal").exists() or any(self.path.glob("segments*"))
         try:
@@ -119,6 +121,7 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             while self._active:
                 self._idle.wait()
             if self._shard is not None:
@@ -213,7 +216,8 @@ class EdgeStore:
         finally:
             with self._lock:
                 self._maintenance = False
-                self._open_locked()
+                if not self._closed:  # closed meanwhile (shutdown): leave it closed
+                    self._open_locked()
 
     def optimize_here(self) -> bool:
         """optimize() in THIS process: for a process that serves nothing else (the CLI, the child)."""
