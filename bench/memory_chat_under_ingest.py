@@ -107,6 +107,7 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: Path | N
             result["backlog_after"] = after["backlog"]
             if backlog:
                 assert after["backlog"] > 0, f"{name}: the backlog drained during the measurement; raise --backlog"
+        Path(log.name).unlink()  # kept only when the scenario failed
         return result
     finally:
         if process.poll() is None:
