@@ -48,9 +48,12 @@ class ChatProxy:
     async def answer(self, payload: dict[str, Any], tenant: str, endpoint: str) -> tuple[dict[str, Any], str]:
         """A non-streamed completion as parsed JSON, for endpoints that reshape it (/predict)."""
         response = await self.handle(payload, tenant, endpoint)
-        body = orjson.loads(response.body)
-        if response.status_code != 200:
-            raise _upstream_error(response.status_code, body)
+        try:
+            body = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            body = {"message": response.body.decode("utf-8", "replace")[:500]}
+        if response.status_code != 200 or EXCHANGE_HEADER not in response.headers:
+            raise _upstream_error(response.status_code if response.status_code != 200 else 502, body)
         return body, response.headers[EXCHANGE_HEADER]
 
     async def normalize_images(self, messages: list[Any]) -> list[LoadedImage]:
