@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["complete", "incomplete", "error"]
@@ -43,9 +43,6 @@ class Exchange:
             if message.get("role") == "user" and message.get("text"):
                 return message["text"]
         return ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exchange:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
@@ -12,10 +12,13 @@ from gateway.proxy.body import read_json
 from gateway.proxy.chat import EXCHANGE_HEADER
 from gateway.proxy.protocol import PredictRequest, PredictResponse
 
+if TYPE_CHECKING:
+    from gateway.services import Services
+
 router = APIRouter()
 
 
-def _services(request: Request) -> Any:
+def _services(request: Request) -> Services:
     return request.app.state.services
 
 
