@@ -35,7 +35,8 @@ def _chunk(delta: dict, finish: str | None = None) -> bytes:
     }) + b"\n\n"
 
 
-def make_app(chunks: int, stall_s: float = 0.0, break_after: int | None = None) -> web.Application:
+def make_app(chunks: int, stall_s: float = 0.0, break_after: int | None = None,
+             chunk_delay_s: float = 0.0) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if stall_s:
@@ -49,6 +50,8 @@ def make_app(chunks: int, stall_s: float = 0.0, break_after: int | None = None) 
             if break_after is not None and i == break_after:
                 request.transport.close()  # an upstream that dies mid-answer
                 return response
+            if chunk_delay_s:
+                await asyncio.sleep(chunk_delay_s)  # a model generating at a human-visible pace
             await response.write(_chunk({"content": f"tok{i} "}, "length" if i == chunks - 1 else None))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 64, "completion_tokens": chunks, "total_tokens": 64 + chunks}
@@ -78,13 +81,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
     parser.add_argument("--stall", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--break-after", type=int, default=None, help="drop the connection mid-stream")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     args = parser.parse_args()
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(args.chunks, args.stall, args.break_after), host=args.host, port=args.port,
+    web.run_app(make_app(args.chunks, args.stall, args.break_after, args.chunk_delay), host=args.host, port=args.port,
                 print=None, access_log=None)
 
 

@@ -38,10 +38,14 @@ def test_sigkill_right_after_responses_loses_nothing(start_gateway, vllm_server)
     assert gateway.journal().count() == 7
 
 
-def test_abandoned_stream_is_recorded_as_incomplete(start_gateway, vllm_server):
-    gateway = start_gateway(vllm_server.base_url)
+def test_abandoned_stream_is_recorded_as_incomplete(start_gateway, fake_upstream):
+    # Double: the tiny real model can finish 1,500 tokens before a client's close reaches the gateway
+    # (then the gateway has sent everything, and "complete" is right). A scripted upstream pacing its
+    # chunks 50 ms apart makes "the client left mid-answer" happen every time.
+    upstream = fake_upstream(None, "--chunks", "200", "--chunk-delay", "0.05")
+    gateway = start_gateway(upstream.base_url)
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", timeout=60, json={
-            "model": vllm_server.model, "stream": True, "max_tokens": 1500, "ignore_eos": True,
+            "model": "fake-vlm", "stream": True,
             "messages": [{"role": "user", "content": "Tell a long story."}]}) as response:
         exchange_id = response.headers["x-visionrag-exchange-id"]
         lines = response.iter_lines()
@@ -54,3 +58,4 @@ def test_abandoned_stream_is_recorded_as_incomplete(start_gateway, vllm_server):
     assert exchange is not None, "the abandoned stream was not recorded"
     assert exchange.status == "incomplete"
     assert exchange.finish_reason is None
+    assert exchange.answer.startswith("tok0 tok1 ")
