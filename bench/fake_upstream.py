@@ -36,11 +36,16 @@ def _chunk(delta: dict, finish: str | None = None) -> bytes:
 
 
 def make_app(chunks: int, stall_s: float = 0.0, break_after: int | None = None,
-             chunk_delay_s: float = 0.0) -> web.Application:
+             chunk_delay_s: float = 0.0, fail_with: int | None = None) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if stall_s:
             await asyncio.sleep(stall_s)
+        if fail_with:
+            # What vLLM sends when a request crashes it: its own exception text.
+            return web.json_response({"error": {
+                "message": "'NoneType' object has no attribute 'split' in /opt/vllm/chat_utils.py",
+                "type": "InternalServerError", "param": None, "code": fail_with}}, status=fail_with)
         if not body.get("stream"):
             return web.Response(body=_completion(body.get("max_tokens") or 16), content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -82,13 +87,15 @@ def main() -> None:
     parser.add_argument("--stall", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--break-after", type=int, default=None, help="drop the connection mid-stream")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--fail-with", type=int, default=None, help="answer every chat with this HTTP status")
     args = parser.parse_args()
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(args.chunks, args.stall, args.break_after, args.chunk_delay), host=args.host, port=args.port,
+    web.run_app(make_app(args.chunks, args.stall, args.break_after, args.chunk_delay, args.fail_with),
+                host=args.host, port=args.port,
                 print=None, access_log=None)
 
 

@@ -1,8 +1,9 @@
-"""Chat completions through the gateway: normalize images, forward, relay, record.
+"""Chat and text completions through the gateway: normalize content, forward, relay, record.
 
-The request body is forwarded as the client sent it, except for image URLs (replaced by the
-verified `data:` URLs the model will see) and, for streams, a request for usage the journal
-needs. The upstream's response bytes reach the client unchanged.
+The request body is forwarded as the client sent it, except for message content (rebuilt part by
+part, images replaced by the verified `data:` URLs the model will see: see `messages`) and, for
+streams, a request for usage the journal needs. The upstream's response bytes reach the client
+unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import GatewayError
 from gateway.images import ImageError, ImageLoader, LoadedImage
-from gateway.proxy.messages import image_parts, require_messages
+from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, require_messages
 from gateway.proxy.recorder import PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
 from gateway.proxy.upstream import UpstreamPool, UpstreamResponse
@@ -38,12 +39,34 @@ class ChatProxy:
 
     async def handle(self, payload: Any, tenant: str, endpoint: str = "chat.completions") -> Response:
         messages = require_messages(payload)
+        refuse_unsafe_fields(payload)
         images = await self.normalize_images(messages)
         pending = PendingExchange.from_request(endpoint, tenant, payload, images)
+        return await self._forward("/chat/completions", payload, pending)
+
+    async def complete_text(self, payload: Any, tenant: str) -> Response:
+        """A text completion (`/v1/completions`): no images, recorded like a chat."""
+        prompt = require_prompt(payload)
+        refuse_unsafe_fields(payload)
+        pending = PendingExchange.from_prompt("completions", tenant, payload, prompt)
+        return await self._forward("/completions", payload, pending)
+
+    async def tokenize(self, payload: Any, path: str) -> Response:
+        """`/tokenize` and `/detokenize`: not recorded, but chat-shaped input goes through the image path,
+        because vLLM's /tokenize fetches and decodes message media like a chat would."""
+        if not isinstance(payload, dict):
+            raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+        refuse_unsafe_fields(payload)
+        if "messages" in payload:
+            await self.normalize_images(require_messages(payload))
+        upstream = await self.pool.open("POST", path, orjson.dumps(payload), root=True)
+        return _relay_body(upstream, await self.pool.read(upstream))
+
+    async def _forward(self, path: str, payload: dict[str, Any], pending: PendingExchange) -> Response:
         if payload.get("stream"):
             strip_usage = _request_usage(payload)
-            return await self._stream(orjson.dumps(payload), pending, strip_usage)
-        return await self._complete(orjson.dumps(payload), pending)
+            return await self._stream(path, orjson.dumps(payload), pending, strip_usage)
+        return await self._complete(path, orjson.dumps(payload), pending)
 
     async def answer(self, payload: dict[str, Any], tenant: str, endpoint: str) -> tuple[dict[str, Any], str]:
         """A non-streamed completion as parsed JSON, for endpoints that reshape it (/predict)."""
@@ -57,7 +80,7 @@ class ChatProxy:
         return body, response.headers[EXCHANGE_HEADER]
 
     async def normalize_images(self, messages: list[Any]) -> list[LoadedImage]:
-        parts = image_parts(messages)
+        parts = normalize_messages(messages)
         if len(parts) > self.max_images:
             raise GatewayError(
                 400, f"too many images: {len(parts)} in this request, the limit is {self.max_images}",
@@ -74,11 +97,11 @@ class ChatProxy:
 
         loaded = await asyncio.gather(*(load(part) for part in parts))
         for part, image in zip(parts, loaded, strict=True):
-            part.holder[part.key] = image.data_url
+            part.holder["url"] = image.data_url
         return list(loaded)
 
-    async def _complete(self, body: bytes, pending: PendingExchange) -> Response:
-        upstream = await self.pool.open("POST", "/chat/completions", body)
+    async def _complete(self, path: str, body: bytes, pending: PendingExchange) -> Response:
+        upstream = await self.pool.open("POST", path, body)
         raw = await self.pool.read(upstream)
         content_type = upstream.response.headers.get("Content-Type", "application/json")
         headers = {}
@@ -86,7 +109,7 @@ class ChatProxy:
             try:
                 data = orjson.loads(raw)
                 choice = data["choices"][0]
-                answer = (choice.get("message") or {}).get("content") or ""
+                answer = _text_of(choice)
                 self.recorder.record(
                     pending, answer=answer, finish_reason=choice.get("finish_reason"),
                     usage=data.get("usage"), model=data.get("model"), upstream=upstream.upstream.base_url,
@@ -94,14 +117,15 @@ class ChatProxy:
                 headers[EXCHANGE_HEADER] = pending.id
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
                 log.warning("upstream 200 response is not a chat completion; relayed, not recorded")
+        if not headers:
+            return _relay_body(upstream, raw)
         return Response(raw, status_code=upstream.status, media_type=content_type, headers=headers)
 
-    async def _stream(self, body: bytes, pending: PendingExchange, strip_usage: bool) -> Response:
-        upstream = await self.pool.open("POST", "/chat/completions", body)
+    async def _stream(self, path: str, body: bytes, pending: PendingExchange, strip_usage: bool) -> Response:
+        upstream = await self.pool.open("POST", path, body)
         content_type = upstream.response.headers.get("Content-Type", "")
         if upstream.status != 200 or not content_type.startswith("text/event-stream"):
-            raw = await self.pool.read(upstream)
-            return Response(raw, status_code=upstream.status, media_type=content_type or "application/json")
+            return _relay_body(upstream, await self.pool.read(upstream))
         return StreamingResponse(
             self._relay(upstream, pending, strip_usage),
             media_type="text/event-stream",
@@ -142,9 +166,10 @@ class ChatProxy:
                 # The upstream closed without [DONE]; complete only if it gave a finish reason.
                 record("complete" if assembler.finish_reason else "incomplete")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("upstream stream broke off: %s", exc)
+            log.warning("upstream stream broke off: %r", exc)
             record("incomplete")
-            error = GatewayError(502, f"the upstream stream broke off: {exc}", code="upstream_error")
+            error = GatewayError(502, "the model server's stream broke off before the answer was complete",
+                                 code="upstream_error")
             yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
         finally:
             # Reached on client disconnect too (the task is cancelled): keep what was said.
@@ -163,6 +188,46 @@ def _request_usage(payload: dict[str, Any]) -> bool:
         return False
     payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+def _relay_body(upstream: UpstreamResponse, raw: bytes) -> Response:
+    """The upstream's answer as it is, except its own failures: their bodies carry the model server's
+    internals (exception text), and the client can do nothing with them."""
+    if upstream.status >= 500:
+        log.error("upstream %s answered %d: %s", upstream.upstream.base_url, upstream.status,
+                  raw[:1000].decode("utf-8", "replace"))
+        if upstream.status == 503:
+            return GatewayError(503, "the model server is unavailable; try again shortly",
+                                code="upstream_unavailable").response()
+        return GatewayError(502, "the model server failed to answer this request",
+                            code="upstream_error").response()
+    return Response(raw, status_code=upstream.status,
+                    media_type=upstream.response.headers.get("Content-Type", "application/json"))
+
+
+def require_prompt(payload: Any) -> str:
+    """The text of a completion's `prompt`, for the journal ("" for token ids)."""
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(item, str) for item in prompt):
+            return "\n".join(prompt)
+        if all(isinstance(item, int) for item in prompt) or all(
+            isinstance(item, list) and all(isinstance(t, int) for t in item) for item in prompt
+        ):
+            return ""
+    raise GatewayError(400, "`prompt` must be a string, a list of strings, or token ids", param="prompt",
+                       code="invalid_value")
+
+
+def _text_of(choice: dict[str, Any]) -> str:
+    """A choice's text: `message.content` in chat completions, `text` in text completions."""
+    if "message" in choice:
+        return (choice.get("message") or {}).get("content") or ""
+    return choice.get("text") or ""
 
 
 def _upstream_error(status: int, body: Any) -> GatewayError:

@@ -41,6 +41,19 @@ class PendingExchange:
         )
 
 
+    @classmethod
+    def from_prompt(cls, endpoint: str, tenant: str, payload: dict[str, Any], prompt: str) -> PendingExchange:
+        user = payload.get("user")
+        return cls(
+            endpoint=endpoint,
+            tenant=tenant,
+            model=str(payload.get("model") or ""),
+            user=user if isinstance(user, str) else None,
+            messages=[{"role": "user", "text": prompt}],
+            images=[],
+        )
+
+
 class Recorder:
     def __init__(self, journal: Journal, blobs: BlobStore) -> None:
         self.journal = journal

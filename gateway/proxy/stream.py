@@ -51,7 +51,7 @@ def _data_of(event: bytes) -> bytes | None:
 
 
 class StreamAssembler:
-    """Accumulates choice 0's text, its finish reason and the usage from chat.completion.chunk events."""
+    """Accumulates choice 0's text, its finish reason and the usage from completion chunk events."""
 
     def __init__(self, strip_usage_chunk: bool) -> None:
         # True when the gateway asked for usage on the client's behalf: the client did not ask for
@@ -87,10 +87,12 @@ class StreamAssembler:
             self.usage = usage
         choices = chunk.get("choices") or []
         for choice in choices:
-            if choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            content = (choice.get("delta") or {}).get("content")
-            if content:
+            # chat.completion.chunk carries `delta.content`; a text_completion chunk carries `text`.
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if content and isinstance(content, str):
                 self._parts.append(content)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]

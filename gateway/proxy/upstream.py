@@ -28,9 +28,13 @@ class Upstream:
     failures: int = field(default=0)
 
     @property
+    def root_url(self) -> str:
+        """Without `/v1`: where vLLM serves /health, /tokenize and /detokenize."""
+        return self.base_url.removesuffix("/v1")
+
+    @property
     def health_url(self) -> str:
-        root = self.base_url.removesuffix("/v1")
-        return f"{root}/health"
+        return f"{self.root_url}/health"
 
 
 class UpstreamResponse:
@@ -100,8 +104,11 @@ class UpstreamPool:
             candidates = [u for u in self.upstreams if u not in exclude]
         return min(candidates, key=lambda u: u.outstanding, default=None)
 
-    async def open(self, method: str, path: str, body: bytes | None = None) -> UpstreamResponse:
-        """Send a request to a replica and return its response with headers read, body unread."""
+    async def open(self, method: str, path: str, body: bytes | None = None, *,
+                   root: bool = False) -> UpstreamResponse:
+        """Send a request to a replica and return its response with headers read, body unread.
+
+        `path` is under the replica's `/v1` base URL, or under its root with `root=True`."""
         assert self._session is not None, "UpstreamPool.start() was not called"
         tried: set[Upstream] = set()
         last_error = "no upstream configured"
@@ -110,7 +117,8 @@ class UpstreamPool:
             upstream.outstanding += 1
             try:
                 response = await self._session.request(
-                    method, upstream.base_url + path, data=body, headers=self._headers
+                    method, (upstream.root_url if root else upstream.base_url) + path, data=body,
+                    headers=self._headers,
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientOSError) as exc:
