@@ -4,11 +4,13 @@ Every hop is checked: the host's addresses are resolved and refused unless all a
 and the connection goes to exactly the addresses that were checked (the check lives in the
 resolver aiohttp connects with, so DNS rebinding between check and connect cannot happen).
 Redirects are followed by hand, a bounded number of times, each one checked again.
+Errors say what failed, never what a name resolved to or a library's message: those go to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -20,6 +22,8 @@ from yarl import URL
 
 from gateway.images.addresses import is_public_address
 from gateway.images.errors import ImageError
+
+log = logging.getLogger("visionrag.images")
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 
@@ -53,7 +57,8 @@ class _PublicOnlyResolver(AbstractResolver):
             return results
         blocked = [r["host"] for r in results if not is_public_address(r["host"])]
         if blocked:
-            raise BlockedAddress(f"{host} resolves to a non-public address ({blocked[0]})")
+            log.warning("image fetch refused: %s resolves to non-public %s", host, ", ".join(blocked))
+            raise BlockedAddress(host)
         return results
 
     async def close(self) -> None:
@@ -116,13 +121,15 @@ class ImageFetcher:
                         raise ImageError(f"fetching the image returned HTTP {response.status}",
                                          code="image_fetch_failed")
                     return await self._read_limited(response)
-            except BlockedAddress as exc:
-                raise ImageError(f"image URL points to a non-public address: {exc}",
+            except BlockedAddress:
+                raise ImageError(f"image URL host {target.host} resolves to a non-public address",
                                  code="image_url_blocked") from None
-            except aiohttp.InvalidURL as exc:
-                raise ImageError(f"image URL is not allowed: {exc}", code="invalid_image_url") from None
+            except aiohttp.InvalidURL:
+                raise ImageError("image URL is not allowed", code="invalid_image_url") from None
             except aiohttp.ClientError as exc:
-                raise ImageError(f"could not fetch the image: {exc}", code="image_fetch_failed") from None
+                log.info("image fetch from %s failed: %r", target.host, exc)
+                raise ImageError(f"could not fetch the image: {_what_failed(exc)}",
+                                 code="image_fetch_failed") from None
         raise ImageError(f"image URL redirected more than {self.policy.max_redirects} times",
                          code="image_fetch_failed")
 
@@ -138,6 +145,19 @@ class ImageFetcher:
                 raise ImageError(f"image is larger than the {limit}-byte limit", code="image_too_large")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _what_failed(exc: aiohttp.ClientError) -> str:
+    """The failure in the client's terms (the exception's own text names addresses and internals)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "the TLS handshake with its host failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "its host refused or did not accept the connection"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "its host closed the connection before the whole image arrived"
+    return "the HTTP exchange with its host failed"
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -77,3 +77,37 @@ def test_http_error_status_is_reported(image_server):
 def test_other_schemes_and_malformed_urls_are_refused(url):
     with pytest.raises(ImageError):
         fetch(url)
+
+
+# What a refused or failed fetch tells the client: what failed, never what a name resolves to
+# or the library's own message (addresses, errno text); those go to the gateway's log.
+INTERNALS = ("127.0.0.1", "::1", "Errno", "errno", "Connect call failed", "Name or service", "ClientConnector")
+
+
+def test_blocked_host_name_does_not_reveal_what_it_resolves_to(image_server, caplog):
+    image_server.routes["/a.png"] = (200, {}, png_bytes())
+    with caplog.at_level("WARNING", logger="visionrag.images"), pytest.raises(ImageError) as caught:
+        fetch(f"http://localhost:{image_server.port}/a.png")
+    assert caught.value.code == "image_url_blocked"
+    assert caught.value.message == "image URL host localhost resolves to a non-public address"
+    assert "127.0.0.1" in caplog.text or "::1" in caplog.text  # the operator still learns it
+
+
+def test_refused_connection_is_reported_without_internals(caplog):
+    from tests.plugins.gateway_server import free_port
+
+    port = free_port()  # nothing listens there
+    with caplog.at_level("INFO", logger="visionrag.images"), pytest.raises(ImageError) as caught:
+        fetch(f"http://127.0.0.1:{port}/a.png", allow_hosts=frozenset({f"127.0.0.1:{port}"}))
+    assert caught.value.code == "image_fetch_failed"
+    assert caught.value.message == "could not fetch the image: its host refused or did not accept the connection"
+    assert str(port) in caplog.text
+
+
+def test_unresolvable_host_is_reported_without_internals():
+    # `.invalid` never resolves (RFC 6761); allowlisted so that only resolution can fail.
+    with pytest.raises(ImageError) as caught:
+        fetch("http://nothing.invalid/a.png", allow_hosts=frozenset({"nothing.invalid"}))
+    assert caught.value.code == "image_fetch_failed"
+    assert caught.value.message == "could not fetch the image: its host name does not resolve"
+    assert not any(fragment in caught.value.message for fragment in INTERNALS)
