@@ -41,7 +41,7 @@ class Services:
         loader = ImageLoader.from_settings(settings)
         return cls(
             settings=settings,
-            auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
+            auth=Authenticator(settings.tenants_by_key, settings.default_tenant, settings.admin_keys),
             journal=journal,
             blobs=blobs,
             pool=pool,

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
         # `VISIONRAG_QDRANT_URL=` (as in .env.example) means "not set", not "set to the empty string".
         env_ignore_empty=True,
         extra="ignore",
+        # A refused setting is reported without its value: API keys and other secrets stay out of logs.
+        hide_input_in_errors=True,
     )
 
     # --- where the gateway listens -------------------------------------------------------------
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     # Gateway API keys, `tenant:key` or bare `key` (tenant derived from the key). Empty = open.
     api_keys: CommaList = Field(default_factory=list)
     default_tenant: str = "default"
+    # Operator keys (bare keys) for cross-tenant routes: /metrics, all tenants' /memory/stats, /ready's detail.
+    admin_keys: CommaList = Field(default_factory=list)
 
     # --- limits --------------------------------------------------------------------------------
     max_body_bytes: int = 32 * MiB
@@ -110,10 +114,40 @@ class Settings(BaseSettings):
     # same calls as a server (so it exercises that adapter) but is brute force: never for production.
     qdrant_local_path: Path | None = None
 
-    @field_validator("upstream_urls", "api_keys", "image_formats", "fetch_allow_hosts", mode="before")
+    @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _key_lists(cls, value: Any) -> Any:
+        # Unlike other lists, empty items are kept so that `_keys` refuses them: `acme:$UNSET` or `a,,b`
+        # is a mistake, and dropping it silently could leave a gateway open or a tenant locked out.
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [item.strip() for item in value.split(",")] if value.strip() else []
+        return _split_list(value)
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _keys(cls, entries: list[str], info: ValidationInfo) -> list[str]:
+        # Messages name the entry by position, never by content: the content is a secret.
+        name = f"VISIONRAG_{info.field_name.upper()}"
+        tenants: dict[str, str] = {}
+        for n, entry in enumerate(entries, start=1):
+            tenant, sep, key = entry.partition(":") if info.field_name == "api_keys" else ("", "", entry)
+            if not sep:
+                key = entry
+            if not key:
+                raise ValueError(f"entry {n} of {name} has an empty key (an unset variable?); "
+                                 "an empty key would let requests without a key in")
+            if sep and not tenant:
+                raise ValueError(f"entry {n} of {name} has an empty tenant before the `:`")
+            if any(ch.isspace() for ch in entry):
+                raise ValueError(f"entry {n} of {name} contains whitespace")
+            if tenants.setdefault(key, tenant) != tenant:
+                raise ValueError(f"entry {n} of {name} gives an earlier entry's key to another tenant")
+        return entries
 
     @field_validator("upstream_urls")
     @classmethod
