@@ -23,10 +23,26 @@ VLLM_ARGS=(
   --enforce-eager
   '--limit-mm-per-prompt={"image": 1}'
   --gpu-memory-utilization=0.9
-  --host=0.0.0.0
+  # Loopback only: the gateway beside it is its one client. RunPod publishes only the gateway's port,
+  # and vLLM's --api-key guards only /v1 (/invocations and /tokenize need no key and fetch media).
+  --host=127.0.0.1
   --port=8000
 )
-python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" &
+# Media fetching off, as in the profile's [env] (see the comments there): vLLM 0.10.2 has no media
+# allow-list, so its media fetches go to a proxy on a closed port; only Hugging Face (the weight
+# download) bypasses it. Set for vLLM alone: the gateway fetches clients' image URLs itself.
+VLLM_ENV=(
+  HTTP_PROXY=http://127.0.0.1:9
+  HTTPS_PROXY=http://127.0.0.1:9
+  http_proxy=http://127.0.0.1:9
+  https_proxy=http://127.0.0.1:9
+  NO_PROXY=huggingface.co,hf.co
+  no_proxy=huggingface.co,hf.co
+  VLLM_IMAGE_FETCH_TIMEOUT=1
+  VLLM_VIDEO_FETCH_TIMEOUT=1
+  VLLM_AUDIO_FETCH_TIMEOUT=1
+)
+env "${VLLM_ENV[@]}" python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" &
 vllm_pid=$!
 
 # First start downloads ~21 GB: wait up to 40 minutes for /health, and stop if vLLM died.

@@ -112,6 +112,22 @@ def runpod_vllm_argv() -> list[str]:
     return out.split("\0")[:-1]
 
 
+def runpod_vllm_env() -> dict[str, str]:
+    """The VLLM_ENV array of deploy/runpod/start.sh (what `env` gives vLLM alone), expanded by bash."""
+    script = (DEPLOY / "runpod" / "start.sh").read_text()
+    block = re.search(r"^VLLM_ENV=\(\n.*?^\)\n", script, re.DOTALL | re.MULTILINE)
+    assert block, "start.sh has no VLLM_ENV=( ... ) block"
+    assert 'env "${VLLM_ENV[@]}" python3 -m vllm.entrypoints.openai.api_server' in script
+    out = subprocess.run(
+        ["bash", "-c", block.group(0) + 'printf "%s\\0" "${VLLM_ENV[@]}"'],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(item.split("=", 1) for item in out.split("\0")[:-1])
+
+
 def env_ref(value: Any) -> Any:
     """`${VAR}`, `${VAR:?msg}`, `${VAR:-x}` (Compose, shell) and `$(VAR)` (Kubernetes) -> `${VAR}`."""
     if isinstance(value, str):

@@ -137,3 +137,54 @@ def test_secrets_come_from_the_env_file(compose):
                 assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", value), f"{name} is not a required ${{VAR:?}}"
     api_key_args = [a for a in compose["services"]["vllm"]["command"] if a.startswith("--api-key")]
     assert api_key_args == ["--api-key=${VLLM_API_KEY:?set VLLM_API_KEY in deploy/.env}"]
+
+
+# ---- only the gateway is reachable (README, "Why vLLM must never be exposed directly") --------------
+
+
+def networks_of(service: dict) -> set[str]:
+    # A list or a mapping of network names: set() takes the names from either.
+    return set(service.get("networks", ["default"]))
+
+
+def test_only_the_gateway_publishes_a_port(compose):
+    published = {
+        name: service["ports"] for name, service in compose["services"].items() if service.get("ports")
+    }
+    assert published == {"gateway": ["8080:8080"]}
+    # `expose` publishes nothing but would advertise a port to other networks' readers: none either.
+    assert all("expose" not in service for service in compose["services"].values())
+
+
+def test_vllm_and_qdrant_sit_on_an_internal_network_only_the_gateway_joins(compose):
+    services = compose["services"]
+    (backend,) = networks_of(services["vllm"])
+    assert compose["networks"][backend].get("internal") is True
+    assert networks_of(services["qdrant"]) == {backend}
+    joined = {name for name, service in services.items() if backend in networks_of(service)}
+    assert joined == {"vllm", "qdrant", "gateway"}
+    # The gateway also needs a network with a way out (CLIP download, image URLs) for its port.
+    assert any(not compose["networks"][n].get("internal") for n in networks_of(services["gateway"]))
+    for name in ("vllm", "qdrant"):
+        assert "network_mode" not in services[name], f"{name}: network_mode would bypass the networks"
+
+
+def test_vllm_starts_offline_from_the_one_shot_download(compose):
+    services = compose["services"]
+    download, vllm = services["model-download"], services["vllm"]
+    assert vllm["depends_on"]["model-download"]["condition"] == "service_completed_successfully"
+    assert download["image"] == vllm["image"] and download["restart"] == "no"
+    # Same cache volume, and the job's network has a way out while vLLM's has none.
+    cache = [v for v in vllm["volumes"] if v.endswith(":/root/.cache/huggingface")]
+    assert cache and cache[0] in download["volumes"]
+    assert not any(compose["networks"][n].get("internal") for n in networks_of(download))
+    assert "snapshot_download('meta-llama/Llama-3.2-11B-Vision-Instruct'" in " ".join(download["entrypoint"])
+    assert vllm["environment"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_vllm_health_check_ignores_the_dead_proxy(compose):
+    # The check runs with vLLM's environment; urlopen would send 127.0.0.1 to http_proxy too.
+    vllm = compose["services"]["vllm"]
+    assert vllm["environment"]["http_proxy"] == "http://127.0.0.1:9"
+    assert "ProxyHandler({})" in " ".join(vllm["healthcheck"]["test"])
+    assert not any("proxy" in name.lower() for name in compose["services"]["gateway"]["environment"])

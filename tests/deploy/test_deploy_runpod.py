@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.deploy_helpers import ROOT, assert_pinned, gateway_settings_from
+from tests.deploy.deploy_helpers import (
+    ROOT,
+    assert_pinned,
+    final_stage,
+    gateway_settings_from,
+    parse_flags,
+    runpod_vllm_argv,
+    runpod_vllm_env,
+)
 
 # Keyword arguments of runpod.create_pod in the `runpod` SDK (1.12.0, and the REST-v2 version after
 # it): the README passes the template as `runpod.create_pod(**template)`, so an unknown key
@@ -46,9 +54,27 @@ def test_asks_for_two_l40s_and_100_gb(runpod_pod):
     assert runpod_pod["volume_in_gb"] == 100
 
 
-def test_exposes_vllm_and_gateway_ports(runpod_pod):
-    ports = set(runpod_pod["ports"].split(","))
-    assert {"8000/http", "8080/http"} <= ports
+def test_exposes_only_the_gateway_port(runpod_pod, runpod_dockerfile):
+    # vLLM's --api-key guards only /v1: its port must not be published, even "for debugging".
+    assert runpod_pod["ports"].split(",") == ["8080/http"]
+    assert final_stage(runpod_dockerfile)["EXPOSE"] == ["8080"]
+    assert "docker_args" not in runpod_pod and "support_public_ip" not in runpod_pod
+
+
+def test_vllm_listens_on_loopback_and_the_gateway_on_the_published_port(runpod_pod):
+    flags = parse_flags(runpod_vllm_argv())
+    assert flags["host"] == "127.0.0.1" and flags["port"] == "8000"
+    script = (ROOT / "deploy" / "runpod" / "start.sh").read_text()
+    assert "--host 0.0.0.0 --port 8080" in script  # the gateway
+    assert "VISIONRAG_UPSTREAM_URLS:-http://127.0.0.1:8000/v1" in script
+
+
+def test_vllm_alone_gets_the_dead_proxy(runpod_pod, runpod_dockerfile):
+    # The gateway fetches clients' image URLs itself: the proxy settings must reach vLLM only.
+    env = runpod_vllm_env()
+    assert env["HTTP_PROXY"] == env["https_proxy"] == "http://127.0.0.1:9"
+    shared = " ".join(final_stage(runpod_dockerfile).get("ENV", [])) + " ".join(runpod_pod["env"])
+    assert "proxy" not in shared.lower()
 
 
 def test_image_is_pinned(runpod_pod):
