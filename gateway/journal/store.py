@@ -94,9 +94,13 @@ class Journal:
             )
             self._db.execute("COMMIT")
 
-    def backlog(self) -> int:
+    def backlog(self, tenant: str | None = None) -> int:
+        """Exchanges not yet ingested (one tenant's: a scan of the pending rows only, via their index)."""
+        sql, args = "SELECT count(*) FROM exchanges WHERE ingested_at IS NULL", ()
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", (tenant,)
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM exchanges WHERE ingested_at IS NULL").fetchone()[0]
+            return self._db.execute(sql, args).fetchone()[0]
 
     def count(self) -> int:
         with self._lock:

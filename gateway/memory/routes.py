@@ -4,21 +4,24 @@
 `Memory`). Without it (memory disabled) the routes answer 503 `memory_disabled`.
 
 Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
-or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing.
-Blocking work (CLIP, the store) runs in the threadpool, never on the event loop.
+or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
+operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
+Blocking work (CLIP, the store) runs in the threadpool, never on the event loop. Store and model
+failures are logged here and answered without their details (paths, URLs, library messages).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from gateway.auth import require_tenant
+from gateway.auth import Authenticator, Caller, CallerDep, TenantDep
 from gateway.errors import GatewayError
 from gateway.images import ImageError
 from gateway.memory.embed import EmbedderError, ImageDecodeError
@@ -31,6 +34,9 @@ from gateway.memory.protocol import (
 )
 from gateway.memory.service import Memory
 from gateway.memory.store.base import Hit, SearchFilter, StoreError
+from gateway.proxy.body import openapi_body, read_model
+
+log = logging.getLogger("visionrag.memory")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -51,20 +57,24 @@ async def get_memory(request: Request) -> Memory:
 
 
 MemoryDep = Annotated[Memory, Depends(get_memory)]
-TenantDep = Annotated[str, Depends(require_tenant)]
+
+
+def _unavailable(what: str, exc: Exception) -> GatewayError:
+    log.warning("%s is unavailable: %s: %s", what, type(exc).__name__, exc)
+    return GatewayError(503, f"{what} is unavailable right now; retry shortly", code="memory_unavailable")
 
 
 def image_url(request: Request, sha256: str | None) -> str | None:
     return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post("/search", response_model=SearchResponse, openapi_extra=openapi_body(SearchRequest))
 async def search(
-    body: SearchRequest,
     request: Request,
     tenant: TenantDep,
     memory: MemoryDep,
 ) -> SearchResponse:
+    body = await read_model(request, SearchRequest)
     image: bytes | None = None
     if body.image is not None:
         try:
@@ -83,12 +93,10 @@ async def search(
         outcome = await run_in_threadpool(
             memory.searcher.search, flt, text=body.text, image=image, target=body.target, limit=body.limit
         )
-    except ImageDecodeError as exc:
-        raise GatewayError(400, str(exc), param="image", code="invalid_image") from None
-    except EmbedderError as exc:
-        raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
-    except StoreError as exc:
-        raise GatewayError(503, f"search is unavailable: {exc}", code="memory_unavailable") from None
+    except ImageDecodeError:
+        raise GatewayError(400, "image: the image cannot be decoded", param="image", code="invalid_image") from None
+    except (EmbedderError, StoreError) as exc:
+        raise _unavailable("search", exc) from None
     return SearchResponse(
         data=[_hit(request, hit) for hit in outcome.hits],
         target=body.target,
@@ -137,18 +145,45 @@ async def get_image(
     try:
         mime = await run_in_threadpool(memory.store.image_mime, tenant, sha256)
     except StoreError as exc:
-        raise GatewayError(503, f"images are unavailable: {exc}", code="memory_unavailable") from None
+        raise _unavailable("images", exc) from None
     data = await run_in_threadpool(memory.blobs.get, sha256) if mime else None
     if data is None:
         raise not_found
     # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
-    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
+    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable",
+                                                    "X-Content-Type-Options": "nosniff"})
 
 @router.get("/memory/stats")
-async def stats(
-    tenant: TenantDep, memory: MemoryDep
-) -> dict[str, object]:
-    return await run_in_threadpool(memory.stats, tenant)
+async def stats(request: Request, caller: CallerDep, memory: MemoryDep) -> dict[str, object]:
+    """A tenant's key: that tenant's backlog and stored points. An operator key: the whole memory path
+    (backlog, worker, store) and the points of every tenant that has a key, `default` included."""
+    if caller.admin:
+        auth: Authenticator = request.app.state.services.auth
+        return await run_in_threadpool(_all_tenants_stats, memory, auth.tenants)
+    return await run_in_threadpool(_tenant_stats, memory, caller)
+
+
+def _tenant_stats(memory: Memory, caller: Caller) -> dict[str, Any]:
+    assert caller.tenant is not None
+    result: dict[str, Any] = {"tenant": caller.tenant, "backlog": memory.journal.backlog(caller.tenant)}
+    try:
+        result["points"] = memory.store.count(caller.tenant)
+    except StoreError as exc:
+        log.warning("memory stats: the store is unavailable: %s", exc)
+        result["points"] = None
+    return result
+
+
+def _all_tenants_stats(memory: Memory, tenants: list[str]) -> dict[str, Any]:
+    result = memory.stats()
+    if "error" not in result["store"]:
+        try:
+            result["tenants"] = {t: {"points": memory.store.count(t), "backlog": memory.journal.backlog(t)}
+                                 for t in tenants}
+        except StoreError as exc:
+            result["store"] = {"error": str(exc)}
+    return result
 
 
 

@@ -1,13 +1,25 @@
-"""Reading a JSON request body under a size limit."""
+"""Reading a JSON request body under a size limit, after the caller was authenticated.
+
+Routes read their bodies here instead of declaring a pydantic body parameter: FastAPI reads and
+parses a declared body before any dependency runs, so the API key would be checked after the whole
+body sat in memory, and without the size limit. `openapi_body` keeps the model in /docs.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import GatewayError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def max_body_bytes(request: Request) -> int:
+    return request.app.state.services.settings.max_body_bytes
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -33,3 +45,41 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def read_model(request: Request, model: type[M]) -> M:
+    """The body as `model`, under VISIONRAG_MAX_BODY_BYTES; 400 naming the field when it does not fit."""
+    payload = await read_json(request, max_body_bytes(request))
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> GatewayError:
+    """The first problem as an OpenAI-shaped 400; `param` is the field's dotted path (None: the whole body)."""
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    return GatewayError(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads `model` itself: the request body /docs would have shown."""
+    schema = model.model_json_schema(mode="validation")
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _inline(schema, schema.get("$defs", {}))}}}}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    # Nested models become inline schemas: `#/$defs/...` would not resolve inside the OpenAPI document.
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+            return {**target, **{k: _inline(v, defs) for k, v in node.items() if k != "$ref"}}
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    return node

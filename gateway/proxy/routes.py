@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import require_tenant
-from gateway.proxy.body import read_json
+from gateway.auth import TenantDep
+from gateway.errors import GatewayError
+from gateway.proxy.body import openapi_body, read_json, read_model
 from gateway.proxy.chat import EXCHANGE_HEADER
 from gateway.proxy.protocol import PredictRequest, PredictResponse
 
@@ -23,14 +24,35 @@ def _services(request: Request) -> Services:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, tenant: str = Depends(require_tenant)) -> Response:
+async def chat_completions(request: Request, tenant: TenantDep) -> Response:
     services = _services(request)
     payload = await read_json(request, services.settings.max_body_bytes)
     return await services.chat.handle(payload, tenant)
 
 
+@router.post("/v1/completions")
+async def completions(request: Request, tenant: TenantDep) -> Response:
+    services = _services(request)
+    payload = await read_json(request, services.settings.max_body_bytes)
+    return await services.chat.complete_text(payload, tenant)
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request, _: TenantDep) -> Response:
+    services = _services(request)
+    payload = await read_json(request, services.settings.max_body_bytes)
+    return await services.chat.tokenize(payload, "/tokenize")
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request, _: TenantDep) -> Response:
+    services = _services(request)
+    payload = await read_json(request, services.settings.max_body_bytes)
+    return await services.chat.tokenize(payload, "/detokenize")
+
+
 @router.get("/v1/models")
-async def models(request: Request, _: str = Depends(require_tenant)) -> Response:
+async def models(request: Request, _: TenantDep) -> Response:
     pool = _services(request).pool
     upstream = await pool.open("GET", "/models")
     body = await pool.read(upstream)
@@ -38,8 +60,9 @@ async def models(request: Request, _: str = Depends(require_tenant)) -> Response
                     media_type=upstream.response.headers.get("Content-Type", "application/json"))
 
 
-@router.post("/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, request: Request, tenant: str = Depends(require_tenant)) -> Response:
+@router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
+async def predict(request: Request, tenant: TenantDep) -> Response:
+    body = await read_model(request, PredictRequest)
     services = _services(request)
     payload = {
         "model": body.model or await services.default_model(),
@@ -52,9 +75,26 @@ async def predict(body: PredictRequest, request: Request, tenant: str = Depends(
         }],
         "max_tokens": body.max_tokens,
     }
-    completion, exchange_id = await services.chat.answer(payload, tenant, endpoint="predict")
+    try:
+        completion, exchange_id = await services.chat.answer(payload, tenant, endpoint="predict")
+    except GatewayError as exc:
+        raise _as_predict_error(exc) from None
     output = completion["choices"][0]["message"].get("content") or ""
     return JSONResponse({"output": output}, headers={EXCHANGE_HEADER: exchange_id})
+
+
+# Where /predict's fields sit in the chat request it is turned into.
+_PREDICT_FIELDS = {"messages[0].content[0]": "image_url", "messages[0].content[1]": "user_query"}
+
+
+def _as_predict_error(exc: GatewayError) -> GatewayError:
+    """A chat error about the built request, re-worded to name the /predict field the client sent."""
+    param = exc.param or ""
+    for built, field in _PREDICT_FIELDS.items():
+        if param == built or param.startswith((built + ".", built + "[")):
+            message = field + exc.message.removeprefix(param) if exc.message.startswith(param) else exc.message
+            return GatewayError(exc.status, message, type=exc.type, param=field, code=exc.code)
+    return exc
 
 
 @router.get("/health")
@@ -65,8 +105,15 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> Response:
-    """The gateway can serve: at least one upstream answers."""
-    upstreams = await _services(request).pool.ready()
-    ok = any(upstreams.values())
-    return JSONResponse({"status": "ready" if ok else "unavailable", "upstreams": upstreams},
-                        status_code=200 if ok else 503)
+    """The gateway can serve: at least one upstream answers.
+
+    Open to probes, so it says how many replicas answer, not where they are; an operator key
+    (VISIONRAG_ADMIN_KEYS) also gets each replica's URL and state."""
+    services = _services(request)
+    replicas = await services.pool.ready()
+    healthy = sum(replicas.values())
+    body: dict[str, object] = {"status": "ready" if healthy else "unavailable",
+                               "upstreams": {"healthy": healthy, "total": len(replicas)}}
+    if services.auth.presents_admin_key(request.headers.get("authorization")):
+        body["replicas"] = [{"url": url, "healthy": ok} for url, ok in replicas.items()]
+    return JSONResponse(body, status_code=200 if healthy else 503)

@@ -111,7 +111,6 @@ class UpstreamPool:
         `path` is under the replica's `/v1` base URL, or under its root with `root=True`."""
         assert self._session is not None, "UpstreamPool.start() was not called"
         tried: set[Upstream] = set()
-        last_error = "no upstream configured"
         while (upstream := self.pick(tried)) is not None:
             tried.add(upstream)
             upstream.outstanding += 1
@@ -124,7 +123,6 @@ class UpstreamPool:
                     aiohttp.ClientOSError) as exc:
                 upstream.outstanding -= 1
                 self._mark_down(upstream, exc)
-                last_error = f"{upstream.base_url}: {exc}"
                 continue
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 upstream.outstanding -= 1
@@ -134,11 +132,15 @@ class UpstreamPool:
                 ) from None
             except aiohttp.ClientError as exc:
                 upstream.outstanding -= 1
-                raise GatewayError(502, f"upstream request failed: {exc}", code="upstream_error") from None
+                log.warning("request to upstream %s failed: %r", upstream.base_url, exc)
+                raise GatewayError(502, "the request to the upstream model server failed",
+                                   code="upstream_error") from None
             upstream.failures = 0
             return UpstreamResponse(upstream, response)
+        # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered.
         raise GatewayError(
-            502, f"the upstream model server is unreachable ({last_error})", code="upstream_unreachable"
+            502, f"the upstream model server is unreachable ({len(tried)} of {len(self.upstreams)} replicas tried)",
+            code="upstream_unreachable",
         )
 
     async def read(self, upstream_response: UpstreamResponse) -> bytes:
@@ -151,7 +153,9 @@ class UpstreamPool:
                 code="upstream_timeout",
             ) from None
         except aiohttp.ClientError as exc:
-            raise GatewayError(502, f"the upstream connection failed: {exc}", code="upstream_error") from None
+            log.warning("reading from upstream %s failed: %r", upstream_response.upstream.base_url, exc)
+            raise GatewayError(502, "the connection to the upstream model server broke off before the answer "
+                               "was complete", code="upstream_error") from None
         finally:
             upstream_response.release()
 

@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.plugins.gateway_server import free_port
 
+
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "memory_enabled": False,
                               "upstream_urls": [f"http://127.0.0.1:{free_port()}/v1"]}

@@ -26,7 +26,7 @@ def test_serve_uses_the_settings(tmp_path, fake_upstream):
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        assert ready.json() == {"status": "ready", "upstreams": {upstream.base_url: True}}
+        assert ready.json() == {"status": "ready", "upstreams": {"healthy": 1, "total": 1}}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)

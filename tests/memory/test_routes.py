@@ -29,9 +29,12 @@ from gateway.settings import Settings
 from tests.memory.conftest import noise_png
 from tests.plugins.media import data_url
 
-KEYS = {"key-a": "acme", "key-b": "bravo"}
+# `key-d` belongs to the default tenant: what an open gateway recorded, kept reachable once keys are on.
+KEYS = {"key-a": "acme", "key-b": "bravo", "key-d": "default"}
 A = {"Authorization": "Bearer key-a"}
 B = {"Authorization": "Bearer key-b"}
+D = {"Authorization": "Bearer key-d"}
+OPS = {"Authorization": "Bearer key-ops"}
 
 
 class Api(SimpleNamespace):
@@ -43,7 +46,7 @@ class Api(SimpleNamespace):
 @pytest.fixture
 def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: VectorStore,
         image_server) -> Iterator[Api]:
-    settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport])
+    settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport], max_body_bytes=1 << 20)
     worker = IngestWorker(journal, blobs, embedder, store)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
 
@@ -54,7 +57,7 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default"))
+    app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default", ["key-ops"]), settings=settings)
     app.state.memory = memory  # what the gateway's lifespan does
     app.include_router(memory.router)
     with TestClient(app) as client:
@@ -97,6 +100,7 @@ def test_search_by_image_and_by_answer_text_finds_the_exchange_first(api: Api, m
     image = api.client.get(first["image_url"], headers=A)
     assert image.status_code == 200 and image.content == noise_png(3)
     assert image.headers["content-type"] == "image/png"
+    assert image.headers["x-content-type-options"] == "nosniff"
 
 
 def test_search_by_http_image_url_uses_the_guarded_fetch(api: Api, make_exchange, image_server) -> None:
@@ -159,36 +163,42 @@ def test_get_exchange(api: Api, make_exchange) -> None:
     assert body["images"][0]["url"].endswith(f"/images/{exchange.images[0].sha256}")
 
 
-BAD_SEARCHES: list[tuple[dict, str]] = [
-    ({}, "body"),
-    ({"text": "x", "image": "data:image/png;base64,AAAA"}, "body"),
-    ({"text": "   "}, "body"),
+# (body, param): the field at fault, or None when the body as a whole is (one of `text` or `image`).
+BAD_SEARCHES: list[tuple[object, str | None]] = [
+    ({}, None),
+    ({"text": "x", "image": "data:image/png;base64,AAAA"}, None),
+    ({"text": "   "}, None),
     ({"text": "x", "limit": 0}, "limit"),
     ({"text": "x", "limit": 101}, "limit"),
     ({"text": "x", "target": "everything"}, "target"),
-    ({"text": "x", "filters": {"time_from": "yesterday"}}, "time_from"),
+    ({"text": "x", "filters": {"time_from": "yesterday"}}, "filters.time_from"),
     ({"text": "x", "filters": {"time_from": "2026-02-01", "time_to": "2026-01-01"}}, "filters"),
-    ({"text": "x", "filters": {"colour": "red"}}, "colour"),
+    ({"text": "x", "filters": {"colour": "red"}}, "filters.colour"),
+    ({"text": "x", "time_from": "2026-02-01"}, "time_from"),  # filters are nested under `filters`
     ({"text": "x", "unknown": 1}, "unknown"),
     ({"image": "data:image/png;base64,!!!"}, "image"),
     ({"image": "data:image/png;base64,aGVsbG8="}, "image"),
     ({"image": "file:///etc/passwd"}, "image"),
+    (["text", "x"], None),
 ]
 
 
 def test_bad_search_requests_are_openai_shaped_400s(api: Api) -> None:
-    for body, param_fragment in BAD_SEARCHES:
+    for body, param in BAD_SEARCHES:
         response = api.client.post("/search", headers=A, json=body)
         assert response.status_code == 400, (body, response.text)
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}, body
         assert error["type"] == "invalid_request_error" and error["message"], body
-        assert param_fragment in (error["param"] or ""), (body, error)
+        assert error["param"] == param, (body, error)
+        assert not error["message"].startswith("Value error"), error
 
 
 def test_malformed_json_and_bad_ids_are_not_500s(api: Api) -> None:
     response = api.client.post("/search", headers={**A, "content-type": "application/json"}, content=b"{nope")
-    assert response.status_code == 400 and "error" in response.json()
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert response.json()["error"]["message"].startswith("request body is not valid JSON")
     assert api.client.get("/images/not-a-hash", headers=A).status_code == 404
     assert api.client.get("/exchanges/does-not-exist", headers=A).status_code == 404
 
@@ -198,20 +208,50 @@ def test_memory_disabled_is_a_clear_503() -> None:
 
     app = FastAPI()
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"))
+    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"), settings=Settings(_env_file=None))
     app.include_router(router)  # included, but no app.state.memory: VISIONRAG_MEMORY_ENABLED=false
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "x"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "memory_disabled"
 
 
-def test_stats_report_backlog_and_tenant_points(api: Api, make_exchange) -> None:
-    ingest(api, make_exchange("q", "a", [noise_png(1)], tenant="acme"))
+def test_search_body_over_the_limit_is_413(api: Api) -> None:
+    response = api.client.post("/search", headers=A, json={"text": "x" * (2 << 20)})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_stats_show_a_tenant_its_own_numbers_and_an_operator_everything(api: Api, make_exchange) -> None:
+    ingest(api, make_exchange("q", "a", [noise_png(1)], tenant="acme"),
+           make_exchange("q", "a", [noise_png(2)], tenant="bravo"),
+           make_exchange("q", "a", [noise_png(3)], tenant="bravo"))
     api.journal.append(make_exchange("q2", "a2", [], tenant="acme"))
-    stats = api.client.get("/memory/stats", headers=A).json()
-    assert stats["backlog"] == 1 and stats["journal"] == 2
-    assert stats["store"]["points"] == 1 and stats["store"]["tenant_points"] == 1
-    assert stats["worker"]["exchanges"] == 1
+    api.journal.append(make_exchange("q3", "a3", [], tenant="bravo"))
+    api.journal.append(make_exchange("q4", "a4", [], tenant="bravo"))
+
+    assert api.client.get("/memory/stats", headers=A).json() == {"tenant": "acme", "backlog": 1, "points": 1}
+    assert api.client.get("/memory/stats", headers=B).json() == {"tenant": "bravo", "backlog": 2, "points": 2}
+    assert api.client.get("/memory/stats").status_code == 401
+
+    stats = api.client.get("/memory/stats", headers=OPS).json()
+    assert stats["backlog"] == 3 and stats["journal"] == 6
+    assert stats["store"]["points"] == 3 and stats["worker"]["exchanges"] == 3
+    assert stats["tenants"] == {"acme": {"points": 1, "backlog": 1}, "bravo": {"points": 2, "backlog": 2},
+                                "default": {"points": 0, "backlog": 0}}
+
+
+def test_open_gateway_history_is_reachable_with_a_default_tenant_key(api: Api, make_exchange) -> None:
+    # Recorded while the gateway was open (tenant `default`), read after keys were turned on.
+    before = make_exchange("what did we say before keys?", "the open gateway's answer", [noise_png(7)])
+    ingest(api, before)
+    assert before.tenant == "default"
+    hits = api.client.post("/search", headers=D, json={"text": "the open gateway's answer"}).json()["data"]
+    assert [h["exchange_id"] for h in hits] == [before.id]
+    assert api.client.get(f"/exchanges/{before.id}", headers=D).status_code == 200
+    assert api.client.get(f"/images/{before.images[0].sha256}", headers=D).status_code == 200
+    # ...and only with that key.
+    assert api.client.post("/search", headers=A, json={"text": "the open gateway's answer"}).json()["data"] == []
+    assert api.client.get(f"/exchanges/{before.id}", headers=A).status_code == 404
+    assert api.client.get(f"/exchanges/{before.id}", headers=OPS).status_code == 403  # operators read no rows
 
 
 def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder,
@@ -224,11 +264,13 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
                     ImageLoader.from_settings(Settings(_env_file=None)))
     app = FastAPI()
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"))
+    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"), settings=Settings(_env_file=None))
     app.state.memory = memory
     app.include_router(memory.router)
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "anything"})
         assert response.status_code == 503
-        assert response.json()["error"]["code"] == "memory_unavailable"
-        assert client.get("/memory/stats").json()["store"]["error"]
+        error = response.json()["error"]
+        assert error["code"] == "memory_unavailable"
+        assert "127.0.0.1" not in error["message"] and "Qdrant" not in error["message"]  # said, not shown
+        assert client.get("/memory/stats").json()["store"]["error"]  # the open gateway's operator sees why

@@ -20,12 +20,14 @@ def upstream_of(gateway, response) -> str:
 
 def test_dead_replica_is_skipped_and_reported(start_gateway, vllm_server):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    gateway = start_gateway(f"{dead},{vllm_server.base_url}")
+    gateway = start_gateway(f"{dead},{vllm_server.base_url}", admin_keys="sk-ops")
     for _ in range(4):
         response = chat(gateway, vllm_server.model)
         assert response.status_code == 200
         assert upstream_of(gateway, response) == vllm_server.base_url
-    assert httpx.get(gateway.url + "/ready").json()["upstreams"] == {dead: False, vllm_server.base_url: True}
+    ready = httpx.get(gateway.url + "/ready", headers={"Authorization": "Bearer sk-ops"}).json()
+    assert ready["upstreams"] == {"healthy": 1, "total": 2}
+    assert ready["replicas"] == [{"url": dead, "healthy": False}, {"url": vllm_server.base_url, "healthy": True}]
 
 
 def test_least_outstanding_spreads_concurrent_requests(start_gateway, fake_upstream):
