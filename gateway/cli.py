@@ -349,6 +349,8 @@ def _short(text: str, width: int = 80) -> str:
 
 def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> dict | None:
     """Search the local store in-process; None if a running gateway holds it."""
+    from types import SimpleNamespace
+
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -374,10 +376,8 @@ def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> d
     local = FastAPI(lifespan=lifespan)
     install_error_handlers(local)
 
-    class _Services:
-        auth = Authenticator({}, tenant)
-
-    local.state.services = _Services()
+    # What the routes read from the app's Services: who calls (this tenant) and the body limit.
+    local.state.services = SimpleNamespace(auth=Authenticator({}, tenant), settings=settings)
     local.state.memory = memory
     local.include_router(memory.router)
     try:
