@@ -156,6 +156,8 @@ def free_port() -> int:
 
 def serve(data_dir: Path, port: int) -> None:
     """A gateway-like app (the real memory routes and auth) on uvicorn, owning the shard."""
+    from types import SimpleNamespace
+
     import uvicorn
     from fastapi import FastAPI
 
@@ -170,12 +172,11 @@ def serve(data_dir: Path, port: int) -> None:
     journal = Journal(settings.journal_path)
     memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
 
-    class Services:
-        auth = Authenticator(settings.tenants_by_key, settings.default_tenant)
-
     app = FastAPI()
     install_error_handlers(app)
-    app.state.services = Services()
+    # What the routes read from the gateway's Services: the authenticator and the body limit.
+    app.state.services = SimpleNamespace(auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
+                                         settings=settings)
     app.state.memory = memory
     app.include_router(memory.router)
     memory.start()
