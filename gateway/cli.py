@@ -1,7 +1,8 @@
 """`visionrag`: bulk-load documents into memory, search it, and maintain it from the command line.
 
 Settings come from the same VISIONRAG_* environment / `.env` as the gateway (data dir, Qdrant URL,
-CLIP models), so the CLI and the gateway share one journal, one image store and one collection.
+CLIP models), plus the runtime file `make run` writes (gateway.cli_env), so the CLI and the gateway
+share one journal, one image store and one collection, from whichever folder the CLI runs.
 
 Bulk ingest goes through the same queue as chats: documents become journal records (endpoint "ingest")
 and image blobs, then the same ingest worker embeds them. The embedded vector store is single-process:
@@ -16,10 +17,9 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -33,6 +33,7 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.images import ImageLoader
+    from gateway.memory.protocol import SearchHit, SearchRequest
 
 app = typer.Typer(
     name="visionrag",
@@ -64,8 +65,14 @@ class Document:
     origin: str  # "file.jsonl:12" or the image path, for the skip report
 
 
+_HUB_UNREACHABLE = ("\nThe model hub cannot be reached from here, so only the local cache was tried. "
+                    "`make run PROFILE=tiny` records its local test models for the CLI.")
+
+
 def _settings() -> Settings:
-    return Settings()
+    from gateway.cli_env import load_settings
+
+    return load_settings()
 
 
 def _fail(message: str) -> typer.Exit:
@@ -192,10 +199,12 @@ def _progress() -> Progress:
 
 def _drain(settings: Settings, threads: int) -> bool:
     """Embed the journal's backlog in this process. False if a running gateway holds the store."""
+    from gateway.cli_env import models_offline_if_unreachable
     from gateway.journal import BlobStore, Journal
+    from gateway.memory.embed import EmbedderError
     from gateway.memory.ingest import IngestWorker
     from gateway.memory.service import embedder_from_settings, open_store
-    from gateway.memory.store.base import StoreLocked
+    from gateway.memory.store.base import StoreError, StoreLocked
 
     journal = Journal(settings.journal_path)
     store = open_store(settings)
@@ -204,6 +213,7 @@ def _drain(settings: Settings, threads: int) -> bool:
     except StoreLocked:
         journal.close()
         return False
+    offline = models_offline_if_unreachable(settings)
     embedder = embedder_from_settings(settings, threads=threads)
     worker = IngestWorker(journal, BlobStore(settings.images_dir), embedder, store,
                           batch_size=settings.embed_batch_size)
@@ -211,6 +221,9 @@ def _drain(settings: Settings, threads: int) -> bool:
         with _progress() as progress:
             task = progress.add_task("Embedding", total=journal.backlog())
             worker.drain(on_progress=lambda n: progress.advance(task, n))
+    except (EmbedderError, StoreError) as exc:
+        raise _fail(f"{exc}{_HUB_UNREACHABLE if offline else ''}\n"
+                    "The documents stay queued: run the ingest again, or start the gateway.") from None
     finally:
         store.close()
         journal.close()
@@ -295,27 +308,27 @@ def search(
     Without --gateway the local store is searched directly; if a running gateway holds it, the CLI asks
     that gateway (at VISIONRAG_HOST:VISIONRAG_PORT) instead.
     """
+    from pydantic import ValidationError
+
+    from gateway.cli_env import gateway_url
+    from gateway.memory.protocol import SearchRequest
+
     if (text is None) == (image is None):
         raise _fail("give a TEXT argument or --image, not both")
     settings = _settings()
-    filters: dict[str, object] = {}
-    if model:
-        filters["model"] = model
-    if user:
-        filters["user"] = user
-    if since:
-        filters["time_from"] = since.isoformat()
-    if until:
-        filters["time_to"] = until.isoformat()
-    body: dict[str, object] = {"target": target.value, "limit": limit, "filters": filters}
-    if text is not None:
-        body["text"] = text
-    else:
-        body["image"] = _image_url(image)  # type: ignore[arg-type]
+    filters: dict[str, object] = {"model": model or None, "user": user, "time_from": since, "time_to": until}
+    try:
+        query = SearchRequest.model_validate({"text": text, "image": image, "target": target.value,
+                                              "limit": limit, "filters": filters})
+    except ValidationError as exc:
+        raise _fail("; ".join(error["msg"] for error in exc.errors())) from None
 
-    result = None if gateway else _local_search(settings, body, tenant or settings.default_tenant)
+    result = None if gateway else _local_search(settings, query, tenant or settings.default_tenant)
     if result is None:
-        result = _http_search(gateway or f"http://{settings.host}:{settings.port}", body, api_key)
+        body = query.model_dump(mode="json", exclude_none=True)
+        if image is not None:
+            body["image"] = _image_url(image)
+        result = _http_search(gateway or gateway_url(settings), body, api_key)
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -347,67 +360,94 @@ def _short(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _local_search(settings: Settings, body: dict[str, object], tenant: str) -> dict | None:
-    """Search the local store in-process; None if a running gateway holds it."""
-    from types import SimpleNamespace
+def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict | None:
+    """Search the local store with the memory services in this process; None if a gateway holds it."""
+    from gateway.cli_env import gateway_url, models_offline_if_unreachable
+    from gateway.images import ImageError, ImageLoader
+    from gateway.memory.embed import EmbedderError, ImageDecodeError
+    from gateway.memory.protocol import SearchResponse
+    from gateway.memory.search import Searcher
+    from gateway.memory.service import embedder_from_settings, open_store
+    from gateway.memory.store.base import SearchFilter, StoreError, StoreLocked
 
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from gateway.auth import Authenticator
-    from gateway.errors import install_error_handlers
-    from gateway.journal import BlobStore, Journal
-    from gateway.memory.service import Memory
-    from gateway.memory.store.base import StoreLocked
-
-    journal = Journal(settings.journal_path)
-    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+    store = open_store(settings)
     try:
-        memory.store.ensure_schema()
+        store.ensure_schema()
     except StoreLocked:
-        journal.close()
+        store.close()
         return None
-    # The same routes as the gateway, in-process: one code path for validation, search and errors.
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await memory.image_loader.fetcher.close()
-
-    local = FastAPI(lifespan=lifespan)
-    install_error_handlers(local)
-
-    # What the routes read from the app's Services: who calls (this tenant) and the body limit.
-    local.state.services = SimpleNamespace(auth=Authenticator({}, tenant), settings=settings)
-    local.state.memory = memory
-    local.include_router(memory.router)
     try:
-        with TestClient(local) as client:
-            response = client.post("/search", json=body)
+        image = None
+        offline = False
+        if query.image is not None:
+            image = asyncio.run(_query_image(query.image, ImageLoader.from_settings(settings)))
+        offline = models_offline_if_unreachable(settings)
+        flt = SearchFilter(tenant=tenant, time_from=query.filters.time_from, time_to=query.filters.time_to,
+                           models=query.filters.models, user=query.filters.user)
+        outcome = Searcher(embedder_from_settings(settings), store).search(
+            flt, text=query.text, image=image, target=query.target, limit=query.limit)
+    except FileNotFoundError:
+        raise _fail(f"no such image file: {query.image}") from None
+    except ImageError as exc:
+        raise _fail(f"image refused ({exc.code}): {exc.message}") from None
+    except ImageDecodeError:
+        raise _fail("the image cannot be decoded") from None
+    except (EmbedderError, StoreError) as exc:
+        raise _fail(str(exc) + (_HUB_UNREACHABLE if offline else "")) from None
     finally:
-        memory.store.close()
-        journal.close()
-    return _checked(response.status_code, response.json())
+        store.close()
+    images = gateway_url(settings) + "/images/"
+    response = SearchResponse(
+        data=[_hit(hit.score, hit.payload, images) for hit in outcome.hits],
+        target=query.target,
+        query_type="text" if query.text is not None else "image",
+        timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
+    )
+    return response.model_dump(mode="json")
+
+
+async def _query_image(image: str, loader: ImageLoader) -> bytes:
+    try:
+        data, _, _ = await _load_image(Document(image, "", image), loader)
+    finally:
+        await loader.fetcher.close()
+    return data
+
+
+def _hit(score: float, payload: dict, images_url: str) -> SearchHit:
+    """A stored point as the gateway's /search answers it (image URLs point at the configured gateway)."""
+    from gateway.memory.protocol import SearchHit
+
+    sha = payload.get("image_sha256")
+    return SearchHit(
+        score=score, exchange_id=str(payload.get("exchange_id", "")), question=str(payload.get("question") or ""),
+        answer=str(payload.get("answer") or ""), image_url=images_url + sha if sha else None, image_sha256=sha,
+        source_url=payload.get("image_url"), time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
+        model=str(payload.get("model") or ""), user=payload.get("user"),
+        status=str(payload.get("status") or "complete"), endpoint=str(payload.get("endpoint") or ""),
+    )
 
 
 def _http_search(base_url: str, body: dict[str, object], api_key: str | None) -> dict:
+    return _gateway_call("post", base_url, "/search", api_key, json=body)
+
+
+def _gateway_call(method: str, base_url: str, path: str, api_key: str | None, **kwargs: object) -> dict:
+    """One request to a running gateway; any failure ends the command with what the gateway said."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.post(base_url.rstrip("/") + "/search", json=body, headers=headers, timeout=60)
+        response = httpx.request(method, base_url.rstrip("/") + path, headers=headers, timeout=60, **kwargs)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the gateway at {base_url}: {exc}") from None
     try:
         payload = response.json()
     except ValueError:
         raise _fail(f"the gateway at {base_url} answered HTTP {response.status_code} without JSON") from None
-    return _checked(response.status_code, payload)
-
-
-def _checked(status: int, payload: dict) -> dict:
-    if status != 200:
+    if response.status_code != 200:
         message = payload.get("error", {}).get("message") if isinstance(payload, dict) else None
-        raise _fail(f"search failed (HTTP {status}): {message or payload}")
+        raise _fail(f"{path} failed (HTTP {response.status_code}): {message or payload}")
     return payload
 
 
@@ -441,15 +481,24 @@ def optimize() -> None:
 
 
 @app.command()
-def status() -> None:
-    """Show the journal's backlog and the vector store's size."""
+def status(
+    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+) -> None:
+    """Show the journal's backlog and the vector store's size (from the running gateway when it holds the store)."""
+    from gateway.cli_env import gateway_url
     from gateway.journal import Journal
     from gateway.memory.service import open_store
     from gateway.memory.store.base import StoreError, StoreLocked
 
     settings = _settings()
-    journal = Journal(settings.journal_path)
     table = Table(show_header=False)
+    table.add_row("data", str(settings.data_dir))
+    if gateway:
+        _gateway_status(table, gateway, api_key)
+        console.print(table)
+        return
+    journal = Journal(settings.journal_path)
     table.add_row("journal", f"{journal.count()} exchanges, {journal.backlog()} waiting to be embedded")
     journal.close()
     store = open_store(settings)
@@ -458,12 +507,32 @@ def status() -> None:
         table.add_row("store", f"{stats.backend} at {stats.location}: {stats.points} points, "
                       f"{stats.indexed_vectors if stats.indexed_vectors is not None else 'n/a'} indexed vectors")
     except StoreLocked:
-        table.add_row("store", "held by a running gateway (see its GET /memory/stats)")
+        _gateway_status(table, gateway_url(settings), api_key)
     except StoreError as exc:
         table.add_row("store", f"[red]{exc}[/]")
     finally:
         store.close()
     console.print(table)
+
+
+def _gateway_status(table: Table, base_url: str, api_key: str | None) -> None:
+    """The running gateway's GET /memory/stats: every tenant's counts for an operator (or an open
+    gateway), one tenant's for a tenant's key."""
+    stats = _gateway_call("get", base_url, "/memory/stats", api_key)
+    if "store" not in stats:  # a tenant's view
+        table.add_row("store", f"held by the gateway at {base_url}: tenant {stats.get('tenant')}: "
+                      f"{stats.get('points')} points, {stats.get('backlog')} waiting to be embedded")
+        return
+    store = stats["store"]
+    if "error" in store:
+        table.add_row("store", f"held by the gateway at {base_url}: [red]{store['error']}[/]")
+    else:
+        indexed = store.get("indexed_vectors")
+        table.add_row("store", f"{store.get('backend')}, held by the gateway at {base_url}: {store.get('points')} "
+                      f"points, {indexed if indexed is not None else 'n/a'} indexed vectors, "
+                      f"{stats.get('backlog')} exchanges waiting to be embedded")
+    for tenant, counts in sorted(stats.get("tenants", {}).items()):
+        table.add_row(f"tenant {tenant}", f"{counts.get('points')} points, {counts.get('backlog')} waiting")
 
 
 @app.command()

@@ -31,6 +31,7 @@ except ImportError:  # run as a script: serving/ itself is sys.path[0]
 REPO_ROOT = launch.REPO_ROOT
 HEALTH_DEADLINE_S = 300.0  # vLLM start-up is 30-90 s on 2 cores, mostly imports; allow 2x and more
 GATEWAY_DEADLINE_S = 60.0
+RUN_ENV_NAME = "gateway.env"  # in the run folder; see write_run_env
 
 
 # ---- process helpers ------------------------------------------------------------------------------
@@ -166,6 +167,43 @@ def _read_pid(path: Path) -> int | None:
     return pid
 
 
+def gateway_run_env(
+    profile: launch.Profile, gateway_python: str, host: str, vllm_port: int, gateway_port: int
+) -> dict[str, str] | str:
+    """What the gateway gets beyond the environment and `.env`: the profile's [gateway.env] (its
+    relative paths made absolute: they are the repository's), the upstream, where it listens and its
+    data dir as an absolute path. An error message instead if the gateway's settings do not load."""
+    env = {key: _repo_path(value) if key.endswith(("_DIR", "_PATH")) else value
+           for key, value in profile.gateway_env.items()}
+    env.update({"VISIONRAG_UPSTREAM_URLS": f"http://{host}:{vllm_port}/v1",
+                "VISIONRAG_HOST": host, "VISIONRAG_PORT": str(gateway_port)})
+    # The gateway's own settings code decides the data dir (environment, then .env, then its default);
+    # run with its Python from the repository root, as the gateway itself will be.
+    probe = subprocess.run(
+        [gateway_python, "-c", "from gateway.settings import Settings; print(Settings().data_dir.resolve())"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=120,
+    )
+    if probe.returncode != 0:
+        return f"the gateway's settings do not load:\n{probe.stderr.strip()[-2000:]}"
+    env["VISIONRAG_DATA_DIR"] = probe.stdout.strip()
+    return env
+
+
+def _repo_path(value: str) -> str:
+    return str(REPO_ROOT / value) if value and not Path(value).is_absolute() else value
+
+
+def write_run_env(path: Path, env: dict[str, str], profile: str) -> None:
+    """The runtime file the `visionrag` CLI reads (gateway/cli_env.py), so that it uses the same data,
+    models and gateway from any folder. Kept after `make stop`: the CLI still needs the models then."""
+    lines = [f"# Written by serving/stack.py start (make run) for profile {profile!r}: the gateway's",
+             "# settings beyond the environment and .env. Read by the visionrag CLI; rewritten by each start."]
+    for key, value in env.items():
+        quote = '"' if "'" in value else "'"
+        lines.append(f"{key}={quote}{value}{quote}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def start(options: argparse.Namespace) -> int:
     run_dir = (REPO_ROOT / options.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +218,11 @@ def start(options: argparse.Namespace) -> int:
             return 1
 
     profile = launch.load_profile(options.profile)
+    run_env = gateway_run_env(profile, options.gateway_python, host, options.vllm_port, options.gateway_port)
+    if isinstance(run_env, str):
+        print(f"error: {run_env}", file=sys.stderr)
+        return 1
+    write_run_env(run_dir / RUN_ENV_NAME, run_env, profile.name)
     vllm_log = run_dir / "vllm.log"
     vllm_log.write_text("")
     vllm = start_process_group(
@@ -214,8 +257,7 @@ def start(options: argparse.Namespace) -> int:
         return 1
     print(f"vLLM healthy after {waited:.0f} s: http://{host}:{options.vllm_port}/v1", flush=True)
 
-    env = {**os.environ, **profile.gateway_env,
-           "VISIONRAG_UPSTREAM_URLS": f"http://{host}:{options.vllm_port}/v1"}
+    env = {**os.environ, **run_env}
     if "api-key" in profile.args and os.environ.get("VLLM_API_KEY"):
         env.setdefault("VISIONRAG_UPSTREAM_API_KEY", os.environ["VLLM_API_KEY"])
     gateway_log = run_dir / "gateway.log"
@@ -251,7 +293,8 @@ def start(options: argparse.Namespace) -> int:
         return 1
     print(
         f"gateway ready: http://{host}:{options.gateway_port} (pid {gateway.pid}, log {gateway_log})\n"
-        f"model: {profile.served_model_name}; stop both with `make stop`",
+        f"model: {profile.served_model_name}; data: {run_env['VISIONRAG_DATA_DIR']}; stop both with `make stop`\n"
+        f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {run_dir / RUN_ENV_NAME}",
         flush=True,
     )
     return 0
