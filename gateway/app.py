@@ -7,15 +7,17 @@ unless disabled, the memory path (`Memory`: CLIP embedding, Qdrant, search) read
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from gateway.errors import install_error_handlers
+from gateway.logs import configure as configure_logging
 from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
+from gateway.metrics import MetricsMiddleware
+from gateway.metrics_route import router as metrics_router
 from gateway.proxy.routes import router as proxy_router
 from gateway.services import Services
 from gateway.settings import Settings
@@ -23,7 +25,7 @@ from gateway.settings import Settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,4 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(proxy_router)
     app.include_router(memory_router)
+    app.include_router(metrics_router)
+    app.add_middleware(MetricsMiddleware)
     return app

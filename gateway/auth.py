@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway import logs
 from gateway.errors import GatewayError
 
 
@@ -115,7 +116,9 @@ def _authenticator(request: Request) -> Authenticator:
 
 async def require_tenant(request: Request) -> str:
     """FastAPI dependency: the caller's tenant (401 if a key is required and missing or wrong)."""
-    return _authenticator(request).tenant_for(request.headers.get("authorization"))
+    tenant = _authenticator(request).tenant_for(request.headers.get("authorization"))
+    logs.bind(tenant=tenant)
+    return tenant
 
 
 async def require_admin(request: Request) -> None:

@@ -546,8 +546,9 @@ def serve(
     from gateway.app import create_app
 
     settings = _settings()
+    # log_config=None: uvicorn's loggers keep what create_app set (gateway.logs) instead of its own format.
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # --- where the gateway listens -------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8080
+    # `json`: one JSON object per log line (time, level, logger, message, tenant, exchange_id).
+    log_format: Literal["text", "json"] = "text"
 
     # --- upstream: any OpenAI-compatible server (vLLM, Ollama, ...) ---------------------------
     # Base URLs including `/v1`. Several URLs are replicas of the same model.

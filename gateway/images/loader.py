@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway import metrics
 from gateway.images.dataurl import decode_data_url, encode_data_url
 from gateway.images.errors import ImageError
 from gateway.images.fetch import FetchPolicy, ImageFetcher
@@ -46,6 +47,7 @@ class ImageLoader:
         ))
         return cls(policy, fetcher)
 
+    @metrics.counting_refusals(ImageError)
     async def load(self, url: str) -> LoadedImage:
         if not isinstance(url, str) or not url:
             raise ImageError("image URL must be a non-empty string", code="invalid_image_url")

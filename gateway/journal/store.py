@@ -19,6 +19,7 @@ from typing import Literal
 
 import orjson
 
+from gateway import metrics
 from gateway.journal.records import Exchange
 
 _SCHEMA = """
@@ -52,6 +53,7 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
 
+    @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
         """Record an exchange; durable when this returns. Appending the same id twice is a no-op."""
         row = (

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from gateway import metrics
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError, decode_image
 from gateway.memory.points import PointPlan, StorePoint, plan_points
@@ -201,14 +202,17 @@ class IngestWorker:
             if not batch:
                 return 0
             self._last_activity = time.monotonic()
-            self._prepared = self.prepare(batch)
+            with metrics.EMBED_INGEST.time():
+                self._prepared = self.prepare(batch)
         prepared = self._prepared
         if not self._schema_ready:
             self.store.ensure_schema()
             self._schema_ready = True
-        self.store.upsert(prepared.points)
+        with metrics.STORE_UPSERT.time():
+            self.store.upsert(prepared.points)
         # Only now, with the store's acknowledgement, is the batch done.
         self.journal.mark_ingested(prepared.exchange_ids)
+        metrics.INGESTED.inc(len(prepared.exchange_ids))
         self._prepared = None
         self.backoff.reset()
         stats = self.stats

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from gateway import metrics
 from gateway.auth import Authenticator, Caller, CallerDep, TenantDep
 from gateway.errors import GatewayError
 from gateway.images import ImageError
@@ -96,7 +97,9 @@ async def search(
     except ImageDecodeError:
         raise GatewayError(400, "image: the image cannot be decoded", param="image", code="invalid_image") from None
     except (EmbedderError, StoreError) as exc:
+        metrics.retrieval("search", None)
         raise _unavailable("search", exc) from None
+    metrics.retrieval("search", len(outcome.hits))
     return SearchResponse(
         data=[_hit(request, hit) for hit in outcome.hits],
         target=body.target,

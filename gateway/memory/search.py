@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gateway import metrics
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.store.base import Hit, SearchFilter, Target, VectorStore
 
@@ -45,6 +46,8 @@ class Searcher:
         embedded = time.perf_counter()
         hits = self.query(vector.tolist(), flt, target=target, limit=limit)
         done = time.perf_counter()
+        metrics.EMBED_SEARCH.observe(embedded - started)
+        metrics.STORE_QUERY.observe(done - embedded)
         return SearchOutcome(hits, (embedded - started) * 1000, (done - embedded) * 1000)
 
     def query(self, vector: list[float], flt: SearchFilter, *, target: Target, limit: int) -> list[Hit]:

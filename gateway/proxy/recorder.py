@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import logs, metrics
 from gateway.images import LoadedImage
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.journal.records import Status
@@ -26,6 +27,9 @@ class PendingExchange:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        logs.bind(exchange_id=self.id)
 
     @classmethod
     def from_request(cls, endpoint: str, tenant: str, payload: dict[str, Any],
@@ -92,4 +96,5 @@ class Recorder:
             extra={"upstream": upstream} if upstream else {},
         )
         self.journal.append(exchange)
+        metrics.recorded(status)
         return exchange

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from gateway import metrics
 from gateway.errors import GatewayError
 
 log = logging.getLogger("visionrag.upstream")
@@ -114,6 +116,7 @@ class UpstreamPool:
         while (upstream := self.pick(tried)) is not None:
             tried.add(upstream)
             upstream.outstanding += 1
+            sent = time.perf_counter()
             try:
                 response = await self._session.request(
                     method, (upstream.root_url if root else upstream.base_url) + path, data=body,
@@ -135,6 +138,7 @@ class UpstreamPool:
                 log.warning("request to upstream %s failed: %r", upstream.base_url, exc)
                 raise GatewayError(502, "the request to the upstream model server failed",
                                    code="upstream_error") from None
+            metrics.UPSTREAM_TTFB.labels(path).observe(time.perf_counter() - sent)
             upstream.failures = 0
             return UpstreamResponse(upstream, response)
         # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered.
