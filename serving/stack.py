@@ -1,7 +1,8 @@
 """Start and stop the local stack for `make run` / `make stop`: vLLM, then the gateway in front of it.
 
 Each server runs in the background in its own process group (so stopping it also stops the
-workers it forked), with a pid file and a log under the run folder (default data/run/):
+workers it forked), with a pid file and a log under the run folder (default data/run/); logs are
+appended to, each run starting with a marker line:
 
     python serving/stack.py start --profile tiny     # waits for vLLM's /health, then the gateway
     python serving/stack.py stop                     # gateway first, then vLLM: SIGTERM, then SIGKILL
@@ -12,6 +13,7 @@ Standard library only. The process helpers here are also used by the test suite'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -52,6 +54,14 @@ def start_process_group(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def mark_start(log_path: Path, message: str) -> None:
+    """Keep earlier runs' logs; mark where this run begins, as a JSON line (valid in a JSON log too)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(json.dumps({"time": stamp, "level": "INFO", "logger": "make run", "message": message}) + "\n")
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -224,7 +234,7 @@ def start(options: argparse.Namespace) -> int:
         return 1
     write_run_env(run_dir / RUN_ENV_NAME, run_env, profile.name)
     vllm_log = run_dir / "vllm.log"
-    vllm_log.write_text("")
+    mark_start(vllm_log, f"vLLM starting (profile {profile.name}, port {options.vllm_port})")
     vllm = start_process_group(
         [
             sys.executable,
@@ -261,7 +271,7 @@ def start(options: argparse.Namespace) -> int:
     if "api-key" in profile.args and os.environ.get("VLLM_API_KEY"):
         env.setdefault("VISIONRAG_UPSTREAM_API_KEY", os.environ["VLLM_API_KEY"])
     gateway_log = run_dir / "gateway.log"
-    gateway_log.write_text("")
+    mark_start(gateway_log, f"gateway starting (port {options.gateway_port})")
     gateway = start_process_group(
         [
             options.gateway_python,
