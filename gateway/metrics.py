@@ -38,9 +38,10 @@ _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 _MODEL = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 # --- HTTP (MetricsMiddleware) -------------------------------------------------------------------------
+# No method label: each route has one method, and a client could invent methods without end.
 HTTP_REQUESTS = Counter(
     "visionrag_http_requests", "Requests answered, by route template (`unmatched`: no route) and status.",
-    ["method", "route", "status"], registry=REGISTRY)
+    ["route", "status"], registry=REGISTRY)
 HTTP_SECONDS = Histogram(
     "visionrag_http_request_duration_seconds",
     "From the request's arrival until the gateway starts its response (status and headers sent). For a "
@@ -172,8 +173,9 @@ class MetricsMiddleware:
             route = scope.get("route")
             if route is not None:
                 request.route = getattr(route, "path", "unmatched")
-            HTTP_SECONDS.labels(request.route).observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(scope["method"], request.route, status).inc()
+            seconds, count = _http_children(request.route, status)
+            seconds.observe(time.perf_counter() - started)
+            count.inc()
 
         async def send_observed(message: dict[str, Any]) -> None:
             nonlocal answered
@@ -193,6 +195,17 @@ class MetricsMiddleware:
             raise
         finally:
             _current.reset(token)
+
+
+_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _http_children(route: str, status: int) -> tuple[Any, Any]:
+    # A dict hit instead of two `labels()` calls (each validates and locks): per request, this matters.
+    children = _children.get((route, status))
+    if children is None:
+        children = _children[route, status] = (HTTP_SECONDS.labels(route), HTTP_REQUESTS.labels(route, status))
+    return children
 
 
 def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
