@@ -18,6 +18,7 @@ from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
 from gateway.metrics import MetricsMiddleware
 from gateway.metrics_route import router as metrics_router
+from gateway.openapi import install_openapi
 from gateway.proxy.routes import router as proxy_router
 from gateway.services import Services
 from gateway.settings import Settings
@@ -51,10 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="OpenAI-compatible vision gateway that records and searches every exchange.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # gateway.openapi serves /docs without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(proxy_router)
     app.include_router(memory_router)
     app.include_router(metrics_router)
+    install_openapi(app, settings)
     app.add_middleware(MetricsMiddleware)
     return app

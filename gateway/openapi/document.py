@@ -1,0 +1,258 @@
+"""Make FastAPI's generated OpenAPI document say what the gateway really does.
+
+FastAPI documents a 422 the gateway never sends (its validation errors are OpenAI-shaped 400s),
+knows nothing of the API keys (they are checked in dependencies that read the header themselves),
+and has no request body for routes that read their JSON after authentication. This module rewrites
+the generated document in place: the keys as bearer schemes, per route the errors it can give with
+example bodies, the request bodies, and `/images` as image bytes.
+
+Who may call a route is read from its dependencies (gateway.auth); what a route talks to (the model
+server, the memory) from the table below and from its dependency on the memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, routing
+from PIL import Image
+from pydantic import BaseModel
+
+from gateway.auth import identify_caller, require_admin, require_tenant
+from gateway.memory.protocol import SearchRequest
+from gateway.memory.routes import get_memory
+from gateway.openapi import failures as F
+from gateway.openapi import schemas
+from gateway.proxy.body import openapi_body
+from gateway.proxy.protocol import PredictRequest
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+
+SECURITY_SCHEMES = {
+    "ApiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>` with a tenant's key (`VISIONRAG_API_KEYS`); the key's "
+                       "tenant scopes what the caller sees. With no tenant keys configured the gateway is "
+                       "open: the key is optional and every caller is the `default` tenant.",
+    },
+    "OperatorKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>` with an operator key (`VISIONRAG_ADMIN_KEYS`), for the "
+                       "cross-tenant views. With no key of either kind configured these are open too; with "
+                       "tenant keys but no operator key they are closed.",
+    },
+}
+
+_STATUS_TEXT = {
+    400: "Invalid request: the body, a field, a content part or an image. `param` names the field.",
+    401: "No key or an unknown key (only once keys are configured).",
+    403: "The key is of the wrong kind for this route.",
+    404: "Not found.",
+    413: "The body is over `VISIONRAG_MAX_BODY_BYTES` (refused before it is read further).",
+    502: "The model server failed or could not be reached.",
+    503: "Unavailable for now.",
+    504: "The model server did not answer within `VISIONRAG_UPSTREAM_READ_TIMEOUT_S`.",
+}
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What the generated document cannot know about one route."""
+
+    body: dict[str, Any] | type[BaseModel] | None = None  # used only when FastAPI generated no body
+    responses: dict[str, Any] = field(default_factory=dict)  # replace the generated ones of that status
+    upstream: bool = False  # talks to the model server
+    failures: tuple[F.Failure, ...] = ()
+    optional_operator_key: bool = False
+
+
+def _json_and_stream(schema_name: str) -> dict[str, Any]:
+    return {"200": {
+        "description": "The completion (`stream` false) or its event stream (`stream` true).",
+        "headers": {"x-visionrag-exchange-id": schemas.EXCHANGE_ID_HEADER},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}},
+                    "text/event-stream": schemas.EVENT_STREAM},
+    }}
+
+
+_RELAYED = (F.RELAYED_BAD_REQUEST, F.RELAYED_NOT_FOUND)
+
+ROUTES: dict[tuple[str, str], RouteDoc] = {
+    ("post", "/v1/chat/completions"): RouteDoc(
+        body={"$ref": "#/components/schemas/ChatCompletionRequest"}, responses=_json_and_stream("ChatCompletion"),
+        upstream=True, failures=(*F.MESSAGES, *_RELAYED)),
+    ("post", "/v1/completions"): RouteDoc(
+        body={"$ref": "#/components/schemas/CompletionRequest"}, responses=_json_and_stream("Completion"),
+        upstream=True, failures=(F.PROMPT, F.UNSUPPORTED_PARAMETER, *_RELAYED)),
+    ("post", "/tokenize"): RouteDoc(
+        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True, failures=(*F.MESSAGES, *_RELAYED)),
+    ("post", "/detokenize"): RouteDoc(
+        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True, failures=_RELAYED),
+    ("get", "/v1/models"): RouteDoc(upstream=True),
+    ("post", "/predict"): RouteDoc(body=PredictRequest, upstream=True, failures=(*F.PREDICT, *_RELAYED)),
+    ("post", "/search"): RouteDoc(body=SearchRequest, failures=(*F.SEARCH, F.memory_unavailable("search"))),
+    ("get", "/exchanges/{exchange_id}"): RouteDoc(failures=(F.EXCHANGE_NOT_FOUND,)),
+    ("get", "/images/{sha256}"): RouteDoc(failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images"))),
+    ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
+        "200": {"description": "At least one upstream replica answers.",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
+        "503": {"description": "No upstream replica answers.",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
+    }),
+}
+
+COMPONENTS = {
+    "ErrorResponse": schemas.ERROR_RESPONSE,
+    "ChatCompletionRequest": schemas.CHAT_REQUEST,
+    "CompletionRequest": schemas.COMPLETION_REQUEST,
+    "TokenizeRequest": schemas.TOKENIZE_REQUEST,
+    "ChatCompletion": schemas.CHAT_COMPLETION,
+    "Completion": schemas.COMPLETION,
+    "Readiness": schemas.READINESS,
+}
+
+
+def describe(document: dict[str, Any], app: FastAPI, *, max_body_bytes: int,
+             image_formats: Iterable[str]) -> dict[str, Any]:
+    """Rewrite `document` (FastAPI's, for `app`) in place and return it."""
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {}).update(COMPONENTS)
+    components["securitySchemes"] = SECURITY_SCHEMES
+    body_failures = F.body_failures(max_body_bytes)
+    image_types = sorted({Image.MIME.get(fmt.upper(), f"image/{fmt.lower()}") for fmt in image_formats})
+
+    for method, path, route in _routes(app):
+        operation = document.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        doc = ROUTES.get((method, path), RouteDoc())
+        responses = operation.setdefault("responses", {})
+        refused_parameters = responses.pop("422", None) is not None and _has_checked_parameters(operation)
+        found: list[F.Failure] = []
+
+        security, auth_failures = _security(_dependency_calls(route.dependant), doc)
+        operation["security"] = security
+        found += auth_failures
+        if method in ("post", "put", "patch"):
+            _ensure_body(operation, doc.body)
+            found += body_failures
+        if refused_parameters:
+            found.append(F.Failure(400, "invalid_value", "a parameter is invalid", "invalid_value"))
+        if doc.upstream:
+            found += F.UPSTREAM
+        if get_memory in _dependency_calls(route.dependant):
+            found.append(F.MEMORY_DISABLED)
+        found += doc.failures
+
+        responses.update(doc.responses)
+        if (method, path) == ("get", "/images/{sha256}"):
+            responses["200"] = _image_response(image_types)
+        for status, group in _by_status(found).items():
+            responses.setdefault(str(status), {}).update(_error_response(status, group))
+        operation["responses"] = dict(sorted(responses.items()))
+
+    _drop_unused_schemas(document, ("HTTPValidationError", "ValidationError"))
+    return document
+
+
+def _routes(app: FastAPI) -> Iterator[tuple[str, str, routing.APIRoute]]:
+    """Every documented route with its path as the document has it (router prefixes included)."""
+    contexts = getattr(routing, "iter_route_contexts", None)
+    if contexts is None:  # a FastAPI that keeps included routes flat in app.routes
+        pairs = [(r.path_format, r) for r in app.routes]
+    else:
+        pairs = [(c.path_format, c.original_route) for c in contexts(app.routes)]
+    for path, route in pairs:
+        if isinstance(route, routing.APIRoute) and route.include_in_schema:
+            for method in sorted(route.methods or ()):
+                yield method.lower(), path, route
+
+
+def _dependency_calls(dependant: Any) -> set[Any]:
+    calls = set()
+    for dependency in dependant.dependencies:
+        calls.add(dependency.call)
+        calls |= _dependency_calls(dependency)
+    return calls
+
+
+def _security(calls: set[Any], doc: RouteDoc) -> tuple[list[dict[str, list]], tuple[F.Failure, ...]]:
+    if require_admin in calls:
+        return [{"OperatorKey": []}], F.OPERATOR_KEY
+    if identify_caller in calls:
+        return [{"ApiKey": []}, {"OperatorKey": []}], F.ANY_KEY
+    if require_tenant in calls:
+        return [{"ApiKey": []}], F.TENANT_KEY
+    if doc.optional_operator_key:
+        return [{}, {"OperatorKey": []}], ()
+    return [], ()
+
+
+def _ensure_body(operation: dict[str, Any], body: dict[str, Any] | type[BaseModel] | None) -> None:
+    if "requestBody" in operation:
+        return
+    if isinstance(body, type):
+        operation["requestBody"] = openapi_body(body)["requestBody"]
+    else:
+        schema = body or {"type": "object", "additionalProperties": True}
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _has_checked_parameters(operation: dict[str, Any]) -> bool:
+    """Whether a parameter can fail validation (a 400); a plain string parameter cannot."""
+    return any({k: v for k, v in p.get("schema", {}).items() if k != "title"} != {"type": "string"}
+               for p in operation.get("parameters", []))
+
+
+def _by_status(found: list[F.Failure]) -> dict[int, list[F.Failure]]:
+    groups: dict[int, list[F.Failure]] = defaultdict(list)
+    for failure in found:
+        if all(failure.name != seen.name for seen in groups[failure.status]):
+            groups[failure.status].append(failure)
+    return groups
+
+
+def _error_response(status: int, group: list[F.Failure]) -> dict[str, Any]:
+    codes = ", ".join(dict.fromkeys(f"`{f.code}`" for f in group if isinstance(f.code, str)))
+    relayed = any(not isinstance(f.code, str) for f in group)
+    text = _STATUS_TEXT.get(status, "Error.")
+    if codes:
+        text += f" Codes: {codes}."
+    if relayed:
+        text += " The model server's own answers with this status are relayed as it sent them."
+    return {
+        "description": text,
+        "content": {"application/json": {
+            "schema": ERROR_REF,
+            "examples": {f.name: {"summary": f.message, "value": f.body()} for f in group},
+        }},
+    }
+
+
+def _image_response(image_types: list[str]) -> dict[str, Any]:
+    return {
+        "description": "The image's bytes exactly as the model saw them, with their own content type.",
+        "headers": {
+            "Cache-Control": {"schema": {"type": "string"}, "description": "`private, max-age=31536000, immutable`"
+                              ": content-addressed bytes never change; access is per tenant."},
+            "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+        },
+        "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in image_types},
+    }
+
+
+def _drop_unused_schemas(document: dict[str, Any], names: Iterable[str]) -> None:
+    defined = document.get("components", {}).get("schemas", {})
+    for name in names:
+        if name not in defined:
+            continue
+        rest = {k: v for k, v in defined.items() if k != name}
+        text = json.dumps({**document, "components": {**document["components"], "schemas": rest}})
+        if f'"#/components/schemas/{name}"' not in text:
+            del defined[name]
