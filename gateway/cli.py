@@ -337,8 +337,9 @@ def search(
         table.add_column(column, overflow="fold")
     for hit in result["data"]:
         # Short ids: the full ones are in --json, and GET /exchanges/{id} / /images/{sha256} serve them.
-        table.add_row(f"{hit['score']:.4f}", str(hit["time"])[:19], hit["model"], _short(hit["question"]),
-                      _short(hit["answer"]), (hit.get("image_sha256") or "")[:12], hit["exchange_id"][:12])
+        table.add_row(f"{hit['score']:.4f}", str(hit["time"])[:16].replace("T", " "), hit["model"],
+                      _short(hit["question"]),
+                      _short(hit["answer"]), (hit.get("image_sha256") or "")[:8], hit["exchange_id"][:8])
     console.print(table)
 
 
@@ -545,7 +546,8 @@ def serve(
 
     from gateway.app import create_app
 
-    settings = _settings()
+    # A new gateway: its own settings, as uvicorn would read them, not those `make run` recorded.
+    settings = Settings()
     # log_config=None: uvicorn's loggers keep what create_app set (gateway.logs) instead of its own format.
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
                 access_log=False, log_config=None)

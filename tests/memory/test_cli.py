@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def env(tmp_path: Path, clip_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.setenv("VISIONRAG_FASTEMBED_CACHE_DIR", str(clip_cache))
     monkeypatch.setenv("VISIONRAG_PORT", str(free_port()))  # no gateway listens there
     monkeypatch.delenv("VISIONRAG_QDRANT_URL", raising=False)
+    monkeypatch.setenv("VISIONRAG_RUN_ENV_FILE", "")  # not the settings of the checkout's last `make run`
     return data
 
 
@@ -102,3 +104,17 @@ def test_with_the_store_held_elsewhere_ingest_queues_and_search_says_what_to_do(
 def test_search_needs_exactly_one_query(env: Path) -> None:
     result = CliRunner().invoke(app, ["search"])
     assert result.exit_code == 1 and "TEXT argument or --image" in result.output
+
+
+def test_status_asks_the_gateway_that_holds_the_store(
+    env: Path, clip_cache: Path, start_gateway, fake_upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.mkdir(parents=True)
+    gateway = start_gateway(fake_upstream().base_url, data_dir=env, VISIONRAG_MEMORY_ENABLED="true",
+                            VISIONRAG_FASTEMBED_CACHE_DIR=str(clip_cache), VISIONRAG_API_KEYS="acme:key-a")
+    monkeypatch.setenv("VISIONRAG_PORT", str(gateway.port))
+    out = run("status", "--api-key", "key-a")
+    cells = re.sub(r"[│\s]+", " ", out)  # the table's wrapped cell, as one line
+    assert f"held by the gateway at {gateway.url}: tenant acme: 0 points, 0 waiting" in cells
+    refused = CliRunner().invoke(app, ["status", "--api-key", "wrong"])
+    assert refused.exit_code == 1 and "/memory/stats failed (HTTP 401)" in refused.output
