@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from gateway.app import create_app
 from gateway.openapi.document import describe
 from tests.gateway.inprocess import gateway, settings_for
 
-TINY_CLIP = Path(__file__).resolve().parents[2] / "models" / "clip-tiny"
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CLIP = ROOT / "models" / "clip-tiny"
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"}
 PROBES = {"/health", "/ready"}
 
@@ -279,3 +281,12 @@ def test_docs_behind_a_path_prefix(tmp_path):
     [page] = fetch(app, "/docs", root_path="/gw")
     urls = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r"url: '([^']+)'", page.text)
     assert urls and all(u.startswith("/gw/") for u in urls), urls
+
+
+def test_the_swagger_ui_files_ship_with_the_package():
+    """The Dockerfile does `pip install .`: package data not declared would be missing from the image."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gateway"]
+    shipped = {path for pattern in patterns for path in (ROOT / "gateway").glob(pattern)}
+    static = {path for path in (ROOT / "gateway" / "static").rglob("*") if path.is_file()}
+    assert {p.name for p in static} >= {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"}
+    assert static <= shipped, sorted(static - shipped)
