@@ -70,6 +70,7 @@ class RouteDoc:
     upstream: bool = False  # talks to the model server
     failures: tuple[F.Failure, ...] = ()
     optional_operator_key: bool = False
+    description: str | None = None  # for routes whose handler has no docstring
 
 
 def _json_and_stream(schema_name: str) -> dict[str, Any]:
@@ -86,19 +87,34 @@ _RELAYED = (F.RELAYED_BAD_REQUEST, F.RELAYED_NOT_FOUND)
 ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("post", "/v1/chat/completions"): RouteDoc(
         body={"$ref": "#/components/schemas/ChatCompletionRequest"}, responses=_json_and_stream("ChatCompletion"),
-        upstream=True, failures=(*F.MESSAGES, *_RELAYED)),
+        upstream=True, failures=(*F.MESSAGES, *_RELAYED),
+        description="OpenAI chat completions, streamed or not. Every image is fetched or decoded and checked "
+                    "by the gateway and sent on as a `data:` URL; the exchange is recorded before the answer "
+                    "ends, and `x-visionrag-exchange-id` names it."),
     ("post", "/v1/completions"): RouteDoc(
         body={"$ref": "#/components/schemas/CompletionRequest"}, responses=_json_and_stream("Completion"),
-        upstream=True, failures=(F.PROMPT, F.UNSUPPORTED_PARAMETER, *_RELAYED)),
+        upstream=True, failures=(F.PROMPT, F.UNSUPPORTED_PARAMETER, *_RELAYED),
+        description="Text completions, streamed or not, recorded like chats."),
     ("post", "/tokenize"): RouteDoc(
-        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True, failures=(*F.MESSAGES, *_RELAYED)),
+        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True, failures=(*F.MESSAGES, *_RELAYED),
+        description="vLLM's tokenizer, not recorded; `messages` pass the same content and image checks as a chat."),
     ("post", "/detokenize"): RouteDoc(
-        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True, failures=_RELAYED),
-    ("get", "/v1/models"): RouteDoc(upstream=True),
-    ("post", "/predict"): RouteDoc(body=PredictRequest, upstream=True, failures=(*F.PREDICT, *_RELAYED)),
-    ("post", "/search"): RouteDoc(body=SearchRequest, failures=(*F.SEARCH, F.memory_unavailable("search"))),
-    ("get", "/exchanges/{exchange_id}"): RouteDoc(failures=(F.EXCHANGE_NOT_FOUND,)),
-    ("get", "/images/{sha256}"): RouteDoc(failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images"))),
+        body={"$ref": "#/components/schemas/TokenizeRequest"}, upstream=True,
+        failures=(F.UNSUPPORTED_PARAMETER, *_RELAYED), description="vLLM's detokenizer, not recorded."),
+    ("get", "/v1/models"): RouteDoc(upstream=True, description="The models the upstream serves."),
+    ("post", "/predict"): RouteDoc(
+        body=PredictRequest, upstream=True, failures=(*F.PREDICT, *_RELAYED),
+        description="The original service's request: one image and a question, answered as `{\"output\"}` "
+                    "and recorded like a chat."),
+    ("post", "/search"): RouteDoc(
+        body=SearchRequest, failures=(*F.SEARCH, F.memory_unavailable("search")),
+        description="Past exchanges of the caller's tenant, most similar first, by text or by image."),
+    ("get", "/exchanges/{exchange_id}"): RouteDoc(
+        failures=(F.EXCHANGE_NOT_FOUND,),
+        description="One recorded exchange of the caller's tenant (another tenant's answers 404)."),
+    ("get", "/images/{sha256}"): RouteDoc(
+        failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images")),
+        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404)."),
     ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
         "200": {"description": "At least one upstream replica answers.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
@@ -132,6 +148,8 @@ def describe(document: dict[str, Any], app: FastAPI, *, max_body_bytes: int,
         if operation is None:
             continue
         doc = ROUTES.get((method, path), RouteDoc())
+        if doc.description and not operation.get("description"):
+            operation["description"] = doc.description
         responses = operation.setdefault("responses", {})
         refused_parameters = responses.pop("422", None) is not None and _has_checked_parameters(operation)
         found: list[F.Failure] = []
