@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 
 from gateway.memory.points import StorePoint, point_id, rfc3339
+from gateway.memory.store import pages
 from gateway.memory.store.base import SearchFilter, StoreLocked, StoreUnavailable, VectorStore
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
@@ -189,4 +193,89 @@ def test_edge_optimize_runs_in_a_child_without_freezing_this_process(tmp_path: P
     assert refused  # while the child held the shard, operations failed fast instead of blocking
     assert store.stats().indexed_vectors > 0
     assert store.query(vectors[42].tolist(), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex42"
+    # The indexed segment scores int8 copies (rescored from the float originals): each point is still
+    # its own nearest neighbour.
+    sample = rng.choice(6000, 50, replace=False)
+    found = [store.query(vectors[n].tolist(), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] for n in sample]
+    assert found == [f"ex{n}" for n in sample]
     store.close()
+
+
+def _exchange_like(n: int, rng: np.random.Generator) -> StorePoint:
+    """A point shaped like a stored exchange: three 512-d vectors and ~1 KB of payload."""
+    vectors = rng.standard_normal((3, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    payload = {"exchange_id": f"ex{n}", "tenant": "t1", "ts": 1.7e9 + n, "time": rfc3339(1.7e9 + n),
+               "question": "what is in this picture? " * 12, "answer": "a picture of something " * 30}
+    return StorePoint(point_id(f"ex{n}", 0), dict(zip(("image", "question", "answer"), vectors.tolist(), strict=True)),
+                      payload)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="paging mapped files out is Linux's madvise")
+def test_edge_hands_the_pages_of_written_points_back(tmp_path: Path) -> None:
+    """Written vectors, payload and WAL are mapped files: without a hand-back every stored exchange
+    stays in this process's RSS (~7 KB each). Data must stay intact when the pages go."""
+    store = EdgeStore(tmp_path / "shard")
+    store.ensure_schema()
+    rng = np.random.default_rng(5)
+    points = [_exchange_like(n, rng) for n in range(3000)]
+    for start in range(0, len(points), 64):
+        store.upsert(points[start:start + 64])
+    vectors_written = 3000 * 3 * 512 * 4
+    # Only the points since the last hand-back (fewer than 512) are still resident.
+    assert pages.resident_bytes(tmp_path / "shard") < vectors_written / 2
+    assert store.release_memory() > 0
+    assert pages.resident_bytes(tmp_path / "shard") < 2 * 1024 * 1024
+    assert store.count() == 3000
+    for n in (0, 1500, 2999):
+        hit = store.query(points[n].vectors["answer"], "answer", SearchFilter("t1"), 1)[0]
+        assert hit.payload["exchange_id"] == f"ex{n}" and hit.score == pytest.approx(1.0, abs=1e-4)
+        assert hit.payload["answer"] == points[n].payload["answer"]
+    store.close()
+
+
+def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
+    """Shards written before the on-disk layout (float vectors in RAM, Qdrant's defaults) still open,
+    keep their points, and take the new layout for the segments written from then on."""
+    import qdrant_edge as qe
+
+    path = tmp_path / "shard"
+    old = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors={
+        name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine) for name in ("image", "question", "answer")
+    }))
+    old.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vectors, p.payload) for p in (point(n) for n in range(30))]))  # type: ignore[arg-type]
+    old.close()
+
+    store = EdgeStore(path)
+    store.ensure_schema()
+    assert store.count() == 30
+    store.upsert([point(n) for n in range(30, 40)])
+    assert store.query(unit(7 * 10 + 1), "question", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex7"
+    assert store.query(unit(35 * 10), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex35"
+    store.close()
+    written = json.loads((path / "edge_config.json").read_text())
+    assert {v["memory"] for v in written["vectors"].values()} == {"cold"}
+    assert written["quantization_config"]["scalar"]["type"] == "int8"
+    reopened = EdgeStore(path)
+    assert reopened.count() == 40
+    reopened.close()
+
+
+def test_remote_collection_layout_is_the_documented_one() -> None:
+    """New server collections get deploy/qdrant-cloud.md's quantized layout; the request is validated
+    by qdrant-client's own REST model of a collection creation."""
+    from qdrant_client import models
+
+    from gateway.memory.store.remote import collection_layout
+
+    doc = (Path(__file__).resolve().parents[2] / "deploy" / "qdrant-cloud.md").read_text()
+    documented = json.loads(re.search(r"```json\n(\{\n  \"vectors\".*?)```", doc, re.DOTALL).group(1))  # type: ignore[union-attr]
+    layout = collection_layout()
+    request = models.CreateCollection(
+        vectors=layout["vectors_config"], quantization_config=layout["quantization_config"],
+        hnsw_config=layout["hnsw_config"], on_disk_payload=layout["on_disk_payload"],
+    ).model_dump(mode="json", exclude_none=True)
+    assert request["vectors"] == documented["vectors"]
+    assert request["quantization_config"] == documented["quantization_config"]
+    assert request["on_disk_payload"] is documented["on_disk_payload"] is True
+    assert request["hnsw_config"]["on_disk"] is documented["hnsw_config"]["on_disk"] is False

@@ -11,6 +11,13 @@ No server to run. Facts this adapter is built around (measured, see shared/notes
   killed with its parent) open it and build the index, and reopens it. Meanwhile the store answers
   `StoreUnavailable` (ingest backs off, the journal absorbs chats, /search answers 503) but nothing in
   this process freezes. When to do it is the ingest worker's `MaintenancePolicy`.
+- RAM per stored exchange: the float32 originals (6 KB for three 512-d vectors) and the payload stay in
+  their files (`Memory.Cold`); indexed segments search int8 copies kept in RAM (~1.5 KB, rescored from
+  the originals) and the HNSW graph. Pages of the files that writes, the WAL replay or brute-force
+  searches touch stay mapped into this process, so every `_RELEASE_EVERY_POINTS` points (and after
+  each open) they are handed back to the kernel (`pages.release_mapped`).
+- A shard made by an older version (float vectors in RAM) opens with this layout written into its
+  config: its existing segments keep theirs until `optimize()` rebuilds them, new ones get this one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 import qdrant_edge as qe
 
 from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
+from gateway.memory.store import pages
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
     RRF_K,
@@ -42,6 +50,16 @@ from gateway.memory.store.base import (
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
 _PREFETCH_FACTOR = 4
+# Points written between two hand-backs of mapped pages. Each point writes its vectors, its payload and
+# a WAL record into mapped files, so this bounds the RSS that ingest holds on to, at the cost of one
+# pass over /proc/self/maps per this many points.
+_RELEASE_EVERY_POINTS = 512
+
+
+def _kept_resident(path: str) -> bool:
+    """Mapped files that should stay in RAM: the HNSW graph, the int8 vectors searches score first,
+    and the payload indexes every query's tenant filter reads. Originals, payload and WAL go back."""
+    return "/vector_index-" in path or "/payload_index/" in path or "quantized" in path or "id_tracker" in path
 
 
 class EdgeStore:
@@ -58,11 +76,19 @@ class EdgeStore:
         self._active = 0
         self._maintenance = False
         self._closed = False
+        self._unreleased_points = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def _config(self) -> qe.EdgeConfig:
-        vectors = {name: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine) for name in VECTOR_NAMES}
-        return qe.EdgeConfig(vectors=vectors)
+    @staticmethod
+    def _config() -> qe.EdgeConfig:
+        vectors = {
+            name: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine, memory=qe.Memory.Cold)
+            for name in VECTOR_NAMES
+        }
+        # quantile 0.99: int8 bounds that ignore the extreme 1% of values, as in Qdrant's docs; results
+        # are rescored with the float originals, so the bounds cost precision only before rescoring.
+        int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        return qe.EdgeConfig(vectors=vectors, payload_memory=qe.Memory.Cold, quantization_config=int8)
 
     def _open_locked(self) -> qe.EdgeShard:
         """Open (or create) the shard; the caller holds `_lock`. Reopens after close() if used again."""
@@ -72,9 +98,9 @@ class EdgeStore:
         self.path.mkdir(parents=True, exist_ok=True)
         exists = (self.path / "wal").exists() or any(self.path.glob("segments*"))
         try:
-            shard = qe.EdgeShard.load(str(self.path)) if exists else qe.EdgeShard.create(
-                str(self.path), self._config()
-            )
+            # load() with a config checks it against the shard and writes it: how older shards get
+            # this memory layout (for the segments written or rebuilt from now on).
+            shard = (qe.EdgeShard.load if exists else qe.EdgeShard.create)(str(self.path), self._config())
         except Exception as exc:  # the binding raises plain Exception with Rust's message
             if "WAL" in str(exc) and "WouldBlock" in str(exc):
                 raise StoreLocked(
@@ -84,7 +110,14 @@ class EdgeStore:
                 ) from None
             raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
         self._shard = shard
+        self.release_memory()  # what loading and the WAL replay mapped in
         return shard
+
+    def release_memory(self) -> int:
+        """Hand the kernel back the pages of the shard's files mapped into this process (see the module
+        docstring); safe at any time, since it only evicts. Returns the number of mappings advised."""
+        self._unreleased_points = 0
+        return pages.release_mapped(self.path, keep=_kept_resident)
 
     @contextmanager
     def _use(self) -> Iterator[qe.EdgeShard]:
@@ -135,6 +168,9 @@ class EdgeStore:
         batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
         with self._use() as shard:
             shard.update(qe.UpdateOperation.upsert_points(batch))
+        self._unreleased_points += len(batch)
+        if self._unreleased_points >= _RELEASE_EVERY_POINTS:
+            self.release_memory()
 
     def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
         query_vector = [float(x) for x in vector]

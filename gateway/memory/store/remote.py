@@ -88,13 +88,7 @@ class RemoteStore:
             return
         with self._call("create collection"):
             if not self._client.collection_exists(self.collection):
-                self._client.create_collection(
-                    self.collection,
-                    vectors_config={
-                        name: models.VectorParams(size=DIM, distance=models.Distance.COSINE)
-                        for name in VECTOR_NAMES
-                    },
-                )
+                self._client.create_collection(self.collection, **collection_layout())
             keyword = models.KeywordIndexType.KEYWORD
             # As in EdgeStore: only the tenant index adds HNSW links; the others serve narrower filters.
             indexes: list[tuple[str, Any]] = [
@@ -188,6 +182,24 @@ class RemoteStore:
 
     def optimize(self) -> bool:
         return False  # the server's own optimizers index in the background
+
+
+def collection_layout() -> dict[str, Any]:
+    """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32
+    originals and payload on disk, int8 copies in RAM for scoring (rescored from the originals), the
+    HNSW graph in RAM. An existing collection is left as it is: changing it makes the server rebuild
+    every segment, an operator's decision (the PATCH in that document)."""
+    return {
+        "vectors_config": {
+            name: models.VectorParams(size=DIM, distance=models.Distance.COSINE, on_disk=True)
+            for name in VECTOR_NAMES
+        },
+        "quantization_config": models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        ),
+        "hnsw_config": models.HnswConfigDiff(on_disk=False),
+        "on_disk_payload": True,
+    }
 
 
 def _redact(url: str) -> str:
