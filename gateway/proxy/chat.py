@@ -62,6 +62,10 @@ class ChatProxy:
         upstream = await self.pool.open("POST", path, orjson.dumps(payload), root=True)
         return _relay_body(upstream, await self.pool.read(upstream))
 
+    async def models(self) -> Response:
+        upstream = await self.pool.open("GET", "/models")
+        return _relay_body(upstream, await self.pool.read(upstream))
+
     async def _forward(self, path: str, payload: dict[str, Any], pending: PendingExchange) -> Response:
         if payload.get("stream"):
             strip_usage = _request_usage(payload)

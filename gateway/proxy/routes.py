@@ -53,11 +53,7 @@ async def detokenize(request: Request, _: TenantDep) -> Response:
 
 @router.get("/v1/models")
 async def models(request: Request, _: TenantDep) -> Response:
-    pool = _services(request).pool
-    upstream = await pool.open("GET", "/models")
-    body = await pool.read(upstream)
-    return Response(body, status_code=upstream.status,
-                    media_type=upstream.response.headers.get("Content-Type", "application/json"))
+    return await _services(request).chat.models()
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
