@@ -26,6 +26,8 @@ import pytest
 
 from serving.stack import free_port
 
+pytestmark = pytest.mark.slow  # one vLLM start (15-60 s) of its own, as `make run` does
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 README_URL = "http://127.0.0.1:8080"
