@@ -118,6 +118,10 @@ bench-memory-search: install $(MODELS)/clip-full/.built ## Memory: store query a
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy
 	$(VENV)/bin/python -m bench.memory_chat_under_ingest
 
+.PHONY: bench-memory-soak
+bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout
+	$(VENV)/bin/python -m bench.memory_soak
+
 bench-memory: bench-memory-ingest bench-memory-search bench-memory-chat ## All memory benchmarks
 
 # ---- test ------------------------------------------------------------------------------------------

@@ -57,9 +57,10 @@ _RELEASE_EVERY_POINTS = 512
 
 
 def _kept_resident(path: str) -> bool:
-    """Mapped files that should stay in RAM: the HNSW graph, the int8 vectors searches score first,
-    and the payload indexes every query's tenant filter reads. Originals, payload and WAL go back."""
-    return "/vector_index-" in path or "/payload_index/" in path or "quantized" in path or "id_tracker" in path
+    """Mapped files that stay in RAM: the HNSW graph and the int8 vectors every indexed search walks.
+    The rest goes back: originals, payload, WAL, and the payload indexes, whose files are mostly
+    preallocated space that a load maps in whole; a filter faults back the few pages it reads."""
+    return "/vector_index-" in path or "quantized" in path
 
 
 class EdgeStore:
