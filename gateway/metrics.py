@@ -7,7 +7,7 @@ Instruments are module-level, in this module's own `REGISTRY` (not prometheus_cl
 - module-level, because the code that does the work (journal append, image loading, ingest) sits
   below the app and is shared by the CLI; a registry per app would have to be handed down through
   every constructor for a one-line count. One process is one scrape target, so its totals are the
-  process's, whichever app (in tests, several) did the work. Tests read differences, not absolutes.
+  process's, whichever app (in tests, several) did the work; in-process tests read differences.
 - a registry of our own, so that libraries registering in the global one neither leak into
   `/metrics` nor collide with these names.
 What is per app (its upstream replicas, its journal's backlog) is not stored here: `Scrape` reads it
