@@ -129,9 +129,12 @@ test: install serving-test-deps memory-test-deps ## Run the whole test suite (in
 	$(VENV)/bin/python -m pytest
 
 # ---- benchmarks (not tests: numbers for the README) ------------------------------------------------
-.PHONY: bench-gateway
+.PHONY: bench-gateway bench-metrics
 bench-gateway: install ## Gateway CPU and added latency vs. the same upstream called directly
 	$(VENV)/bin/python -m bench.gateway_overhead
+
+bench-metrics: install ## CPU that metrics and log context add per request (middleware, recorded chat)
+	$(VENV)/bin/python -m bench.metrics_overhead
 
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
