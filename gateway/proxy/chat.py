@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import GatewayError
 from gateway.images import ImageError, ImageLoader, LoadedImage
+from gateway.metrics import IMAGES_REFUSED
 from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, require_messages
 from gateway.proxy.recorder import PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
@@ -27,6 +28,7 @@ from gateway.proxy.upstream import UpstreamPool, UpstreamResponse
 log = logging.getLogger("visionrag.chat")
 
 EXCHANGE_HEADER = "x-visionrag-exchange-id"
+_MEDIA_REFUSALS = frozenset({"invalid_content_part", "unsupported_content_part", "invalid_image_url"})
 
 
 class ChatProxy:
@@ -84,8 +86,15 @@ class ChatProxy:
         return body, response.headers[EXCHANGE_HEADER]
 
     async def normalize_images(self, messages: list[Any]) -> list[LoadedImage]:
-        parts = normalize_messages(messages)
+        try:
+            parts = normalize_messages(messages)
+        except GatewayError as exc:
+            # Media the gateway does not check counts as a refused image, like a bad image URL.
+            if exc.code in _MEDIA_REFUSALS:
+                IMAGES_REFUSED.labels(str(exc.code)).inc()
+            raise
         if len(parts) > self.max_images:
+            IMAGES_REFUSED.labels("too_many_images").inc()
             raise GatewayError(
                 400, f"too many images: {len(parts)} in this request, the limit is {self.max_images}",
                 param="messages", code="too_many_images",
