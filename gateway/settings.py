@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_image_bytes: int = 10 * MiB
     # Decoded pixels (width x height); refuses decompression bombs before they are decoded.
     max_image_pixels: int = 36_000_000
+    # Decoded bytes (width x height x bytes per pixel, from the header): a small file can hold a 16-bit
+    # raster. 36 Mpx at 4 bytes per pixel, how Pillow holds 8-bit RGB(A); 16-bit RGBA gets half the pixels.
+    max_image_decoded_bytes: int = Field(default=144_000_000, gt=0)
+    # What the image decodes in progress (search, ingest) may hold together; the rest wait their turn.
+    # One of the largest images the limits accept needs twice its decoded bytes (its raster + an RGB copy).
+    image_decode_budget_bytes: int = Field(default=288_000_000, gt=0)
     image_formats: CommaList = Field(default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
 
     # --- fetching http(s) image URLs -----------------------------------------------------------

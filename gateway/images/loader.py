@@ -37,8 +37,7 @@ class ImageLoader:
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLoader:
         """The same limits and guarded fetch for chat images and search-by-image. Close `.fetcher`."""
-        policy = ImagePolicy(settings.max_image_bytes, settings.max_image_pixels,
-                             frozenset(settings.image_formats))
+        policy = ImagePolicy.from_settings(settings)
         fetcher = ImageFetcher(FetchPolicy(
             timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.max_image_bytes,
