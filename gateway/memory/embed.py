@@ -9,11 +9,13 @@
   cosine similarities whichever store holds them.
 - Thread-safe: onnxruntime sessions may run concurrently, so the ingest worker and /search share one
   loaded pair instead of holding two copies.
+- Images are decoded small (gateway.images.decode): shrunk to the model's input size as they are
+  decoded, under one decode budget shared by /search and the ingest worker, so a small file with a
+  huge raster costs its raster once, briefly, instead of for the whole batch.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Sequence
@@ -23,7 +25,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gateway.images import DecodeBudget, ImageDecoder, ImageError, ImagePolicy
 from gateway.memory.points import DIM
+
+# CLIP ViT-B/32's input side; used until the vision model is loaded and says its own.
+DEFAULT_INPUT_EDGE = 224
 
 
 class EmbedderError(RuntimeError):
@@ -43,6 +49,7 @@ class ClipEmbedder:
         cache_dir: Path | None = None,
         threads: int = 1,
         batch_size: int = 16,
+        decoder: ImageDecoder | None = None,
     ) -> None:
         self.text_model = text_model
         self.vision_model = vision_model
@@ -52,6 +59,8 @@ class ClipEmbedder:
         self._text: Any = None
         self._vision: Any = None
         self._lock = threading.Lock()
+        self.decoder = decoder or default_decoder()
+        self.input_edge = DEFAULT_INPUT_EDGE
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"threads": self.threads}
@@ -90,9 +99,11 @@ class ClipEmbedder:
                     from fastembed import ImageEmbedding
 
                     try:
-                        self._vision = ImageEmbedding(self.vision_model, **self._kwargs())
+                        vision = ImageEmbedding(self.vision_model, **self._kwargs())
                     except Exception as exc:
                         raise self._load_error(self.vision_model, exc) from exc
+                    self.input_edge = _input_edge(vision)
+                    self._vision = vision
         return self._vision
 
     def load(self) -> None:
@@ -117,23 +128,39 @@ class ClipEmbedder:
         """
         if not images:
             return np.zeros((0, DIM), dtype=np.float32)
+        model = self._vision_model()
         decoded = [
-            data if isinstance(data, Image.Image) else decode_image(data, index)
+            data if isinstance(data, Image.Image) else self.decode_image(data, index)
             for index, data in enumerate(images)
         ]
-        vectors = np.asarray(list(self._vision_model().embed(decoded, batch_size=self.batch_size)))
+        vectors = np.asarray(list(model.embed(decoded, batch_size=self.batch_size)))
         return _normalize(vectors)
 
+    def decode_image(self, data: bytes, index: int = 0) -> Image.Image:
+        """Decode now (not lazily inside fastembed), so a bad image is attributable to its index, and
+        small: RGB (what CLIP takes) with its shorter side at the model's input size."""
+        try:
+            return self.decoder.rgb(data, self.input_edge)
+        except ImageError as exc:
+            raise ImageDecodeError(f"image {index} cannot be decoded: {exc.message}") from exc
 
-def decode_image(data: bytes, index: int = 0) -> Image.Image:
-    """Decode fully now (not lazily inside fastembed), so a bad image is attributable to its index."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        # CLIP takes RGB; palette/alpha/greyscale images would otherwise fail in the processor.
-        return image.convert("RGB")
-    except Exception as exc:  # Pillow raises many types for bad data
-        raise ImageDecodeError(f"image {index} cannot be decoded: {exc}") from exc
+
+def default_decoder() -> ImageDecoder:
+    """The settings' default limits, for embedders built outside the gateway (tests, benchmarks)."""
+    from gateway.settings import Settings
+
+    defaults = Settings.model_fields
+    policy = ImagePolicy(defaults["max_image_bytes"].default, defaults["max_image_pixels"].default,
+                         frozenset(), defaults["max_image_decoded_bytes"].default)
+    return ImageDecoder(policy, DecodeBudget(defaults["image_decode_budget_bytes"].default))
+
+
+def _input_edge(vision: Any) -> int:
+    """The side the model's own preprocessing resizes to (fastembed's Resize step), else CLIP's 224."""
+    for step in getattr(getattr(getattr(vision, "model", None), "processor", None), "transforms", []):
+        if type(step).__name__ == "Resize" and isinstance(getattr(step, "size", None), int):
+            return int(step.size)
+    return DEFAULT_INPUT_EDGE
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

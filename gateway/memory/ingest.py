@@ -28,7 +28,7 @@ from PIL import Image
 
 from gateway import metrics
 from gateway.journal import BlobStore, Exchange, Journal
-from gateway.memory.embed import ClipEmbedder, ImageDecodeError, decode_image
+from gateway.memory.embed import ClipEmbedder, ImageDecodeError
 from gateway.memory.points import PointPlan, StorePoint, plan_points
 from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
 
@@ -263,7 +263,7 @@ class IngestWorker:
                 unusable += 1
                 continue
             try:
-                images[sha] = decode_image(data)
+                images[sha] = self.embedder.decode_image(data)
             except ImageDecodeError as exc:
                 log.warning("image %s does not decode (%s); storing its exchange without it", sha, exc)
                 unusable += 1

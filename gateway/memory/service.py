@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway.images import ImageLoader
+from gateway.images import ImageDecoder, ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
@@ -57,6 +57,7 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
         cache_dir=settings.fastembed_cache_dir,
         threads=threads or settings.embed_threads,
         batch_size=settings.embed_batch_size,
+        decoder=ImageDecoder.from_settings(settings),
     )
 
 
