@@ -136,6 +136,10 @@ bench-gateway: install ## Gateway CPU and added latency vs. the same upstream ca
 bench-metrics: install ## CPU that metrics and log context add per request (middleware, recorded chat)
 	$(VENV)/bin/python -m bench.metrics_overhead
 
+.PHONY: bench-image-memory
+bench-image-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS with 16+16 concurrent worst-case images (OLD_REV= to compare)
+	$(VENV)/bin/python -m bench.image_memory $(if $(OLD_REV),--old-rev $(OLD_REV))
+
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
 
