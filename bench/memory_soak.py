@@ -332,14 +332,17 @@ def main() -> None:
 
     report: dict = {"python": platform.python_version(), "cores": os.cpu_count(),
                     "versions": {p: version(p) for p in ("qdrant-edge-py", "fastembed", "onnxruntime", "uvicorn")}}
-    store_rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    store_rows: list[dict] = []
+    report["store_only"] = store_rows
     for i, n in enumerate(args.store_points):
         store_rows += store_only(n, index=("before", "now") if i == 0 else ("now",))
-    report["store_only"] = store_rows
+        args.out.write_text(json.dumps(report, indent=2))  # each finished part survives a later failure
     if not args.skip_soak:
-        report["soak"] = [soak(layout, args.chats, args.warmup, args.concurrency) for layout in ("before", "now")]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+        report["soak"] = []
+        for layout in ("before", "now"):
+            report["soak"].append(soak(layout, args.chats, args.warmup, args.concurrency))
+            args.out.write_text(json.dumps(report, indent=2))
 
     print(f"{os.cpu_count()} cores; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     if "soak" in report:
