@@ -50,7 +50,8 @@ class ChatProxy:
         """A text completion (`/v1/completions`): no images, recorded like a chat."""
         prompt = require_prompt(payload)
         refuse_unsafe_fields(payload)
-        pending = PendingExchange.from_prompt("completions", tenant, payload, prompt)
+        pending = PendingExchange.from_request("completions", tenant, payload, [],
+                                               messages=[{"role": "user", "text": prompt}])
         return await self._forward("/completions", payload, pending)
 
     async def tokenize(self, payload: Any, path: str) -> Response:

@@ -32,29 +32,17 @@ class PendingExchange:
         logs.bind(exchange_id=self.id)
 
     @classmethod
-    def from_request(cls, endpoint: str, tenant: str, payload: dict[str, Any],
-                     images: list[LoadedImage]) -> PendingExchange:
+    def from_request(cls, endpoint: str, tenant: str, payload: dict[str, Any], images: list[LoadedImage],
+                     messages: list[dict[str, str]] | None = None) -> PendingExchange:
+        """`messages` defaults to the text of the payload's chat messages."""
         user = payload.get("user")
         return cls(
             endpoint=endpoint,
             tenant=tenant,
             model=str(payload.get("model") or ""),
             user=user if isinstance(user, str) else None,
-            messages=message_texts(payload["messages"]),
+            messages=message_texts(payload["messages"]) if messages is None else messages,
             images=images,
-        )
-
-
-    @classmethod
-    def from_prompt(cls, endpoint: str, tenant: str, payload: dict[str, Any], prompt: str) -> PendingExchange:
-        user = payload.get("user")
-        return cls(
-            endpoint=endpoint,
-            tenant=tenant,
-            model=str(payload.get("model") or ""),
-            user=user if isinstance(user, str) else None,
-            messages=[{"role": "user", "text": prompt}],
-            images=[],
         )
 
 
