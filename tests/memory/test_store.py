@@ -261,6 +261,30 @@ def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_edge_indexes_only_the_fields_queries_filter_on(tmp_path: Path) -> None:
+    """A shard from a version that also indexed `exchange_id` (no query filters on it; its index cost
+    RAM per point) loses that index when opened; the fields filters use keep theirs, and /images'
+    lookup by tenant and image hash still answers."""
+    import qdrant_edge as qe
+
+    path = tmp_path / "shard"
+    old = qe.EdgeShard.create(str(path), EdgeStore._config())
+    old.update(qe.UpdateOperation.create_field_index("exchange_id", qe.KeywordIndexParams()))  # type: ignore[arg-type]
+    old.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vectors, p.payload)  # type: ignore[arg-type]
+                                                 for p in (point(n, sha=f"{n:064x}") for n in range(5))]))
+    old.close()
+
+    store = EdgeStore(path)
+    store.ensure_schema()
+    store.ensure_schema()  # idempotent
+    with store._use() as shard:
+        indexed = set(shard.info().payload_schema)
+    assert indexed == {"tenant", "time", "model", "user", "image_sha256"}
+    assert store.image_mime("t1", f"{3:064x}") == "image/png"
+    assert store.image_mime("t2", f"{3:064x}") is None
+    store.close()
+
+
 def test_remote_collection_layout_is_the_documented_one() -> None:
     """New server collections get deploy/qdrant-cloud.md's quantized layout; the request is validated
     by qdrant-client's own REST model of a collection creation."""

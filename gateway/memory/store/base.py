@@ -15,8 +15,12 @@ from gateway.memory.points import StorePoint
 
 Target = Literal["image", "question", "answer", "all"]
 
-# Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters.
-KEYWORD_FIELDS = ("model", "user", "exchange_id", "image_sha256")
+# Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters that a
+# query uses (/search: model, user; /images: image_sha256). Each index on a field unique per point costs
+# RAM per point while its segment is not yet indexed, so a field no query filters on has none.
+KEYWORD_FIELDS = ("model", "user", "image_sha256")
+# Indexed by earlier versions and no longer needed: dropped when a store opens.
+RETIRED_INDEX_FIELDS = ("exchange_id",)
 TENANT_FIELD = "tenant"
 TIME_FIELD = "time"
 # RRF's k: 60 is the value from the original RRF paper and Qdrant's default.

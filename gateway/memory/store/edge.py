@@ -36,6 +36,7 @@ from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
+    RETIRED_INDEX_FIELDS,
     RRF_K,
     TENANT_FIELD,
     TIME_FIELD,
@@ -116,9 +117,12 @@ class EdgeStore:
 
     def release_memory(self) -> int:
         """Hand the kernel back the pages of the shard's files mapped into this process (see the module
-        docstring); safe at any time, since it only evicts. Returns the number of mappings advised."""
+        docstring), and the heap the engine's writes freed; safe at any time, since it only evicts.
+        Returns the number of mappings advised."""
         self._unreleased_points = 0
-        return pages.release_mapped(self.path, keep=_kept_resident)
+        advised = pages.release_mapped(self.path, keep=_kept_resident)
+        pages.trim_heap()
+        return advised
 
     @contextmanager
     def _use(self) -> Iterator[qe.EdgeShard]:
@@ -152,6 +156,9 @@ class EdgeStore:
         for name, schema in wanted:
             if name not in indexed:
                 shard.update(qe.UpdateOperation.create_field_index(name, schema))  # type: ignore[arg-type]
+        for name in RETIRED_INDEX_FIELDS:
+            if name in indexed:
+                shard.update(qe.UpdateOperation.delete_field_index(name))
 
     def close(self) -> None:
         with self._lock:

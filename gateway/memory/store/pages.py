@@ -27,6 +27,7 @@ MADV_PAGEOUT = 21
 
 _madvise: Callable[[int, int, int], int] | None = None
 _unsupported = not sys.platform.startswith("linux")
+_malloc_trim: Callable[[int], int] | bool | None = None
 
 
 def _libc_madvise() -> Callable[[int, int, int], int] | None:
@@ -80,6 +81,22 @@ def release_mapped(root: Path, keep: Callable[[str], bool] = lambda _: False) ->
             log.info("this kernel cannot page out the vector store's mapped files; its RSS will include them")
             return advised
     return advised
+
+
+def trim_heap() -> None:
+    """Return the free memory glibc's arenas hold to the kernel (`malloc_trim`). The engine's
+    in-RAM indexes of not-yet-indexed points grow by reallocation, leaving freed blocks behind in
+    whichever thread's arena did the write; without a trim they stay in the process's RSS."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _malloc_trim = libc.malloc_trim
+            _malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def resident_bytes(root: Path) -> int:
