@@ -23,6 +23,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
+    RETIRED_INDEX_FIELDS,
     RRF_K,
     TENANT_FIELD,
     TIME_FIELD,
@@ -89,18 +90,14 @@ class RemoteStore:
         with self._call("create collection"):
             if not self._client.collection_exists(self.collection):
                 self._client.create_collection(self.collection, **collection_layout())
-            keyword = models.KeywordIndexType.KEYWORD
-            # As in EdgeStore: only the tenant index adds HNSW links; the others serve narrower filters.
-            indexes: list[tuple[str, Any]] = [
-                (TENANT_FIELD, models.KeywordIndexParams(type=keyword, is_tenant=True)),
-                (TIME_FIELD, models.DatetimeIndexParams(type=models.DatetimeIndexType.DATETIME, enable_hnsw=False)),
-                *((name, models.KeywordIndexParams(type=keyword, enable_hnsw=False)) for name in KEYWORD_FIELDS),
-            ]
             existing = self._client.get_collection(self.collection).payload_schema or {}
-            for name, schema in indexes:
+            for name, schema in payload_indexes():
                 if name not in existing and not self.local:
                     # Local mode ignores payload indexes (and warns about each): skip them there.
                     self._client.create_payload_index(self.collection, name, field_schema=schema, wait=True)
+            for name in RETIRED_INDEX_FIELDS:
+                if name in existing and not self.local:
+                    self._client.delete_payload_index(self.collection, name, wait=True)
         self._schema_ready = True
 
     def close(self) -> None:
@@ -200,6 +197,17 @@ def collection_layout() -> dict[str, Any]:
         "hnsw_config": models.HnswConfigDiff(on_disk=False),
         "on_disk_payload": True,
     }
+
+
+def payload_indexes() -> list[tuple[str, Any]]:
+    """The payload indexes a collection gets (deploy/qdrant-cloud.md lists them). As in EdgeStore: only
+    the tenant index adds HNSW links; the others serve narrower filters."""
+    keyword = models.KeywordIndexType.KEYWORD
+    return [
+        (TENANT_FIELD, models.KeywordIndexParams(type=keyword, is_tenant=True)),
+        (TIME_FIELD, models.DatetimeIndexParams(type=models.DatetimeIndexType.DATETIME, enable_hnsw=False)),
+        *((name, models.KeywordIndexParams(type=keyword, enable_hnsw=False)) for name in KEYWORD_FIELDS),
+    ]
 
 
 def _redact(url: str) -> str:
