@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.gateway_server",
     "tests.plugins.fake_upstream",
     "tests.plugins.media",
+    "tests.plugins.loopback",
 ]

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from serving import launch
-from tests.serving.loopback import Listener
+from tests.plugins.loopback import Listener
 
 CHECK = Path(__file__).resolve().parent / "media_proxy_check.py"
 GPU_PROFILE = "llama32-vision-2xl40s"

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.plugins.loopback import Listener
 from tests.plugins.media import data_url, png_bytes
 from tests.plugins.vllm_server import VllmServer
-from tests.serving.loopback import Listener
 
 
 def chat(url: str, model: str) -> dict:

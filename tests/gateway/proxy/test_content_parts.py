@@ -9,68 +9,14 @@ ever connect to the listener unless the gateway itself was allowed to fetch from
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from tests.gateway.proxy.test_errors import assert_openai_error
+from tests.plugins.loopback import Listener
 from tests.plugins.media import data_url, png_bytes
-
-
-@dataclass
-class Listener:
-    """A loopback HTTP server that answers every request with a PNG and counts connections."""
-
-    port: int
-    connections: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str = "/diagram.png") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def count(self) -> int:
-        with self._lock:
-            return self.connections
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    body = png_bytes(color=(10, 200, 10))
-    response = (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    state = Listener(server.getsockname()[1])
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with state._lock:
-                state.connections += 1
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(response)
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield state
-    stop.set()
-    thread.join(2)
-    server.close()
-
 
 # Shapes vLLM 0.32 / 0.10.2 read as an image: the gateway must treat each as one (URL checked, so a
 # loopback URL is refused as blocked) or refuse it.
@@ -131,7 +77,7 @@ def body_with(part, role: str, model: str) -> dict:
 
 def settle(listener: Listener) -> int:
     time.sleep(0.3)  # a connection vLLM started would have arrived by now (it fetches before answering)
-    return listener.count()
+    return len(listener.connections)
 
 
 @pytest.mark.parametrize("role", ["user", "system"])

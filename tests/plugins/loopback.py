@@ -1,4 +1,8 @@
-"""A loopback listener that would serve an image and counts every TCP connection made to it."""
+"""A loopback listener that would serve an image and counts every TCP connection made to it.
+
+Tests send media URLs that point here to prove that nothing (vLLM, or the gateway when not allowed)
+fetched them: `listener.connections` stays empty.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pytest
+
 from tests.plugins.media import png_bytes
 
 
@@ -17,6 +23,9 @@ class Listener:
     port: int
     connections: list[tuple[str, int]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+
+    def url(self, path: str = "/diagram.png") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
 
 
 @contextmanager
@@ -54,3 +63,9 @@ def serve_listener() -> Iterator[Listener]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    with serve_listener() as record:
+        yield record
