@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from PIL import Image
 
 from bench.gateway_overhead import Server, free_port, make_png, start
 from gateway.images.raster import decoded_bytes
+from serving.stack import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLIP = ROOT / "models" / "clip-tiny"
@@ -181,11 +181,7 @@ def run_scenario(variant: str, kind: str, upstream: Server, args: argparse.Names
         }
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process.pid, grace_s=30)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 
 from bench.gateway_overhead import Server, free_port, make_png, measure, start
+from serving.stack import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_CLIP = ROOT / "models" / "clip-full"
@@ -111,11 +112,7 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: Path | N
         return result
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process.pid, grace_s=30)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
