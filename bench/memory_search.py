@@ -164,6 +164,7 @@ def serve(data_dir: Path, port: int) -> None:
     from gateway.auth import Authenticator
     from gateway.errors import install_error_handlers
     from gateway.journal import BlobStore, Journal
+    from gateway.memory.routes import router as memory_router
     from gateway.memory.service import Memory
     from gateway.settings import Settings
 
@@ -178,7 +179,7 @@ def serve(data_dir: Path, port: int) -> None:
     app.state.services = SimpleNamespace(auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
                                          settings=settings)
     app.state.memory = memory
-    app.include_router(memory.router)
+    app.include_router(memory_router)
     memory.start()
     memory.embedder.load()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")

@@ -23,6 +23,7 @@ from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
+from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.settings import Settings
@@ -59,7 +60,7 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default", ["key-ops"]), settings=settings)
     app.state.memory = memory  # what the gateway's lifespan does
-    app.include_router(memory.router)
+    app.include_router(memory_router)
     with TestClient(app) as client:
         yield Api(client=client, memory=memory, journal=journal)
 
@@ -266,7 +267,7 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
     install_error_handlers(app)
     app.state.services = SimpleNamespace(auth=Authenticator({}, "default"), settings=Settings(_env_file=None))
     app.state.memory = memory
-    app.include_router(memory.router)
+    app.include_router(memory_router)
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "anything"})
         assert response.status_code == 503
