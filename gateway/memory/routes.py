@@ -6,13 +6,13 @@
 Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
 or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
 operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
-The routes call only `Memory`'s methods (which keep blocking work off the event loop). Store and
-model failures are logged here and answered without their details (paths, URLs, library messages).
+The routes call only `Memory`'s methods (which keep blocking work off the event loop); the errors
+they raise become responses in gateway.errors, which logs store and model failures and answers them
+without their details (paths, URLs, library messages).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,8 +21,6 @@ from fastapi.responses import Response
 
 from gateway.auth import Authenticator, CallerDep, TenantDep
 from gateway.errors import GatewayError
-from gateway.images import ImageError
-from gateway.memory.embed import EmbedderError, ImageDecodeError
 from gateway.memory.protocol import (
     ExchangeImage,
     ExchangeResponse,
@@ -31,11 +29,8 @@ from gateway.memory.protocol import (
     SearchResponse,
 )
 from gateway.memory.service import Memory
-from gateway.memory.store.base import Hit, SearchFilter, StoreError
+from gateway.memory.store.base import Hit, SearchFilter
 from gateway.proxy.body import openapi_body, read_model
-
-log = logging.getLogger("visionrag.memory")
-
 
 router = APIRouter(tags=["memory"])
 
@@ -53,11 +48,6 @@ async def get_memory(request: Request) -> Memory:
 
 
 MemoryDep = Annotated[Memory, Depends(get_memory)]
-
-
-def _unavailable(what: str, exc: Exception) -> GatewayError:
-    log.warning("%s is unavailable: %s: %s", what, type(exc).__name__, exc)
-    return GatewayError(503, f"{what} is unavailable right now; retry shortly", code="memory_unavailable")
 
 
 def image_url(request: Request, sha256: str | None) -> str | None:
@@ -78,14 +68,7 @@ async def search(
         models=body.filters.models,
         user=body.filters.user,
     )
-    try:
-        outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
-    except ImageError as exc:
-        raise GatewayError(400, exc.message, param="image", code=exc.code) from None
-    except ImageDecodeError:
-        raise GatewayError(400, "image: the image cannot be decoded", param="image", code="invalid_image") from None
-    except (EmbedderError, StoreError) as exc:
-        raise _unavailable("search", exc) from None
+    outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
     return SearchResponse(
         data=[_hit(request, hit) for hit in outcome.hits],
         target=body.target,
@@ -101,9 +84,6 @@ async def get_exchange(
     memory: MemoryDep,
 ) -> ExchangeResponse:
     exchange = await memory.exchange(tenant, exchange_id)
-    if exchange is None:
-        raise GatewayError(404, f"No exchange with id {exchange_id!r}.", param="exchange_id",
-                           code="exchange_not_found")
     return ExchangeResponse(
         id=exchange.id,
         time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
@@ -128,12 +108,7 @@ async def get_exchange(
 async def get_image(
     sha256: str, tenant: TenantDep, memory: MemoryDep
 ) -> Response:
-    try:
-        image = await memory.image(tenant, sha256)
-    except StoreError as exc:
-        raise _unavailable("images", exc) from None
-    if image is None:
-        raise GatewayError(404, "No such image.", param="sha256", code="image_not_found")
+    image = await memory.image(tenant, sha256)
     # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
     return Response(image.data, media_type=image.mime,

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 
 from gateway import metrics
-from gateway.images import ImageDecoder, ImageLoader
+from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.service_errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
     from gateway.journal import Exchange
@@ -195,30 +196,45 @@ class Memory:
     ) -> SearchOutcome:
         """Exactly one of `text` / `image` (a URL or data: URL, loaded with the gateway's guarded fetch).
 
-        Raises ImageError (the image cannot be loaded), ImageDecodeError, EmbedderError or StoreError.
+        Raises ImageError (param `image`) or ImageDecodeError for the client's image, Unavailable when
+        the model or the store fails.
         """
-        data = (await self.image_loader.load(image)).data if image is not None else None
+        data: bytes | None = None
+        if image is not None:
+            try:
+                data = (await self.image_loader.load(image)).data
+            except ImageError as exc:
+                exc.param = "image"
+                raise
         self.worker.touch()
         try:
             outcome = await _blocking(self.searcher.search, flt, text=text, image=data, target=target, limit=limit)
-        except (EmbedderError, StoreError):
+        except (EmbedderError, StoreError) as exc:
             metrics.retrieval("search", None)
-            raise
+            raise Unavailable("search") from exc
         metrics.retrieval("search", len(outcome.hits))
         return outcome
 
-    async def exchange(self, tenant: str, exchange_id: str) -> Exchange | None:
-        """The tenant's exchange; None for one that does not exist and for another tenant's alike."""
+    async def exchange(self, tenant: str, exchange_id: str) -> Exchange:
+        """The tenant's exchange. NotFound for one that does not exist and for another tenant's alike."""
         exchange = await _blocking(self.journal.get, exchange_id)
-        return exchange if exchange is not None and exchange.tenant == tenant else None
+        if exchange is None or exchange.tenant != tenant:
+            raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
+        return exchange
 
-    async def image(self, tenant: str, sha256: str) -> StoredImage | None:
-        """An image one of the tenant's exchanges carried; None otherwise. Raises StoreError."""
+    async def image(self, tenant: str, sha256: str) -> StoredImage:
+        """An image one of the tenant's exchanges carried; NotFound otherwise, Unavailable if the store fails."""
+        not_found = NotFound("No such image.", param="sha256", code="image_not_found")
         if not _SHA256.match(sha256):
-            return None
-        mime = await _blocking(self.store.image_mime, tenant, sha256)
+            raise not_found
+        try:
+            mime = await _blocking(self.store.image_mime, tenant, sha256)
+        except StoreError as exc:
+            raise Unavailable("images") from exc
         data = await _blocking(self.blobs.get, sha256) if mime else None
-        return StoredImage(data, mime) if data is not None and mime else None
+        if data is None or not mime:
+            raise not_found
+        return StoredImage(data, mime)
 
     async def tenant_stats(self, tenant: str) -> dict[str, Any]:
         """One tenant's backlog and stored points (None while the store is unavailable)."""
