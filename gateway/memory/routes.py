@@ -1,9 +1,9 @@
 """The memory HTTP API: POST /search, GET /exchanges/{id}, GET /images/{sha256}, GET /memory/stats.
 
-`router` is included by the app at construction; the lifespan sets `app.state.memory` (a started
-`Memory`). Without it (memory disabled) the routes answer 503 `memory_disabled`.
+`router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
+(gateway.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
 
-Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
+Every route is scoped to the caller's tenant (gateway.deps.TenantDep). Another tenant's exchange
 or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
 operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
 The routes call only `Memory`'s methods (which keep blocking work off the event loop); the errors
@@ -14,13 +14,11 @@ without their details (paths, URLs, library messages).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.auth import Authenticator, CallerDep, TenantDep
-from gateway.errors import GatewayError
+from gateway.deps import AuthDep, CallerDep, MemoryDep, TenantDep
 from gateway.memory.protocol import (
     ExchangeImage,
     ExchangeResponse,
@@ -28,26 +26,10 @@ from gateway.memory.protocol import (
     SearchRequest,
     SearchResponse,
 )
-from gateway.memory.service import Memory
 from gateway.memory.store.base import Hit, SearchFilter
 from gateway.proxy.body import openapi_body, read_model
 
 router = APIRouter(tags=["memory"])
-
-
-async def get_memory(request: Request) -> Memory:
-    """The app's Memory (set as `app.state.memory` in the lifespan); 503 when memory is off.
-
-    Async: FastAPI would run a sync dependency in a worker thread, a hop that costs more than this.
-    """
-    memory = getattr(request.app.state, "memory", None)
-    if memory is None:
-        raise GatewayError(503, "memory is disabled on this gateway (VISIONRAG_MEMORY_ENABLED=false)",
-                           code="memory_disabled")
-    return memory
-
-
-MemoryDep = Annotated[Memory, Depends(get_memory)]
 
 
 def image_url(request: Request, sha256: str | None) -> str | None:
@@ -116,11 +98,10 @@ async def get_image(
                              "X-Content-Type-Options": "nosniff"})
 
 @router.get("/memory/stats")
-async def stats(request: Request, caller: CallerDep, memory: MemoryDep) -> dict[str, object]:
+async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str, object]:
     """A tenant's key: that tenant's backlog and stored points. An operator key: the whole memory path
     (backlog, worker, store) and the points of every tenant that has a key, `default` included."""
     if caller.admin:
-        auth: Authenticator = request.app.state.services.auth
         return await memory.all_stats(auth.tenants)
     assert caller.tenant is not None
     return await memory.tenant_stats(caller.tenant)
