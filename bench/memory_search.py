@@ -156,14 +156,14 @@ def free_port() -> int:
 
 def serve(data_dir: Path, port: int) -> None:
     """A gateway-like app (the real memory routes and auth) on uvicorn, owning the shard."""
-    from types import SimpleNamespace
-
     import uvicorn
     from fastapi import FastAPI
 
     from gateway.auth import Authenticator
+    from gateway.deps import wire
     from gateway.errors import install_error_handlers
     from gateway.journal import BlobStore, Journal
+    from gateway.memory.routes import router as memory_router
     from gateway.memory.service import Memory
     from gateway.settings import Settings
 
@@ -174,11 +174,9 @@ def serve(data_dir: Path, port: int) -> None:
 
     app = FastAPI()
     install_error_handlers(app)
-    # What the routes read from the gateway's Services: the authenticator and the body limit.
-    app.state.services = SimpleNamespace(auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
-                                         settings=settings)
-    app.state.memory = memory
-    app.include_router(memory.router)
+    wire(app, settings=settings, auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
+         memory=memory)
+    app.include_router(memory_router)
     memory.start()
     memory.embedder.load()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.deps import wire
 from gateway.errors import install_error_handlers
 from gateway.logs import configure as configure_logging
 from gateway.memory.routes import router as memory_router
@@ -31,7 +32,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.from_settings(settings)
-        app.state.services = services
         await services.start()
         memory: Memory | None = None
         try:
@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                               image_loader=services.loader)
                 # Opens the store: fails start-up with a clear error if another process holds it.
                 await asyncio.to_thread(memory.start)
-                app.state.memory = memory
+            wire(app, settings=settings, auth=services.auth, chat=services.chat, memory=memory,
+                 services=services)
             yield
         finally:
             if memory is not None:

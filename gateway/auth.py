@@ -4,18 +4,15 @@ Tenant keys (`VISIONRAG_API_KEYS`) scope everything a client sees to its tenant.
 an open gateway (local use) where every caller is the default tenant, whatever key it sends.
 Operator keys (`VISIONRAG_ADMIN_KEYS`) open the cross-tenant routes. With no key of either kind
 configured, every caller is also the operator; once any key is configured, only operator keys are.
-The upstream's own key is never taken from the client: see `proxy.upstream`.
+The upstream's own key is never taken from the client: see `proxy.upstream`. The routes' dependencies
+(TenantDep, AdminDep, CallerDep) are in gateway.deps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
-
-from gateway import logs
 from gateway.errors import GatewayError
 
 
@@ -105,32 +102,3 @@ def _bearer(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer":
         return ""
     return token or None
-
-
-def _authenticator(request: Request) -> Authenticator:
-    return request.app.state.services.auth
-
-
-# The dependencies are async on purpose: FastAPI runs a sync dependency in a worker thread, a hop
-# that cost more than everything else the gateway does for a request.
-
-async def require_tenant(request: Request) -> str:
-    """FastAPI dependency: the caller's tenant (401 if a key is required and missing or wrong)."""
-    tenant = _authenticator(request).tenant_for(request.headers.get("authorization"))
-    logs.bind(tenant=tenant)
-    return tenant
-
-
-async def require_admin(request: Request) -> None:
-    """FastAPI dependency for operator routes (401 without a key, 403 with a tenant's key)."""
-    _authenticator(request).require_admin(request.headers.get("authorization"))
-
-
-async def identify_caller(request: Request) -> Caller:
-    """FastAPI dependency for routes that answer tenants and operators differently."""
-    return _authenticator(request).caller(request.headers.get("authorization"))
-
-
-TenantDep = Annotated[str, Depends(require_tenant)]
-AdminDep = Annotated[None, Depends(require_admin)]
-CallerDep = Annotated[Caller, Depends(identify_caller)]

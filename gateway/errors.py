@@ -1,6 +1,7 @@
 """OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right status.
 
-Every failure a client can cause ends here, so no input yields a 500 or a traceback.
+Every failure a client can cause ends here, so no input yields a 500 or a traceback. `as_gateway_error`
+is the one place the services' errors (gateway.service_errors, images', memory's) get a status and code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from gateway.images.errors import ImageError
+from gateway.memory.embed import EmbedderError, ImageDecodeError
+from gateway.memory.store.base import StoreError
+from gateway.service_errors import NotFound, ServiceError, Unavailable
+
 log = logging.getLogger("visionrag.errors")
+_memory_log = logging.getLogger("visionrag.memory")  # where operators have always found these
 
 _TYPES = {
     400: "invalid_request_error",
@@ -60,6 +67,32 @@ def error_response(status: int, message: str, **fields) -> Response:
     return GatewayError(status, message, **fields).response()
 
 
+_DOMAIN_ERRORS = (ServiceError, ImageError, ImageDecodeError, EmbedderError, StoreError)
+
+
+def as_gateway_error(exc: Exception) -> GatewayError:
+    """The response a service's error gets. Details of backend failures are logged, never sent."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ImageError):
+        return GatewayError(400, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, ImageDecodeError):
+        # Its message names an index in a batch, which means nothing to a client that sent one image.
+        return GatewayError(400, "image: the image cannot be decoded", param="image", code="invalid_image")
+    if isinstance(exc, NotFound):
+        return GatewayError(404, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, EmbedderError | StoreError):
+        unavailable = Unavailable("memory")
+        unavailable.__cause__ = exc
+        exc = unavailable
+    if isinstance(exc, Unavailable):
+        cause = exc.__cause__ or exc
+        _memory_log.warning("%s is unavailable: %s: %s", exc.what, type(cause).__name__, cause)
+        return GatewayError(503, exc.message, code=exc.code)
+    assert isinstance(exc, ServiceError)
+    return GatewayError(400, exc.message, param=exc.param, code=exc.code)
+
+
 def _location(loc: tuple) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
@@ -69,6 +102,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
         return exc.response()
+
+    for domain_error in _DOMAIN_ERRORS:
+        @app.exception_handler(domain_error)
+        async def _domain_error(_: Request, exc: Exception) -> Response:
+            return as_gateway_error(exc).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:

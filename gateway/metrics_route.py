@@ -1,4 +1,4 @@
-"""GET /metrics: the Prometheus exposition, for operators (see gateway.auth.require_admin)."""
+"""GET /metrics: the Prometheus exposition, for operators (see gateway.deps.require_admin)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from gateway.auth import AdminDep
+from gateway.deps import AdminDep
 from gateway.metrics import Scrape
 
 router = APIRouter(tags=["operations"])

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 
 class ImageError(Exception):
-    """An image the gateway refuses. `code` is machine-readable; the message says what to fix."""
+    """An image the gateway refuses. `code` is machine-readable; the message says what to fix.
 
-    def __init__(self, message: str, code: str = "invalid_image") -> None:
+    `param` names the request field the image came from, set by whoever knows it (not this package).
+    """
+
+    def __init__(self, message: str, code: str = "invalid_image", *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.param = param

@@ -1,31 +1,24 @@
 """The memory HTTP API: POST /search, GET /exchanges/{id}, GET /images/{sha256}, GET /memory/stats.
 
-`router` is included by the app at construction; the lifespan sets `app.state.memory` (a started
-`Memory`). Without it (memory disabled) the routes answer 503 `memory_disabled`.
+`router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
+(gateway.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
 
-Every route is scoped to the caller's tenant (gateway.auth.require_tenant). Another tenant's exchange
+Every route is scoped to the caller's tenant (gateway.deps.TenantDep). Another tenant's exchange
 or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
 operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
-Blocking work (CLIP, the store) runs in the threadpool, never on the event loop. Store and model
-failures are logged here and answered without their details (paths, URLs, library messages).
+The routes call only `Memory`'s methods (which keep blocking work off the event loop); the errors
+they raise become responses in gateway.errors, which logs store and model failures and answers them
+without their details (paths, URLs, library messages).
 """
 
 from __future__ import annotations
 
-import logging
-import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics
-from gateway.auth import Authenticator, Caller, CallerDep, TenantDep
-from gateway.errors import GatewayError
-from gateway.images import ImageError
-from gateway.memory.embed import EmbedderError, ImageDecodeError
+from gateway.deps import AuthDep, CallerDep, MemoryDep, TenantDep
 from gateway.memory.protocol import (
     ExchangeImage,
     ExchangeResponse,
@@ -33,36 +26,10 @@ from gateway.memory.protocol import (
     SearchRequest,
     SearchResponse,
 )
-from gateway.memory.service import Memory
-from gateway.memory.store.base import Hit, SearchFilter, StoreError
+from gateway.memory.store.base import Hit, SearchFilter
 from gateway.proxy.body import openapi_body, read_model
 
-log = logging.getLogger("visionrag.memory")
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
 router = APIRouter(tags=["memory"])
-
-
-async def get_memory(request: Request) -> Memory:
-    """The app's Memory (set as `app.state.memory` in the lifespan); 503 when memory is off.
-
-    Async: FastAPI would run a sync dependency in a worker thread, a hop that costs more than this.
-    """
-    memory = getattr(request.app.state, "memory", None)
-    if memory is None:
-        raise GatewayError(503, "memory is disabled on this gateway (VISIONRAG_MEMORY_ENABLED=false)",
-                           code="memory_disabled")
-    return memory
-
-
-MemoryDep = Annotated[Memory, Depends(get_memory)]
-
-
-def _unavailable(what: str, exc: Exception) -> GatewayError:
-    log.warning("%s is unavailable: %s: %s", what, type(exc).__name__, exc)
-    return GatewayError(503, f"{what} is unavailable right now; retry shortly", code="memory_unavailable")
 
 
 def image_url(request: Request, sha256: str | None) -> str | None:
@@ -76,12 +43,6 @@ async def search(
     memory: MemoryDep,
 ) -> SearchResponse:
     body = await read_model(request, SearchRequest)
-    image: bytes | None = None
-    if body.image is not None:
-        try:
-            image = (await memory.image_loader.load(body.image)).data
-        except ImageError as exc:
-            raise GatewayError(400, exc.message, param="image", code=exc.code) from None
     flt = SearchFilter(
         tenant=tenant,
         time_from=body.filters.time_from,
@@ -89,17 +50,7 @@ async def search(
         models=body.filters.models,
         user=body.filters.user,
     )
-    memory.worker.touch()
-    try:
-        outcome = await run_in_threadpool(
-            memory.searcher.search, flt, text=body.text, image=image, target=body.target, limit=body.limit
-        )
-    except ImageDecodeError:
-        raise GatewayError(400, "image: the image cannot be decoded", param="image", code="invalid_image") from None
-    except (EmbedderError, StoreError) as exc:
-        metrics.retrieval("search", None)
-        raise _unavailable("search", exc) from None
-    metrics.retrieval("search", len(outcome.hits))
+    outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
     return SearchResponse(
         data=[_hit(request, hit) for hit in outcome.hits],
         target=body.target,
@@ -114,10 +65,7 @@ async def get_exchange(
     tenant: TenantDep,
     memory: MemoryDep,
 ) -> ExchangeResponse:
-    exchange = await run_in_threadpool(memory.journal.get, exchange_id)
-    if exchange is None or exchange.tenant != tenant:
-        raise GatewayError(404, f"No exchange with id {exchange_id!r}.", param="exchange_id",
-                           code="exchange_not_found")
+    exchange = await memory.exchange(tenant, exchange_id)
     return ExchangeResponse(
         id=exchange.id,
         time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
@@ -142,52 +90,21 @@ async def get_exchange(
 async def get_image(
     sha256: str, tenant: TenantDep, memory: MemoryDep
 ) -> Response:
-    not_found = GatewayError(404, "No such image.", param="sha256", code="image_not_found")
-    if not _SHA256.match(sha256):
-        raise not_found
-    try:
-        mime = await run_in_threadpool(memory.store.image_mime, tenant, sha256)
-    except StoreError as exc:
-        raise _unavailable("images", exc) from None
-    data = await run_in_threadpool(memory.blobs.get, sha256) if mime else None
-    if data is None:
-        raise not_found
+    image = await memory.image(tenant, sha256)
     # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
-    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable",
-                                                    "X-Content-Type-Options": "nosniff"})
+    return Response(image.data, media_type=image.mime,
+                    headers={"Cache-Control": "private, max-age=31536000, immutable",
+                             "X-Content-Type-Options": "nosniff"})
 
 @router.get("/memory/stats")
-async def stats(request: Request, caller: CallerDep, memory: MemoryDep) -> dict[str, object]:
+async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str, object]:
     """A tenant's key: that tenant's backlog and stored points. An operator key: the whole memory path
     (backlog, worker, store) and the points of every tenant that has a key, `default` included."""
     if caller.admin:
-        auth: Authenticator = request.app.state.services.auth
-        return await run_in_threadpool(_all_tenants_stats, memory, auth.tenants)
-    return await run_in_threadpool(_tenant_stats, memory, caller)
-
-
-def _tenant_stats(memory: Memory, caller: Caller) -> dict[str, Any]:
+        return await memory.all_stats(auth.tenants)
     assert caller.tenant is not None
-    result: dict[str, Any] = {"tenant": caller.tenant, "backlog": memory.journal.backlog(caller.tenant)}
-    try:
-        result["points"] = memory.store.count(caller.tenant)
-    except StoreError as exc:
-        log.warning("memory stats: the store is unavailable: %s", exc)
-        result["points"] = None
-    return result
-
-
-def _all_tenants_stats(memory: Memory, tenants: list[str]) -> dict[str, Any]:
-    result = memory.stats()
-    if "error" not in result["store"]:
-        try:
-            result["tenants"] = {t: {"points": memory.store.count(t), "backlog": memory.journal.backlog(t)}
-                                 for t in tenants}
-        except StoreError as exc:
-            result["store"] = {"error": str(exc)}
-    return result
-
+    return await memory.tenant_stats(caller.tenant)
 
 
 def _hit(request: Request, hit: Hit) -> SearchHit:

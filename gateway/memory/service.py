@@ -1,4 +1,4 @@
-"""`Memory`: the one object the gateway wires in.
+"""`Memory`: the one object the gateway wires in, and the one the memory routes call.
 
     app.include_router(gateway.memory.routes.router)            # at construction
     # in the lifespan, after Services (journal, blobs, image loader) exist:
@@ -12,22 +12,41 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.images import ImageDecoder, ImageLoader
+from anyio import to_thread
+
+from gateway import metrics
+from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
-from gateway.memory.embed import ClipEmbedder
+from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
-from gateway.memory.search import Searcher
-from gateway.memory.store.base import StoreError, VectorStore
+from gateway.memory.search import Searcher, SearchOutcome
+from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.service_errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
+    from gateway.journal import Exchange
     from gateway.settings import Settings
 
 log = logging.getLogger("visionrag.memory")
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    data: bytes
+    mime: str
+
+
+async def _blocking(fn, /, *args: Any, **kwargs: Any) -> Any:
+    # The model and the store block: run them in the same threadpool the routes' own sync work uses.
+    return await to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 def open_store(settings: Settings) -> VectorStore:
@@ -117,13 +136,6 @@ class Memory:
         loader = image_loader or ImageLoader.from_settings(settings)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns)
 
-    @property
-    def router(self) -> APIRouter:
-        """The memory routes; they find this object as `app.state.memory`."""
-        from gateway.memory.routes import router
-
-        return router
-
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
         embedded store. A Qdrant server that is down is not an error here: the worker retries."""
@@ -169,4 +181,84 @@ class Memory:
                 result["store"]["tenant_points"] = self.store.count(tenant)
         except StoreError as exc:
             result["store"] = {"error": str(exc)}
+        return result
+
+    # --- what callers ask of memory; every one is scoped to a tenant ---------------------------------
+
+    async def search(
+        self,
+        flt: SearchFilter,
+        *,
+        text: str | None = None,
+        image: str | None = None,
+        target: Target = "all",
+        limit: int = 10,
+    ) -> SearchOutcome:
+        """Exactly one of `text` / `image` (a URL or data: URL, loaded with the gateway's guarded fetch).
+
+        Raises ImageError (param `image`) or ImageDecodeError for the client's image, Unavailable when
+        the model or the store fails.
+        """
+        data: bytes | None = None
+        if image is not None:
+            try:
+                data = (await self.image_loader.load(image)).data
+            except ImageError as exc:
+                exc.param = "image"
+                raise
+        self.worker.touch()
+        try:
+            outcome = await _blocking(self.searcher.search, flt, text=text, image=data, target=target, limit=limit)
+        except (EmbedderError, StoreError) as exc:
+            metrics.retrieval("search", None)
+            raise Unavailable("search") from exc
+        metrics.retrieval("search", len(outcome.hits))
+        return outcome
+
+    async def exchange(self, tenant: str, exchange_id: str) -> Exchange:
+        """The tenant's exchange. NotFound for one that does not exist and for another tenant's alike."""
+        exchange = await _blocking(self.journal.get, exchange_id)
+        if exchange is None or exchange.tenant != tenant:
+            raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
+        return exchange
+
+    async def image(self, tenant: str, sha256: str) -> StoredImage:
+        """An image one of the tenant's exchanges carried; NotFound otherwise, Unavailable if the store fails."""
+        not_found = NotFound("No such image.", param="sha256", code="image_not_found")
+        if not _SHA256.match(sha256):
+            raise not_found
+        try:
+            mime = await _blocking(self.store.image_mime, tenant, sha256)
+        except StoreError as exc:
+            raise Unavailable("images") from exc
+        data = await _blocking(self.blobs.get, sha256) if mime else None
+        if data is None or not mime:
+            raise not_found
+        return StoredImage(data, mime)
+
+    async def tenant_stats(self, tenant: str) -> dict[str, Any]:
+        """One tenant's backlog and stored points (None while the store is unavailable)."""
+        return await _blocking(self._tenant_stats, tenant)
+
+    async def all_stats(self, tenants: list[str]) -> dict[str, Any]:
+        """The whole memory path, and each of `tenants`' points and backlog."""
+        return await _blocking(self._all_stats, tenants)
+
+    def _tenant_stats(self, tenant: str) -> dict[str, Any]:
+        result: dict[str, Any] = {"tenant": tenant, "backlog": self.journal.backlog(tenant)}
+        try:
+            result["points"] = self.store.count(tenant)
+        except StoreError as exc:
+            log.warning("memory stats: the store is unavailable: %s", exc)
+            result["points"] = None
+        return result
+
+    def _all_stats(self, tenants: list[str]) -> dict[str, Any]:
+        result = self.stats()
+        if "error" not in result["store"]:
+            try:
+                result["tenants"] = {t: {"points": self.store.count(t), "backlog": self.journal.backlog(t)}
+                                     for t in tenants}
+            except StoreError as exc:
+                result["store"] = {"error": str(exc)}
         return result

@@ -22,9 +22,8 @@ from fastapi import FastAPI, routing
 from PIL import Image
 from pydantic import BaseModel
 
-from gateway.auth import identify_caller, require_admin, require_tenant
+from gateway.deps import get_memory, identify_caller, require_admin, require_tenant
 from gateway.memory.protocol import SearchRequest
-from gateway.memory.routes import get_memory
 from gateway.openapi import failures as F
 from gateway.openapi import schemas
 from gateway.proxy.body import openapi_body

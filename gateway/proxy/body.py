@@ -19,7 +19,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def max_body_bytes(request: Request) -> int:
-    return request.app.state.services.settings.max_body_bytes
+    return request.app.state.settings.max_body_bytes
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

@@ -4,6 +4,9 @@ The request body is forwarded as the client sent it, except for message content 
 part, images replaced by the verified `data:` URLs the model will see: see `messages`) and, for
 streams, a request for usage the journal needs. The upstream's response bytes reach the client
 unchanged.
+
+The service answers with a `Completion` (a whole body) or an `EventStream` (the relayed server-sent
+events); gateway.proxy.routes alone makes HTTP responses of them.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import GatewayError
 from gateway.images import ImageError, ImageLoader, LoadedImage
@@ -31,6 +34,29 @@ EXCHANGE_HEADER = "x-visionrag-exchange-id"
 _MEDIA_REFUSALS = frozenset({"invalid_content_part", "unsupported_content_part", "invalid_image_url"})
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer: the upstream's bytes as they are (or the gateway's own error in their place)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    # Set when the exchange was recorded: the body is then a completion, parsed here as `data`.
+    exchange_id: str | None = None
+    data: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EventStream:
+    """A streamed answer: the upstream's events as they arrive; the exchange is recorded before [DONE]."""
+
+    events: AsyncIterator[bytes]
+    exchange_id: str
+
+
+ChatResult = Completion | EventStream
+
+
 class ChatProxy:
     def __init__(self, pool: UpstreamPool, loader: ImageLoader, recorder: Recorder,
                  max_images: int) -> None:
@@ -39,14 +65,14 @@ class ChatProxy:
         self.recorder = recorder
         self.max_images = max_images
 
-    async def handle(self, payload: Any, tenant: str, endpoint: str = "chat.completions") -> Response:
+    async def handle(self, payload: Any, tenant: str, endpoint: str = "chat.completions") -> ChatResult:
         messages = require_messages(payload)
         refuse_unsafe_fields(payload)
         images = await self.normalize_images(messages)
         pending = PendingExchange.from_request(endpoint, tenant, payload, images)
         return await self._forward("/chat/completions", payload, pending)
 
-    async def complete_text(self, payload: Any, tenant: str) -> Response:
+    async def complete_text(self, payload: Any, tenant: str) -> ChatResult:
         """A text completion (`/v1/completions`): no images, recorded like a chat."""
         prompt = require_prompt(payload)
         refuse_unsafe_fields(payload)
@@ -54,7 +80,7 @@ class ChatProxy:
                                                messages=[{"role": "user", "text": prompt}])
         return await self._forward("/completions", payload, pending)
 
-    async def tokenize(self, payload: Any, path: str) -> Response:
+    async def tokenize(self, payload: Any, path: str) -> Completion:
         """`/tokenize` and `/detokenize`: not recorded, but chat-shaped input goes through the image path,
         because vLLM's /tokenize fetches and decodes message media like a chat would."""
         if not isinstance(payload, dict):
@@ -65,11 +91,11 @@ class ChatProxy:
         upstream = await self.pool.open("POST", path, orjson.dumps(payload), root=True)
         return _relay_body(upstream, await self.pool.read(upstream))
 
-    async def models(self) -> Response:
+    async def models(self) -> Completion:
         upstream = await self.pool.open("GET", "/models")
         return _relay_body(upstream, await self.pool.read(upstream))
 
-    async def _forward(self, path: str, payload: dict[str, Any], pending: PendingExchange) -> Response:
+    async def _forward(self, path: str, payload: dict[str, Any], pending: PendingExchange) -> ChatResult:
         if payload.get("stream"):
             strip_usage = _request_usage(payload)
             return await self._stream(path, orjson.dumps(payload), pending, strip_usage)
@@ -77,14 +103,17 @@ class ChatProxy:
 
     async def answer(self, payload: dict[str, Any], tenant: str, endpoint: str) -> tuple[dict[str, Any], str]:
         """A non-streamed completion as parsed JSON, for endpoints that reshape it (/predict)."""
-        response = await self.handle(payload, tenant, endpoint)
-        try:
-            body = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            body = {"message": response.body.decode("utf-8", "replace")[:500]}
-        if response.status_code != 200 or EXCHANGE_HEADER not in response.headers:
-            raise _upstream_error(response.status_code if response.status_code != 200 else 502, body)
-        return body, response.headers[EXCHANGE_HEADER]
+        result = await self.handle(payload, tenant, endpoint)
+        assert isinstance(result, Completion)  # the payload asks for no stream
+        if result.status == 200 and result.exchange_id is not None:
+            return result.data, result.exchange_id
+        body = result.data
+        if body is None:
+            try:
+                body = orjson.loads(result.body)
+            except orjson.JSONDecodeError:
+                body = {"message": result.body.decode("utf-8", "replace")[:500]}
+        raise _upstream_error(result.status if result.status != 200 else 502, body)
 
     async def normalize_images(self, messages: list[Any]) -> list[LoadedImage]:
         try:
@@ -107,18 +136,17 @@ class ChatProxy:
             try:
                 return await self.loader.load(part.url)
             except ImageError as exc:
-                raise GatewayError(400, f"{part.param}: {exc.message}", param=part.param, code=exc.code) from None
+                raise ImageError(f"{part.param}: {exc.message}", exc.code, param=part.param) from None
 
         loaded = await asyncio.gather(*(load(part) for part in parts))
         for part, image in zip(parts, loaded, strict=True):
             part.holder["url"] = image.data_url
         return list(loaded)
 
-    async def _complete(self, path: str, body: bytes, pending: PendingExchange) -> Response:
+    async def _complete(self, path: str, body: bytes, pending: PendingExchange) -> Completion:
         upstream = await self.pool.open("POST", path, body)
         raw = await self.pool.read(upstream)
         content_type = upstream.response.headers.get("Content-Type", "application/json")
-        headers = {}
         if upstream.status == 200:
             try:
                 data = orjson.loads(raw)
@@ -128,23 +156,17 @@ class ChatProxy:
                     pending, answer=answer, finish_reason=choice.get("finish_reason"),
                     usage=data.get("usage"), model=data.get("model"), upstream=upstream.upstream.base_url,
                 )
-                headers[EXCHANGE_HEADER] = pending.id
+                return Completion(upstream.status, raw, content_type, exchange_id=pending.id, data=data)
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
                 log.warning("upstream 200 response is not a chat completion; relayed, not recorded")
-        if not headers:
-            return _relay_body(upstream, raw)
-        return Response(raw, status_code=upstream.status, media_type=content_type, headers=headers)
+        return _relay_body(upstream, raw)
 
-    async def _stream(self, path: str, body: bytes, pending: PendingExchange, strip_usage: bool) -> Response:
+    async def _stream(self, path: str, body: bytes, pending: PendingExchange, strip_usage: bool) -> ChatResult:
         upstream = await self.pool.open("POST", path, body)
         content_type = upstream.response.headers.get("Content-Type", "")
         if upstream.status != 200 or not content_type.startswith("text/event-stream"):
             return _relay_body(upstream, await self.pool.read(upstream))
-        return StreamingResponse(
-            self._relay(upstream, pending, strip_usage),
-            media_type="text/event-stream",
-            headers={EXCHANGE_HEADER: pending.id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStream(self._relay(upstream, pending, strip_usage), pending.id)
 
     async def _relay(self, upstream: UpstreamResponse, pending: PendingExchange,
                      strip_usage: bool) -> AsyncIterator[bytes]:
@@ -204,19 +226,19 @@ def _request_usage(payload: dict[str, Any]) -> bool:
     return True
 
 
-def _relay_body(upstream: UpstreamResponse, raw: bytes) -> Response:
+def _relay_body(upstream: UpstreamResponse, raw: bytes) -> Completion:
     """The upstream's answer as it is, except its own failures: their bodies carry the model server's
     internals (exception text), and the client can do nothing with them."""
     if upstream.status >= 500:
         log.error("upstream %s answered %d: %s", upstream.upstream.base_url, upstream.status,
                   raw[:1000].decode("utf-8", "replace"))
         if upstream.status == 503:
-            return GatewayError(503, "the model server is unavailable; try again shortly",
-                                code="upstream_unavailable").response()
-        return GatewayError(502, "the model server failed to answer this request",
-                            code="upstream_error").response()
-    return Response(raw, status_code=upstream.status,
-                    media_type=upstream.response.headers.get("Content-Type", "application/json"))
+            error = GatewayError(503, "the model server is unavailable; try again shortly",
+                                 code="upstream_unavailable")
+        else:
+            error = GatewayError(502, "the model server failed to answer this request", code="upstream_error")
+        return Completion(error.status, orjson.dumps(error.body()))
+    return Completion(upstream.status, raw, upstream.response.headers.get("Content-Type", "application/json"))
 
 
 def require_prompt(payload: Any) -> str:

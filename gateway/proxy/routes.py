@@ -1,16 +1,18 @@
-"""HTTP routes of the request path. Thin: read, authenticate, hand over to ChatProxy."""
+"""HTTP routes of the request path. Thin: read, authenticate, hand over to ChatProxy, and make HTTP
+of what it answers (`_response`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.auth import TenantDep
-from gateway.errors import GatewayError
+from gateway.deps import ChatDep, TenantDep, authenticator, settings_of
+from gateway.errors import GatewayError, as_gateway_error
+from gateway.images import ImageError
 from gateway.proxy.body import openapi_body, read_json, read_model
-from gateway.proxy.chat import EXCHANGE_HEADER
+from gateway.proxy.chat import EXCHANGE_HEADER, ChatResult, EventStream
 from gateway.proxy.protocol import PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
@@ -23,41 +25,48 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+def _response(result: ChatResult) -> Response:
+    if isinstance(result, EventStream):
+        return StreamingResponse(
+            result.events,
+            media_type="text/event-stream",
+            headers={EXCHANGE_HEADER: result.exchange_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    headers = {EXCHANGE_HEADER: result.exchange_id} if result.exchange_id is not None else None
+    return Response(result.body, status_code=result.status, media_type=result.content_type, headers=headers)
+
+
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, tenant: TenantDep) -> Response:
-    services = _services(request)
-    payload = await read_json(request, services.settings.max_body_bytes)
-    return await services.chat.handle(payload, tenant)
+async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request, settings_of(request).max_body_bytes)
+    return _response(await chat.handle(payload, tenant))
 
 
 @router.post("/v1/completions")
-async def completions(request: Request, tenant: TenantDep) -> Response:
-    services = _services(request)
-    payload = await read_json(request, services.settings.max_body_bytes)
-    return await services.chat.complete_text(payload, tenant)
+async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request, settings_of(request).max_body_bytes)
+    return _response(await chat.complete_text(payload, tenant))
 
 
 @router.post("/tokenize")
-async def tokenize(request: Request, _: TenantDep) -> Response:
-    services = _services(request)
-    payload = await read_json(request, services.settings.max_body_bytes)
-    return await services.chat.tokenize(payload, "/tokenize")
+async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request, settings_of(request).max_body_bytes)
+    return _response(await chat.tokenize(payload, "/tokenize"))
 
 
 @router.post("/detokenize")
-async def detokenize(request: Request, _: TenantDep) -> Response:
-    services = _services(request)
-    payload = await read_json(request, services.settings.max_body_bytes)
-    return await services.chat.tokenize(payload, "/detokenize")
+async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request, settings_of(request).max_body_bytes)
+    return _response(await chat.tokenize(payload, "/detokenize"))
 
 
 @router.get("/v1/models")
-async def models(request: Request, _: TenantDep) -> Response:
-    return await _services(request).chat.models()
+async def models(_: TenantDep, chat: ChatDep) -> Response:
+    return _response(await chat.models())
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
-async def predict(request: Request, tenant: TenantDep) -> Response:
+async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
     body = await read_model(request, PredictRequest)
     services = _services(request)
     payload = {
@@ -72,9 +81,9 @@ async def predict(request: Request, tenant: TenantDep) -> Response:
         "max_tokens": body.max_tokens,
     }
     try:
-        completion, exchange_id = await services.chat.answer(payload, tenant, endpoint="predict")
-    except GatewayError as exc:
-        raise _as_predict_error(exc) from None
+        completion, exchange_id = await chat.answer(payload, tenant, endpoint="predict")
+    except (GatewayError, ImageError) as exc:
+        raise _as_predict_error(as_gateway_error(exc)) from None
     output = completion["choices"][0]["message"].get("content") or ""
     return JSONResponse({"output": output}, headers={EXCHANGE_HEADER: exchange_id})
 
@@ -110,6 +119,6 @@ async def ready(request: Request) -> Response:
     healthy = sum(replicas.values())
     body: dict[str, object] = {"status": "ready" if healthy else "unavailable",
                                "upstreams": {"healthy": healthy, "total": len(replicas)}}
-    if services.auth.presents_admin_key(request.headers.get("authorization")):
+    if authenticator(request).presents_admin_key(request.headers.get("authorization")):
         body["replicas"] = [{"url": url, "healthy": ok} for url, ok in replicas.items()]
     return JSONResponse(body, status_code=200 if healthy else 503)

@@ -18,11 +18,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway.auth import Authenticator
+from gateway.deps import wire
 from gateway.errors import install_error_handlers
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
+from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.settings import Settings
@@ -57,9 +59,8 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator(KEYS, "default", ["key-ops"]), settings=settings)
-    app.state.memory = memory  # what the gateway's lifespan does
-    app.include_router(memory.router)
+    wire(app, settings=settings, auth=Authenticator(KEYS, "default", ["key-ops"]), memory=memory)
+    app.include_router(memory_router)
     with TestClient(app) as client:
         yield Api(client=client, memory=memory, journal=journal)
 
@@ -208,8 +209,8 @@ def test_memory_disabled_is_a_clear_503() -> None:
 
     app = FastAPI()
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"), settings=Settings(_env_file=None))
-    app.include_router(router)  # included, but no app.state.memory: VISIONRAG_MEMORY_ENABLED=false
+    wire(app, settings=Settings(_env_file=None), auth=Authenticator({}, "default"))
+    app.include_router(router)  # included, but no Memory wired: VISIONRAG_MEMORY_ENABLED=false
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "x"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "memory_disabled"
@@ -264,9 +265,8 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
                     ImageLoader.from_settings(Settings(_env_file=None)))
     app = FastAPI()
     install_error_handlers(app)
-    app.state.services = SimpleNamespace(auth=Authenticator({}, "default"), settings=Settings(_env_file=None))
-    app.state.memory = memory
-    app.include_router(memory.router)
+    wire(app, settings=Settings(_env_file=None), auth=Authenticator({}, "default"), memory=memory)
+    app.include_router(memory_router)
     with TestClient(app) as client:
         response = client.post("/search", json={"text": "anything"})
         assert response.status_code == 503

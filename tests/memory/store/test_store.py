@@ -292,7 +292,7 @@ def test_remote_collection_layout_is_the_documented_one() -> None:
 
     from gateway.memory.store.remote import collection_layout
 
-    doc = (Path(__file__).resolve().parents[2] / "deploy" / "qdrant-cloud.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "deploy" / "qdrant-cloud.md").read_text()
     documented = json.loads(re.search(r"```json\n(\{\n  \"vectors\".*?)```", doc, re.DOTALL).group(1))  # type: ignore[union-attr]
     layout = collection_layout()
     request = models.CreateCollection(
