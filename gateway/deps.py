@@ -48,10 +48,6 @@ def authenticator(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
-def settings_of(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 async def require_tenant(request: Request) -> str:
     """The caller's tenant (401 if a key is required and missing or wrong)."""
     tenant = authenticator(request).tenant_for(request.headers.get("authorization"))

@@ -162,8 +162,8 @@ class Memory:
         if self._owns_loader:
             await self.image_loader.fetcher.close()
 
-    def stats(self, tenant: str | None = None) -> dict[str, Any]:
-        """Backlog and progress, for /memory/stats, health and metrics."""
+    def stats(self) -> dict[str, Any]:
+        """Backlog and progress of the whole memory path, for the operator's /memory/stats."""
         result: dict[str, Any] = {
             "backlog": self.journal.backlog(),
             "journal": self.journal.count(),
@@ -177,8 +177,6 @@ class Memory:
                 "points": store.points,
                 "indexed_vectors": store.indexed_vectors,
             }
-            if tenant is not None:
-                result["store"]["tenant_points"] = self.store.count(tenant)
         except StoreError as exc:
             result["store"] = {"error": str(exc)}
         return result

@@ -22,7 +22,10 @@ def max_body_bytes(request: Request) -> int:
     return request.app.state.settings.max_body_bytes
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request, max_bytes: int | None = None) -> Any:
+    """The body as JSON, refused over `max_bytes` (default: the app's VISIONRAG_MAX_BODY_BYTES)."""
+    if max_bytes is None:
+        max_bytes = max_body_bytes(request)
     too_large = GatewayError(
         413, f"request body is larger than the {max_bytes}-byte limit", code="request_too_large"
     )
@@ -49,7 +52,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 async def read_model(request: Request, model: type[M]) -> M:
     """The body as `model`, under VISIONRAG_MAX_BODY_BYTES; 400 naming the field when it does not fit."""
-    payload = await read_json(request, max_body_bytes(request))
+    payload = await read_json(request)
     if not isinstance(payload, dict):
         raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.deps import ChatDep, TenantDep, authenticator, settings_of
+from gateway.deps import ChatDep, TenantDep, authenticator
 from gateway.errors import GatewayError, as_gateway_error
 from gateway.images import ImageError
 from gateway.proxy.body import openapi_body, read_json, read_model
@@ -38,25 +38,25 @@ def _response(result: ChatResult) -> Response:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
-    payload = await read_json(request, settings_of(request).max_body_bytes)
+    payload = await read_json(request)
     return _response(await chat.handle(payload, tenant))
 
 
 @router.post("/v1/completions")
 async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
-    payload = await read_json(request, settings_of(request).max_body_bytes)
+    payload = await read_json(request)
     return _response(await chat.complete_text(payload, tenant))
 
 
 @router.post("/tokenize")
 async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
-    payload = await read_json(request, settings_of(request).max_body_bytes)
+    payload = await read_json(request)
     return _response(await chat.tokenize(payload, "/tokenize"))
 
 
 @router.post("/detokenize")
 async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
-    payload = await read_json(request, settings_of(request).max_body_bytes)
+    payload = await read_json(request)
     return _response(await chat.tokenize(payload, "/detokenize"))
 
 
