@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     ingested_at  REAL
 );
 CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
+-- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor.
+CREATE INDEX IF NOT EXISTS exchanges_recent ON exchanges (tenant, created_at, seq);
 """
 
 
@@ -103,6 +105,42 @@ class Journal:
             sql, args = sql + " AND tenant = ?", (tenant,)
         with self._lock:
             return self._db.execute(sql, args).fetchone()[0]
+
+    def recent(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        before: tuple[float, int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+        models: tuple[str, ...] = (),
+        user: str | None = None,
+    ) -> list[tuple[int, Exchange]]:
+        """One tenant's exchanges, newest first, with their `seq`: (created_at, seq) orders them, and
+        `before` (the last row's pair) continues after that row, so a page never repeats or skips rows
+        appended meanwhile."""
+        where, args = ["tenant = ?"], [tenant]
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND seq < ?))")
+            args += [before[0], before[0], before[1]]
+        if time_from is not None:
+            where.append("created_at >= ?")
+            args.append(time_from)
+        if time_to is not None:
+            where.append("created_at <= ?")
+            args.append(time_to)
+        if models:
+            where.append(f"model IN ({', '.join('?' * len(models))})")
+            args += list(models)
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        sql = (f"SELECT seq, record FROM exchanges INDEXED BY exchanges_recent WHERE {' AND '.join(where)}"
+               " ORDER BY created_at DESC, seq DESC LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [(seq, Exchange.from_dict(orjson.loads(record))) for seq, record in rows]
 
     def count(self) -> int:
         with self._lock:
