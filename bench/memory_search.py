@@ -41,6 +41,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from gateway.memory.search import Searcher
+from gateway.memory.store.base import probes_for
 from gateway.memory.store.edge import EdgeStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,11 +106,11 @@ def store_latency(
 
     flt = SearchFilter(tenant)
     for q in queries[:10]:
-        searcher.query(q.tolist(), flt, target=target, limit=10)  # warm-up
+        searcher.query(probes_for(q.tolist(), target), flt, limit=10)  # warm-up
     latencies, results = [], []
     for q in queries:
         started = time.perf_counter()
-        hits = searcher.query(q.tolist(), flt, target=target, limit=10)
+        hits = searcher.query(probes_for(q.tolist(), target), flt, limit=10)
         latencies.append((time.perf_counter() - started) * 1000)
         results.append([int(h.payload["exchange_id"][2:]) for h in hits])
     return latencies, results

@@ -222,7 +222,7 @@ def serve_before(port: int) -> None:
 def store_child(layout: str, n: int, path: Path, index: bool) -> dict:
     """In a fresh process: write n points with `layout`, reopen, search; optionally index and again."""
     from gateway.memory.points import StorePoint, point_id, rfc3339
-    from gateway.memory.store.base import SearchFilter
+    from gateway.memory.store.base import SearchFilter, probes_for
     from gateway.memory.store.edge import EdgeStore
 
     kind = EdgeStore
@@ -250,7 +250,7 @@ def store_child(layout: str, n: int, path: Path, index: bool) -> dict:
 
     def searches(store: EdgeStore) -> None:
         for q in rng.standard_normal((100, 512)).astype(np.float32):
-            store.query(q.tolist(), "all", SearchFilter("default"), 10)
+            store.query(probes_for(q.tolist(), "all"), SearchFilter("default"), 10)
 
     def grew() -> dict[str, int]:
         now = rss()

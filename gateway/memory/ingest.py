@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from gateway import metrics
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError
 from gateway.memory.points import PointPlan, StorePoint, plan_points
+from gateway.memory.reuse import VectorReuse
 from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
 
 log = logging.getLogger("visionrag.memory.ingest")
@@ -113,9 +115,11 @@ class IngestWorker:
         backoff: Backoff | None = None,
         maintenance: MaintenancePolicy | None = None,
         nice: int = 0,
+        reuse: VectorReuse | None = None,
     ) -> None:
         """`nice` > 0 lowers the worker thread's CPU priority by that much (Linux: per thread), so on a
-        busy box the request path gets the CPU first and ingest takes what is left."""
+        busy box the request path gets the CPU first and ingest takes what is left. `reuse` holds
+        vectors that retrieval for a chat already computed."""
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
@@ -125,6 +129,7 @@ class IngestWorker:
         self.backoff = backoff or Backoff()
         self.maintenance = maintenance or MaintenancePolicy(quiet_s=0)
         self.nice = nice
+        self.reuse = reuse or VectorReuse(0)
         self.native_id: int | None = None  # the worker thread's OS id, once running
         self.stats = IngestStats()
         self._prepared: _Prepared | None = None
@@ -254,9 +259,14 @@ class IngestWorker:
                 skipped += 1
             plans.extend(exchange_plans)
 
+        image_vectors: dict[str, np.ndarray] = {}
         images: dict[str, Image.Image] = {}
         unusable = 0
         for sha in dict.fromkeys(p.image_sha256 for p in plans if p.image_sha256):
+            reused = self.reuse.take_image(sha)
+            if reused is not None:
+                image_vectors[sha] = reused
+                continue
             data = self.blobs.get(sha)
             if data is None:
                 log.warning("image %s is missing from the blob store; storing its exchange without it", sha)
@@ -268,12 +278,17 @@ class IngestWorker:
                 log.warning("image %s does not decode (%s); storing its exchange without it", sha, exc)
                 unusable += 1
         image_shas = list(images)
-        image_vectors = dict(zip(image_shas, self.embedder.embed_images([images[s] for s in image_shas]), strict=True))
+        image_vectors.update(zip(image_shas, self.embedder.embed_images([images[s] for s in image_shas]), strict=True))
 
+        text_vectors: dict[str, np.ndarray] = {}
+        for text in dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t):
+            reused = self.reuse.take_text(text)
+            if reused is not None:
+                text_vectors[text] = reused
         # Sorted by length: a batch is padded to its longest text, so mixing short questions with long
         # answers would run the questions at the answers' length.
-        texts = sorted(dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t), key=len)
-        text_vectors = dict(zip(texts, self.embedder.embed_texts(texts), strict=True))
+        texts = sorted({t for p in plans for t in (p.question, p.answer) if t and t not in text_vectors}, key=len)
+        text_vectors.update(zip(texts, self.embedder.embed_texts(texts), strict=True))
 
         points: list[StorePoint] = []
         for plan in plans:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gateway import metrics
 from gateway.memory.embed import ClipEmbedder
-from gateway.memory.store.base import Hit, SearchFilter, Target, VectorStore
+from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
 
 
 @dataclass(slots=True)
@@ -44,22 +44,23 @@ class Searcher:
         else:
             vector = self.embedder.embed_images([image])[0]  # type: ignore[list-item]
         embedded = time.perf_counter()
-        hits = self.query(vector.tolist(), flt, target=target, limit=limit)
+        hits = self.query(probes_for(vector.tolist(), target), flt, limit=limit)
         done = time.perf_counter()
         metrics.EMBED_SEARCH.observe(embedded - started)
         metrics.STORE_QUERY.observe(done - embedded)
         return SearchOutcome(hits, (embedded - started) * 1000, (done - embedded) * 1000)
 
-    def query(self, vector: list[float], flt: SearchFilter, *, target: Target, limit: int) -> list[Hit]:
+    def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Hit]:
         """The store query alone, deduplicated to one hit (the best) per exchange.
 
         Text vectors live on one point per exchange, so `question`/`answer` hits are already unique;
         image and fused queries can hit several images of one exchange, hence the over-fetch.
         """
-        fetch = limit if target in ("question", "answer") else limit * 2
+        text_only = all(probe.using in ("question", "answer") for probe in probes) and len(probes) == 1
+        fetch = limit if text_only else limit * 2
         seen: set[str] = set()
         unique: list[Hit] = []
-        for hit in self.store.query(vector, target, flt, fetch):
+        for hit in self.store.query(probes, flt, fetch):
             exchange_id = str(hit.payload.get("exchange_id", hit.id))
             if exchange_id in seen:
                 continue

@@ -13,7 +13,7 @@ import pytest
 from gateway.journal import BlobStore, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import Backoff, IngestWorker, MaintenancePolicy
-from gateway.memory.store.base import SearchFilter, StoreUnavailable, VectorStore
+from gateway.memory.store.base import SearchFilter, StoreUnavailable, VectorStore, probes_for
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
 from tests.memory.conftest import noise_png
@@ -35,7 +35,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 def exchange_ids_in(store: VectorStore, tenant: str = "default") -> Counter[str]:
     """How many points hold text vectors per exchange (exactly one per stored exchange)."""
-    hits = store.query([1.0] + [0.0] * 511, "question", SearchFilter(tenant), 100)
+    hits = store.query(probes_for([1.0] + [0.0] * 511, "question"), SearchFilter(tenant), 100)
     return Counter(h.payload["exchange_id"] for h in hits)
 
 
@@ -52,7 +52,7 @@ def test_drain_stores_every_kind_of_exchange(journal, blobs, embedder, store, ma
     assert store.count() == 4  # 2 + 1 + 0 + 1 points
     assert worker.stats.skipped == 1 and worker.stats.points == 4
     assert exchange_ids_in(store) == {two_images.id: 1, text_only.id: 1, cut.id: 1}
-    image_hits = store.query(embedder.embed_images([noise_png(2)])[0].tolist(), "image", SearchFilter("default"), 1)
+    image_hits = store.query(probes_for(embedder.embed_images([noise_png(2)])[0].tolist(), "image"), SearchFilter("default"), 1)
     assert image_hits[0].payload["exchange_id"] == two_images.id and image_hits[0].payload["image_index"] == 1
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from gateway.memory.points import StorePoint
+from gateway.memory.points import VECTOR_NAMES, StorePoint, VectorName
 
 Target = Literal["image", "question", "answer", "all"]
 
@@ -48,6 +48,27 @@ class SearchFilter:
     time_to: datetime | None = None
     models: tuple[str, ...] = ()
     user: str | None = None
+    # Exchanges the caller must not get back (retrieval for a chat leaves out its own conversation).
+    exclude_exchanges: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class Probe:
+    """One ranking: the points nearest to `vector` on the named vector `using`, none below `min_score`.
+
+    A query of several probes fuses their rankings (Reciprocal Rank Fusion) inside the store, so a new
+    signal is one more probe, not a new store method.
+    """
+
+    vector: Sequence[float]
+    using: VectorName
+    min_score: float | None = None
+
+
+def probes_for(vector: Sequence[float], target: Target) -> list[Probe]:
+    """One query vector against one named vector, or against all of them (`target="all"`)."""
+    names = VECTOR_NAMES if target == "all" else (target,)
+    return [Probe(vector, name) for name in names]
 
 
 @dataclass(slots=True)
@@ -73,8 +94,9 @@ class VectorStore(Protocol):
     def upsert(self, points: Sequence[StorePoint]) -> None:
         """Write points; durable (acknowledged by the store) when this returns."""
 
-    def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
-        """Nearest points to `vector` on one named vector, or on all three fused with RRF."""
+    def query(self, probes: Sequence[Probe], flt: SearchFilter, limit: int) -> list[Hit]:
+        """One probe: its nearest points, scored by similarity. Several: their rankings fused with RRF
+        (scored by RRF). Scoped by `flt`; an empty list of probes finds nothing."""
 
     def image_mime(self, tenant: str, sha256: str) -> str | None:
         """The image's MIME type if one of `tenant`'s points references it, else None (the /images check)."""

@@ -41,12 +41,12 @@ from gateway.memory.store.base import (
     TENANT_FIELD,
     TIME_FIELD,
     Hit,
+    Probe,
     SearchFilter,
     StoreError,
     StoreLocked,
     StoreStats,
     StoreUnavailable,
-    Target,
 )
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
@@ -180,27 +180,34 @@ class EdgeStore:
         if self._unreleased_points >= _RELEASE_EVERY_POINTS:
             self.release_memory()
 
-    def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
-        query_vector = [float(x) for x in vector]
+    def query(self, probes: Sequence[Probe], flt: SearchFilter, limit: int) -> list[Hit]:
+        if not probes:
+            return []
         edge_filter = _filter(flt)
-        if target == "all":
+
+        def nearest(probe: Probe) -> qe.Query:
+            return qe.Query.Nearest([float(x) for x in probe.vector], using=probe.using)
+
+        if len(probes) == 1:
+            request = qe.QueryRequest(
+                limit=limit,
+                query=nearest(probes[0]),
+                filter=edge_filter,
+                score_threshold=probes[0].min_score,
+                with_payload=True,
+            )
+        else:
             prefetches = [
                 qe.Prefetch(
                     limit=limit * _PREFETCH_FACTOR,
-                    query=qe.Query.Nearest(query_vector, using=name),
+                    query=nearest(probe),
                     filter=edge_filter,
+                    score_threshold=probe.min_score,
                 )
-                for name in VECTOR_NAMES
+                for probe in probes
             ]
             request = qe.QueryRequest(
                 limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K), with_payload=True
-            )
-        else:
-            request = qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(query_vector, using=target),
-                filter=edge_filter,
-                with_payload=True,
             )
         with self._use() as shard:
             found = shard.query(request)
@@ -302,7 +309,10 @@ def _filter(flt: SearchFilter) -> qe.Filter:
         must.append(qe.FieldCondition("model", match=qe.MatchAny(list(flt.models))))
     if flt.user is not None:
         must.append(qe.FieldCondition("user", match=qe.MatchValue(flt.user)))
-    return qe.Filter(must=must)  # type: ignore[arg-type]
+    must_not: list[object] = []
+    if flt.exclude_exchanges:
+        must_not.append(qe.FieldCondition("exchange_id", match=qe.MatchAny(list(flt.exclude_exchanges))))
+    return qe.Filter(must=must, must_not=must_not or None)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from gateway.memory.store.base import (
     TENANT_FIELD,
     TIME_FIELD,
     Hit,
+    Probe,
     SearchFilter,
     StoreError,
     StoreStats,
     StoreUnavailable,
-    Target,
 )
 
 _PREFETCH_FACTOR = 4
@@ -113,30 +113,37 @@ class RemoteStore:
             # wait=True: returns once the server applied it, so the journal is marked only after that.
             self._client.upsert(self.collection, points=batch, wait=True)
 
-    def query(self, vector: Sequence[float], target: Target, flt: SearchFilter, limit: int) -> list[Hit]:
+    def query(self, probes: Sequence[Probe], flt: SearchFilter, limit: int) -> list[Hit]:
+        if not probes:
+            return []
         self.ensure_schema()
-        query_vector = [float(x) for x in vector]
         query_filter = _filter(flt)
         with self._call("query"):
-            if target == "all":
+            if len(probes) == 1:
+                probe = probes[0]
                 response = self._client.query_points(
                     self.collection,
-                    prefetch=[
-                        models.Prefetch(
-                            query=query_vector, using=name, limit=limit * _PREFETCH_FACTOR, filter=query_filter
-                        )
-                        for name in VECTOR_NAMES
-                    ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                    query=[float(x) for x in probe.vector],
+                    using=probe.using,
+                    query_filter=query_filter,
+                    score_threshold=probe.min_score,
                     limit=limit,
                     with_payload=True,
                 )
             else:
                 response = self._client.query_points(
                     self.collection,
-                    query=query_vector,
-                    using=target,
-                    query_filter=query_filter,
+                    prefetch=[
+                        models.Prefetch(
+                            query=[float(x) for x in probe.vector],
+                            using=probe.using,
+                            limit=limit * _PREFETCH_FACTOR,
+                            filter=query_filter,
+                            score_threshold=probe.min_score,
+                        )
+                        for probe in probes
+                    ],
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
                     limit=limit,
                     with_payload=True,
                 )
@@ -230,4 +237,9 @@ def _filter(flt: SearchFilter) -> models.Filter:
         must.append(models.FieldCondition(key="model", match=models.MatchAny(any=list(flt.models))))
     if flt.user is not None:
         must.append(models.FieldCondition(key="user", match=models.MatchValue(value=flt.user)))
-    return models.Filter(must=must)
+    must_not: list[Any] = []
+    if flt.exclude_exchanges:
+        must_not.append(
+            models.FieldCondition(key="exchange_id", match=models.MatchAny(any=list(flt.exclude_exchanges)))
+        )
+    return models.Filter(must=must, must_not=must_not or None)

@@ -13,7 +13,14 @@ import pytest
 
 from gateway.memory.points import StorePoint, point_id, rfc3339
 from gateway.memory.store import pages
-from gateway.memory.store.base import SearchFilter, StoreLocked, StoreUnavailable, VectorStore
+from gateway.memory.store.base import (
+    Probe,
+    SearchFilter,
+    StoreLocked,
+    StoreUnavailable,
+    VectorStore,
+    probes_for,
+)
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
 from tests.plugins.gateway_server import free_port
@@ -39,7 +46,7 @@ def point(n: int, *, tenant: str = "t1", model: str = "m1", user: str | None = N
 def test_nearest_on_each_named_vector(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(20)])
     for slot, target in enumerate(("image", "question", "answer")):
-        hits = store.query(unit(5 * 10 + slot), target, SearchFilter("t1"), 3)
+        hits = store.query(probes_for(unit(5 * 10 + slot), target), SearchFilter("t1"), 3)
         assert hits[0].payload["exchange_id"] == "ex5"
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
         assert len(hits) == 3
@@ -52,25 +59,56 @@ def test_fused_query_ranks_the_exchange_matching_every_vector_first(store: Vecto
     image_only = point(91)
     image_only.vectors["image"] = query  # ties on the image ranking, loses on the other two
     store.upsert([point(n) for n in range(20)] + [image_only, everywhere])
-    hits = store.query(query, "all", SearchFilter("t1"), 5)
+    hits = store.query(probes_for(query, "all"), SearchFilter("t1"), 5)
     assert hits[0].payload["exchange_id"] == "ex90"
     assert len({h.id for h in hits}) == len(hits) == 5
     # RRF scores are rank-based: strictly decreasing down the list here.
     assert hits[0].score > hits[1].score
 
 
+def test_probes_of_different_vectors_fuse_into_one_ranking(store: VectorStore) -> None:
+    # Retrieval for a chat asks with two query vectors at once: the image's and the question's.
+    image_query, text_query = unit(777), unit(778)
+    both = point(80)
+    both.vectors.update(image=image_query, question=text_query)
+    image_only = point(81)
+    image_only.vectors["image"] = image_query  # ties with ex80 on the image, random on the question
+    store.upsert([point(n) for n in range(20)] + [image_only, both])
+    hits = store.query([Probe(image_query, "image"), Probe(text_query, "question")], SearchFilter("t1"), 3)
+    assert hits[0].payload["exchange_id"] == "ex80"
+    assert hits[0].score > hits[1].score
+
+
+def test_min_score_keeps_only_close_points_in_each_probe(store: VectorStore) -> None:
+    store.upsert([point(n) for n in range(20)])
+    exact = store.query([Probe(unit(50), "image", min_score=0.99)], SearchFilter("t1"), 5)
+    assert [h.payload["exchange_id"] for h in exact] == ["ex5"]
+    fused = store.query([Probe(unit(50), "image", min_score=0.99), Probe(unit(71), "question", min_score=0.99)],
+                        SearchFilter("t1"), 5)
+    assert {h.payload["exchange_id"] for h in fused} == {"ex5", "ex7"}
+    assert store.query([Probe(unit(999), "image", min_score=0.99)], SearchFilter("t1"), 5) == []
+
+
+def test_excluded_exchanges_never_come_back(store: VectorStore) -> None:
+    store.upsert([point(n) for n in range(5)])
+    flt = SearchFilter("t1", exclude_exchanges=("ex2", "ex3"))
+    for probes in (probes_for(unit(20), "image"), probes_for(unit(20), "all")):
+        found = {h.payload["exchange_id"] for h in store.query(probes, flt, 10)}
+        assert found == {"ex0", "ex1", "ex4"}
+
+
 def test_points_with_a_subset_of_vectors(store: VectorStore) -> None:
     store.upsert([point(1, names=("question", "answer")), point(2, names=("image",))])
-    image_hits = store.query(unit(10), "image", SearchFilter("t1"), 5)
+    image_hits = store.query(probes_for(unit(10), "image"), SearchFilter("t1"), 5)
     assert [h.payload["exchange_id"] for h in image_hits] == ["ex2"]  # ex1 has no image vector
-    answer_hits = store.query(unit(12), "answer", SearchFilter("t1"), 5)
+    answer_hits = store.query(probes_for(unit(12), "answer"), SearchFilter("t1"), 5)
     assert [h.payload["exchange_id"] for h in answer_hits] == ["ex1"]
 
 
 def test_tenant_scoping(store: VectorStore) -> None:
     store.upsert([point(1, tenant="a"), point(2, tenant="b")])
-    assert [h.payload["exchange_id"] for h in store.query(unit(20), "image", SearchFilter("a"), 5)] == ["ex1"]
-    assert store.query(unit(10), "image", SearchFilter("nobody"), 5) == []
+    assert [h.payload["exchange_id"] for h in store.query(probes_for(unit(20), "image"), SearchFilter("a"), 5)] == ["ex1"]
+    assert store.query(probes_for(unit(10), "image"), SearchFilter("nobody"), 5) == []
     assert store.count("a") == 1 and store.count() == 2
 
 
@@ -84,7 +122,7 @@ def test_filters_time_model_user(store: VectorStore) -> None:
     ])
 
     def ids(flt: SearchFilter) -> set[str]:
-        return {h.payload["exchange_id"] for h in store.query(unit(10), "image", flt, 10)}
+        return {h.payload["exchange_id"] for h in store.query(probes_for(unit(10), "image"), flt, 10)}
 
     assert ids(SearchFilter("t1")) == {"ex1", "ex2", "ex3"}
     assert ids(SearchFilter("t1", time_from=datetime.fromtimestamp(t0 + day / 2, UTC))) == {"ex2", "ex3"}
@@ -124,7 +162,7 @@ def test_edge_persists_across_reopen_and_indexes_on_optimize(tmp_path: Path) -> 
     reopened.ensure_schema()  # idempotent on an existing shard
     assert reopened.count() == 50
     reopened.optimize()
-    assert reopened.query(unit(30), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
+    assert reopened.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
     reopened.close()
 
 
@@ -144,7 +182,7 @@ def test_remote_store_where_nothing_listens_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match="unreachable"):
         down.upsert([point(1)])
     with pytest.raises(StoreUnavailable):
-        down.query(unit(1), "image", SearchFilter("t1"), 1)
+        down.query(probes_for(unit(1), "image"), SearchFilter("t1"), 1)
 
 
 def test_edge_optimize_runs_in_a_child_without_freezing_this_process(tmp_path: Path) -> None:
@@ -192,11 +230,11 @@ def test_edge_optimize_runs_in_a_child_without_freezing_this_process(tmp_path: P
     assert ticks > elapsed * 200  # ~1000/s when free; the GIL was never held for long
     assert refused  # while the child held the shard, operations failed fast instead of blocking
     assert store.stats().indexed_vectors > 0
-    assert store.query(vectors[42].tolist(), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex42"
+    assert store.query(probes_for(vectors[42].tolist(), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex42"
     # The indexed segment scores int8 copies (rescored from the float originals): each point is still
     # its own nearest neighbour.
     sample = rng.choice(6000, 50, replace=False)
-    found = [store.query(vectors[n].tolist(), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] for n in sample]
+    found = [store.query(probes_for(vectors[n].tolist(), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] for n in sample]
     assert found == [f"ex{n}" for n in sample]
     store.close()
 
@@ -228,7 +266,7 @@ def test_edge_hands_the_pages_of_written_points_back(tmp_path: Path) -> None:
     assert pages.resident_bytes(tmp_path / "shard") < 2 * 1024 * 1024
     assert store.count() == 3000
     for n in (0, 1500, 2999):
-        hit = store.query(points[n].vectors["answer"], "answer", SearchFilter("t1"), 1)[0]
+        hit = store.query(probes_for(points[n].vectors["answer"], "answer"), SearchFilter("t1"), 1)[0]
         assert hit.payload["exchange_id"] == f"ex{n}" and hit.score == pytest.approx(1.0, abs=1e-4)
         assert hit.payload["answer"] == points[n].payload["answer"]
     store.close()
@@ -250,8 +288,8 @@ def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
     store.ensure_schema()
     assert store.count() == 30
     store.upsert([point(n) for n in range(30, 40)])
-    assert store.query(unit(7 * 10 + 1), "question", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex7"
-    assert store.query(unit(35 * 10), "image", SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex35"
+    assert store.query(probes_for(unit(7 * 10 + 1), "question"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex7"
+    assert store.query(probes_for(unit(35 * 10), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex35"
     store.close()
     written = json.loads((path / "edge_config.json").read_text())
     assert {v["memory"] for v in written["vectors"].values()} == {"cold"}
