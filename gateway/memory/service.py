@@ -23,10 +23,13 @@ from anyio import to_thread
 from gateway import metrics
 from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
+from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
+from gateway.memory.thumbnails import Thumbnails
 from gateway.service_errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -233,6 +236,44 @@ class Memory:
         if data is None or not mime:
             raise not_found
         return StoredImage(data, mime)
+
+    # --- browsing and thumbnails (the web page's grids) -----------------------------------------------
+
+    @functools.cached_property
+    def thumbnails(self) -> Thumbnails:
+        # Beside the originals, under the data dir.
+        return Thumbnails(self.blobs.root.parent / "thumbnails")
+
+    async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
+        """The tenant's exchanges, newest first, one page; ServiceError for a cursor it did not make."""
+        before = decode_cursor(query.cursor) if query.cursor else None
+        rows = await _blocking(self.journal.recent, tenant, limit=query.limit + 1, before=before,
+                               time_from=query.time_from, time_to=query.time_to, models=query.models,
+                               user=query.user)
+        page, more = rows[: query.limit], len(rows) > query.limit
+        cursor = encode_cursor(page[-1][1].created_at, page[-1][0]) if more else None
+        return ExchangePage([exchange for _, exchange in page], cursor)
+
+    async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
+        """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
+        NotFound exactly where `image` answers it."""
+        not_found = NotFound("No such image.", param="sha256", code="image_not_found")
+        if not _SHA256.match(sha256):
+            raise not_found
+        try:
+            mime = await _blocking(self.store.image_mime, tenant, sha256)
+        except StoreError as exc:
+            raise Unavailable("images") from exc
+        if not mime:
+            raise not_found
+        try:
+            data = await _blocking(self.thumbnails.get, sha256, size, lambda: self.blobs.get(sha256))
+        except OSError as exc:  # Pillow cannot read the stored bytes (verified once, so not expected)
+            log.warning("thumbnail of %s failed: %s", sha256, exc)
+            raise not_found from exc
+        if data is None:
+            raise not_found
+        return StoredImage(data, THUMBNAIL_MIME)
 
     async def tenant_stats(self, tenant: str) -> dict[str, Any]:
         """One tenant's backlog and stored points (None while the store is unavailable)."""
