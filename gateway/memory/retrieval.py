@@ -1,0 +1,99 @@
+"""Retrieval for a chat: the caller's past exchanges that bear on what is being asked now.
+
+Every signal the gateway has goes into one store query (`Probe`s fused with RRF inside the store):
+the current image against past images, the question against past questions and past answers. Each
+probe keeps only points above its own minimum similarity, so a past exchange is a source because it is
+close on at least one signal, and the fusion ranks those that are close on several first. One source
+per exchange; the conversation's own earlier turns are left out (the model already has them).
+
+The query vectors are handed to `VectorReuse`, so ingesting this exchange later does not embed the
+same question and image again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.memory.embed import ClipEmbedder
+from gateway.memory.reuse import VectorReuse
+from gateway.memory.store.base import Probe, SearchFilter, VectorStore
+
+
+@dataclass(frozen=True, slots=True)
+class RecallQuery:
+    """What is being asked now."""
+
+    question: str
+    image: bytes | None = None  # the first image of the request, if any
+    image_sha256: str | None = None
+    # Answers already in the conversation: exchanges with these answers are not sources again.
+    known_answers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    exchange_id: str
+    score: float  # the fused (RRF) score: higher ranks first
+    question: str
+    answer: str
+    time: float  # unix seconds
+    model: str
+    image_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Minimum cosine similarity per signal. CLIP's image-image and text-text similarities live on
+    different scales, hence one each."""
+
+    image: float = 0.85
+    text: float = 0.85
+
+
+class Retriever:
+    def __init__(self, embedder: ClipEmbedder, store: VectorStore, reuse: VectorReuse) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.reuse = reuse
+
+    def recall(self, query: RecallQuery, flt: SearchFilter, *, k: int, thresholds: Thresholds) -> list[Source]:
+        """Blocking (model + store): call it from a worker thread. Raises EmbedderError/StoreError."""
+        probes: list[Probe] = []
+        if query.image is not None:
+            image_vector = self.embedder.embed_images([query.image])[0]
+            probes.append(Probe(image_vector.tolist(), "image", thresholds.image))
+            if query.image_sha256:
+                self.reuse.put_image(query.image_sha256, image_vector)
+        question = query.question.strip()
+        if question:
+            text_vector: np.ndarray = self.embedder.embed_texts([question])[0]
+            self.reuse.put_text(question, text_vector)
+            probes += [Probe(text_vector.tolist(), "question", thresholds.text),
+                       Probe(text_vector.tolist(), "answer", thresholds.text)]
+        if not probes:
+            return []
+        # Over-fetch: an exchange with several images has several points, and known turns are dropped.
+        hits = self.store.query(probes, flt, k * 2 + len(query.known_answers))
+        sources: list[Source] = []
+        seen: set[str] = set()
+        for hit in hits:
+            payload = hit.payload
+            exchange_id = str(payload.get("exchange_id", hit.id))
+            answer = str(payload.get("answer") or "")
+            if exchange_id in seen or (answer and answer in query.known_answers):
+                continue
+            seen.add(exchange_id)
+            sources.append(Source(
+                exchange_id=exchange_id,
+                score=hit.score,
+                question=str(payload.get("question") or ""),
+                answer=answer,
+                time=float(payload.get("ts") or 0.0),
+                model=str(payload.get("model") or ""),
+                image_sha256=payload.get("image_sha256"),
+            ))
+            if len(sources) == k:
+                break
+        return sources
