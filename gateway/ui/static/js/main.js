@@ -1,6 +1,6 @@
 // The page's router: #/search, #/browse, #/exchange/{id}, #/chat. Each view renders into <main>.
 
-import { forgetKey, hasKey, askForKey } from "./api.js";
+import { askForKey, call, forgetKey, hasKey } from "./api.js";
 import { browseView } from "./browse.js";
 import { chatView } from "./chat.js";
 import { clear } from "./dom.js";
@@ -43,7 +43,13 @@ keyButton.hidden = !hasKey();
 keyButton.addEventListener("click", async () => {
   forgetKey();
   await askForKey("");
-  route();
+  // Ask for a key up front when the gateway wants one (any view may need it; the search form would
+// otherwise only find out on its first search).
+call("/exchanges?limit=1").catch(() => {});
+route();
 });
 
+// Ask for a key up front when the gateway wants one (any view may need it; the search form would
+// otherwise only find out on its first search).
+call("/exchanges?limit=1").catch(() => {});
 route();
