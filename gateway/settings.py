@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # quiet_s <= 0: never from the gateway; run `visionrag optimize` while it is stopped.
     memory_optimize_min_points: int = 20_000
     memory_optimize_quiet_s: float = 600.0
+    # Retention: exchanges older than this many days are forgotten (journal, store, images) by a sweep
+    # every memory_retention_interval_s; 0 keeps them forever. Per tenant: `tenant:days` entries.
+    memory_retention_days: float = Field(default=0.0, ge=0)
+    memory_retention_tenant_days: CommaList = Field(default_factory=list)
+    memory_retention_interval_s: float = Field(default=3600.0, gt=0)
 
     # --- memory in the answer: past exchanges as numbered sources (retrieval-augmented chat) ------
     # For chats that do not say; a request says with `"visionrag": {"memory": true}` (or false).
@@ -146,7 +151,8 @@ class Settings(BaseSettings):
     # same calls as a server (so it exercises that adapter) but is brute force: never for production.
     qdrant_local_path: Path | None = None
 
-    @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", mode="before")
+    @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", "memory_retention_tenant_days",
+                     mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
