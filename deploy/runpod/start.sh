@@ -8,6 +8,7 @@ set -euo pipefail
 # once its process exists; the trap forwards TERM, waits, and exits.
 pids=()
 stop_all() {
+  set +e
   trap - TERM INT
   ((${#pids[@]})) && kill -TERM "${pids[@]}" 2>/dev/null
   wait
