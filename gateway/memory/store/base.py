@@ -109,3 +109,6 @@ class VectorStore(Protocol):
         """Build/refresh indexes now. May block for long; see `ingest.MaintenancePolicy`."""
 
     def close(self) -> None: ...
+
+    def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns."""
