@@ -187,7 +187,8 @@ def test_start_script_stops_vllm_when_signalled_during_start_up(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     marker = tmp_path / "python3.pid"
-    (bin_dir / "python3").write_text(f"#!/bin/bash\nif [[ $1 == -m ]]; then echo $$ > {marker}; exec sleep 300; fi\nexit 1\n")
+    stand_in = f"#!/bin/bash\n[[ $1 == *gpu_preflight.py ]] && exit 0\nif [[ $1 == -m ]]; then echo $$ > {marker}; exec sleep 300; fi\nexit 1\n"
+    (bin_dir / "python3").write_text(stand_in)
     (bin_dir / "python3").chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HF_TOKEN": "t", "VLLM_API_KEY": "k", "VISIONRAG_API_KEYS": "a:b",
            "HF_HOME": str(tmp_path / "hf"), "VISIONRAG_DATA_DIR": str(tmp_path / "d"),
