@@ -215,7 +215,8 @@ def test_documented_statuses_are_the_ones_the_gateway_answers(tmp_path, memory):
     tenant = {"Authorization": "Bearer sk-acme"}
     valid = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
              "/v1/completions": {"prompt": "hi"}, "/tokenize": {"prompt": "hi"}, "/detokenize": {"tokens": [1]},
-             "/predict": {"image_url": "data:,", "user_query": "hi"}, "/search": {"text": "cat"}}
+             "/predict": {"image_url": "data:,", "user_query": "hi"}, "/search": {"text": "cat"},
+             "/exchanges/forget": {"user": "nobody"}}
 
     async def scenario() -> list[tuple[str, str, str, int, dict]]:
         answers = []
