@@ -108,6 +108,11 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("post", "/search"): RouteDoc(
         body=SearchRequest, failures=(*F.SEARCH, F.memory_unavailable("search")),
         description="Past exchanges of the caller's tenant, most similar first, by text or by image."),
+    ("get", "/exchanges"): RouteDoc(
+        failures=(F.Failure(400, "invalid_cursor", "`cursor` is not one this gateway returned", "invalid_cursor",
+                            param="cursor"),),
+        description="The caller's tenant's exchanges, most recent first, a page at a time: pass `next_cursor` "
+                    "back as `cursor` for the next (older) page."),
     ("get", "/exchanges/{exchange_id}"): RouteDoc(
         failures=(F.EXCHANGE_NOT_FOUND,),
         description="One recorded exchange of the caller's tenant (another tenant's answers 404)."),
@@ -122,7 +127,8 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
         description="Forget every exchange of the caller's tenant of one `user` and/or older than `before`."),
     ("get", "/images/{sha256}"): RouteDoc(
         failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images")),
-        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404)."),
+        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404). "
+                    "With `size`, a WebP thumbnail (made once, cached) instead of the original."),
     ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
         "200": {"description": "At least one upstream replica answers.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
