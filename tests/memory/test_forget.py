@@ -334,3 +334,27 @@ def _filter():
     from gateway.memory.store.base import SearchFilter
 
     return SearchFilter(tenant="acme")
+
+
+def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embedder: ClipEmbedder) -> None:
+    import asyncio
+
+    journal, blobs, store = data.journal(), data.blobs(), data.store()
+    old = exchange(secret("q"), secret("a"), [noise_png(61)], blobs, created_at=time.time() - 3 * DAY_S)
+    new = exchange("new", "new answer", [noise_png(62)], blobs)
+    for one in (old, new):
+        journal.append(one)
+    worker = IngestWorker(journal, blobs, embedder, store, poll_interval_s=0.05)
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)),
+                    retention=Retention(days=2, interval_s=0.1))
+    memory.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (journal.get(old.id) is not None or journal.backlog()):
+            time.sleep(0.05)
+        assert journal.get(old.id) is None and journal.get(new.id) is not None
+        assert not blobs.path(old.images[0].sha256).exists()
+    finally:
+        asyncio.run(memory.stop())
+        journal.close()
+    assert found_in(data.root, needles_of(old.question, old.answer, noise_png(61))) == {}
