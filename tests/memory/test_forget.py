@@ -358,3 +358,37 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
         asyncio.run(memory.stop())
         journal.close()
     assert found_in(data.root, needles_of(old.question, old.answer, noise_png(61))) == {}
+
+
+def test_retrieval_for_chat_never_returns_a_forgotten_exchange(api: Api) -> None:
+    from gateway.memory.retrieval import RecallQuery, Thresholds
+    from gateway.memory.store.base import SearchFilter
+
+    question = secret("q")
+    target = exchange(question, secret("a"), [noise_png(71)], api.blobs)
+    ingest(api, target)
+
+    def recall() -> list[str]:
+        sources = api.memory.retriever.recall(RecallQuery(question=question), SearchFilter(tenant="acme"), k=4,
+                                              thresholds=Thresholds(image=0.5, text=0.5))
+        return [source.exchange_id for source in sources]
+
+    assert recall() == [target.id]
+    assert api.client.delete(f"/exchanges/{target.id}", headers=A).status_code == 204
+    assert recall() == []
+
+
+def test_a_journal_older_than_image_references_is_backfilled(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "images")
+    journal = Journal(tmp_path / "journal.sqlite3")
+    one = exchange("q", "a", [noise_png(81), noise_png(82)], blobs)
+    journal.append(one)
+    # As an older version left it: no image references, schema version 0.
+    journal._db.execute("DELETE FROM exchange_images")
+    journal._db.execute("PRAGMA user_version=0")
+    journal.close()
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        assert journal.referenced(i.sha256 for i in one.images) == {i.sha256 for i in one.images}
+    finally:
+        journal.close()
