@@ -20,6 +20,7 @@ from gateway.memory.service import Memory
 from gateway.metrics import MetricsMiddleware
 from gateway.metrics_route import router as metrics_router
 from gateway.openapi import install_openapi
+from gateway.proxy.augment import Augmenter
 from gateway.proxy.routes import router as proxy_router
 from gateway.services import Services
 from gateway.settings import Settings
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                               image_loader=services.loader)
                 # Opens the store: fails start-up with a clear error if another process holds it.
                 await asyncio.to_thread(memory.start)
+            # Chats put memory into answers when asked (or by default), through the memory service.
+            services.chat.augmenter = Augmenter.from_settings(settings, memory, services.pool)
             wire(app, settings=settings, auth=services.auth, chat=services.chat, memory=memory,
                  services=services)
             yield

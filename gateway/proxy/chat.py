@@ -12,6 +12,7 @@ events); gateway.proxy.routes alone makes HTTP responses of them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.images import ImageError, ImageLoader, LoadedImage
 from gateway.metrics import IMAGES_REFUSED
+from gateway.proxy.augment import Augmenter, ChatTurn, MemoryUse, pop_options
 from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, require_messages
+from gateway.proxy.protocol import MemoryOptions
 from gateway.proxy.recorder import PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
 from gateway.proxy.upstream import UpstreamPool, UpstreamResponse
@@ -44,6 +47,8 @@ class Completion:
     # Set when the exchange was recorded: the body is then a completion, parsed here as `data`.
     exchange_id: str | None = None
     data: Any = field(default=None, compare=False, repr=False)
+    # What memory did for this answer (None where memory does not apply: tokenize, models, errors).
+    memory: MemoryUse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class EventStream:
 
     events: AsyncIterator[bytes]
     exchange_id: str
+    memory: MemoryUse | None = None
 
 
 ChatResult = Completion | EventStream
@@ -59,22 +65,45 @@ ChatResult = Completion | EventStream
 
 class ChatProxy:
     def __init__(self, pool: UpstreamPool, loader: ImageLoader, recorder: Recorder,
-                 max_images: int) -> None:
+                 max_images: int, augmenter: Augmenter | None = None) -> None:
         self.pool = pool
         self.loader = loader
         self.recorder = recorder
         self.max_images = max_images
+        # Puts memory into answers; None: chats go as sent (`"visionrag"` options are still removed).
+        self.augmenter = augmenter
 
     async def handle(self, payload: Any, tenant: str, endpoint: str = "chat.completions") -> ChatResult:
         messages = require_messages(payload)
+        options = pop_options(payload)
         refuse_unsafe_fields(payload)
         images = await self.normalize_images(messages)
+        # Built before memory touches the messages: the journal keeps what the client sent.
         pending = PendingExchange.from_request(endpoint, tenant, payload, images)
-        return await self._forward("/chat/completions", payload, pending)
+        memory = await self._augment(payload, pending, options)
+        pending.memory = memory.journal() if memory.reason != "off" else None
+        result = await self._forward("/chat/completions", payload, pending)
+        return dataclasses.replace(result, memory=memory) if result.exchange_id is not None else result
+
+    async def _augment(self, payload: dict[str, Any], pending: PendingExchange, options: MemoryOptions) -> MemoryUse:
+        if self.augmenter is None:
+            return MemoryUse("disabled" if options.memory else "off")
+        turn = ChatTurn(
+            tenant=pending.tenant,
+            exchange_id=pending.id,
+            user=pending.user,
+            question=next((m["text"] for m in reversed(pending.messages) if m["role"] == "user" and m["text"]), ""),
+            images=pending.images,
+            known_answers=frozenset(m["text"] for m in pending.messages if m["role"] == "assistant" and m["text"]),
+        )
+        return await self.augmenter.augment(payload, turn, options)
 
     async def complete_text(self, payload: Any, tenant: str) -> ChatResult:
         """A text completion (`/v1/completions`): no images, recorded like a chat."""
         prompt = require_prompt(payload)
+        if pop_options(payload).memory:
+            raise GatewayError(400, "memory in the answer works with chat completions (/v1/chat/completions)",
+                               param="visionrag.memory", code="invalid_parameter")
         refuse_unsafe_fields(payload)
         pending = PendingExchange.from_request("completions", tenant, payload, [],
                                                messages=[{"role": "user", "text": prompt}])
@@ -85,6 +114,7 @@ class ChatProxy:
         because vLLM's /tokenize fetches and decodes message media like a chat would."""
         if not isinstance(payload, dict):
             raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+        pop_options(payload)
         refuse_unsafe_fields(payload)
         if "messages" in payload:
             await self.normalize_images(require_messages(payload))
@@ -101,12 +131,13 @@ class ChatProxy:
             return await self._stream(path, orjson.dumps(payload), pending, strip_usage)
         return await self._complete(path, orjson.dumps(payload), pending)
 
-    async def answer(self, payload: dict[str, Any], tenant: str, endpoint: str) -> tuple[dict[str, Any], str]:
-        """A non-streamed completion as parsed JSON, for endpoints that reshape it (/predict)."""
+    async def answer(self, payload: dict[str, Any], tenant: str, endpoint: str) -> Completion:
+        """A recorded, non-streamed completion (parsed in `data`), for endpoints that reshape it
+        (/predict); any other outcome is raised as the error it is."""
         result = await self.handle(payload, tenant, endpoint)
         assert isinstance(result, Completion)  # the payload asks for no stream
         if result.status == 200 and result.exchange_id is not None:
-            return result.data, result.exchange_id
+            return result
         body = result.data
         if body is None:
             try:

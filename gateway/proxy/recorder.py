@@ -24,6 +24,8 @@ class PendingExchange:
     user: str | None
     messages: list[dict[str, str]]
     images: list[LoadedImage]
+    # What memory put into the answer (MemoryUse.journal()); None when it was not asked for.
+    memory: dict[str, Any] | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -81,7 +83,7 @@ class Recorder:
             usage=usage,
             latency_ms=round((time.perf_counter() - pending.started) * 1000, 3),
             status=status,
-            extra={"upstream": upstream} if upstream else {},
+            extra={key: value for key, value in (("upstream", upstream), ("memory", pending.memory)) if value},
         )
         self.journal.append(exchange)
         metrics.recorded(status)

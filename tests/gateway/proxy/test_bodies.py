@@ -107,7 +107,7 @@ def test_openapi_still_documents_the_bodies_read_by_hand(tmp_path):
 
     paths = asyncio.run(scenario())["paths"]
     predict_schema = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(predict_schema["properties"]) == {"image_url", "user_query", "max_tokens", "model"}
+    assert set(predict_schema["properties"]) == {"image_url", "user_query", "max_tokens", "model", "visionrag"}
     assert predict_schema["required"] == ["image_url", "user_query"]
     search_schema = paths["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"text", "image", "target", "limit", "filters"} <= set(search_schema["properties"])
