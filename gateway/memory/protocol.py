@@ -110,6 +110,8 @@ class ExchangeResponse(BaseModel):
     finish_reason: str | None
     usage: dict[str, Any] | None
     latency_ms: float
+    # The past exchanges memory gave the model as sources [n] for this answer (none without memory).
+    sources: list[dict[str, Any]] = Field(default_factory=list)
 
 
 

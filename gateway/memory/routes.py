@@ -93,6 +93,7 @@ async def get_exchange(
         finish_reason=exchange.finish_reason,
         usage=exchange.usage,
         latency_ms=exchange.latency_ms,
+        sources=(exchange.extra.get("memory") or {}).get("sources", []),
     )
 
 @router.delete("/exchanges/{exchange_id}", status_code=204)
