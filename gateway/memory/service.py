@@ -28,6 +28,7 @@ from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.text_embed import TextEncoders
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
 from gateway.memory.thumbnails import Thumbnails
 from gateway.service_errors import NotFound, Unavailable
@@ -83,6 +84,16 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
     )
 
 
+def text_encoders_from_settings(settings: Settings, threads: int | None = None) -> TextEncoders:
+    return TextEncoders(
+        settings.sentence_model,
+        settings.bm25_model,
+        cache_dir=settings.text_model_cache_dir or settings.fastembed_cache_dir,
+        threads=threads or settings.embed_threads,
+        batch_size=settings.embed_batch_size,
+    )
+
+
 class Memory:
     def __init__(
         self,
@@ -94,16 +105,19 @@ class Memory:
         image_loader: ImageLoader,
         *,
         owns_loader: bool = False,
+        text: TextEncoders | None = None,
     ) -> None:
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
+        self.text = text if text is not None else worker.text
         self.store = store
         self.worker = worker
-        self.searcher = Searcher(embedder, store)
+        self.searcher = Searcher(embedder, store, self.text)
         self.image_loader = image_loader
         self._owns_loader = owns_loader
         self._started = False
+        self.schema_error: str | None = None  # set at start() when the store needs `visionrag reindex`
 
     @classmethod
     def from_settings(
@@ -121,6 +135,7 @@ class Memory:
         same settings (same guarded fetch, same limits). `store` overrides the settings' choice (tests).
         """
         embedder = embedder_from_settings(settings)
+        text = text_encoders_from_settings(settings)
         store = store or open_store(settings)
         worker = IngestWorker(
             journal,
@@ -134,10 +149,11 @@ class Memory:
                 min_new_points=settings.memory_optimize_min_points,
                 quiet_s=settings.memory_optimize_quiet_s,
             ),
+            text=text,
         )
         owns = image_loader is None
         loader = image_loader or ImageLoader.from_settings(settings)
-        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns)
+        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, text=text)
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
@@ -147,8 +163,14 @@ class Memory:
         try:
             self.store.ensure_schema()
         except StoreError as exc:
-            from gateway.memory.store.base import StoreLocked, StoreUnavailable
+            from gateway.memory.store.base import SchemaMismatch, StoreLocked, StoreUnavailable
 
+            if isinstance(exc, SchemaMismatch):
+                # Chats still work and are journaled; memory waits for the rebuild instead of writing
+                # points the store cannot take.
+                log.error("memory: search and ingest are OFF until the store is rebuilt: %s", exc)
+                self.schema_error = str(exc)
+                return
             if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
@@ -173,6 +195,8 @@ class Memory:
             "worker": {"running": self.worker.running, **self.worker.stats.as_dict()},
             "embedder": {"loaded": self.embedder.loaded, "threads": self.embedder.threads},
         }
+        if self.schema_error:
+            result["schema_error"] = self.schema_error
         try:
             store = self.store.stats()
             result["store"] = {
