@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.memory.points import CLIP_NAMES, StorePoint
-from gateway.memory.schema import Sparse
+from gateway.memory.schema import BY_NAME, Sparse, VectorValue
 
 # What a search compares with: one named vector, or "all" of them fused (see search.Searcher).
 # "text" is the sentence model's passages, "terms" BM25.
@@ -78,6 +78,15 @@ class Probe:
     vector: Sequence[float] | Sparse
     using: str
     min_score: float | None = None
+
+
+def query_vector(probe: Probe) -> VectorValue | Sequence[float]:
+    """The probe's vector as the store compares it: a dense query against a multivector is a
+    multivector of one part (MAX_SIM: its best match among the stored parts)."""
+    spec = BY_NAME.get(probe.using)
+    if spec is not None and spec.kind == "multi" and not isinstance(probe.vector, Sparse):
+        return [list(probe.vector)]
+    return probe.vector
 
 
 def probes_for(vector: Sequence[float], target: str) -> list[Probe]:

@@ -49,6 +49,7 @@ from gateway.memory.store.base import (
     StoreLocked,
     StoreStats,
     StoreUnavailable,
+    query_vector,
 )
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
@@ -197,7 +198,7 @@ class EdgeStore:
         edge_filter = _filter(flt)
 
         def nearest(probe: Probe) -> qe.Query:
-            return qe.Query.Nearest(_vector(probe.vector), using=probe.using)  # type: ignore[arg-type]
+            return qe.Query.Nearest(_vector(query_vector(probe)), using=probe.using)  # type: ignore[arg-type]
 
         if len(probes) == 1:
             request = qe.QueryRequest(

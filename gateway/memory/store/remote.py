@@ -35,6 +35,7 @@ from gateway.memory.store.base import (
     StoreError,
     StoreStats,
     StoreUnavailable,
+    query_vector,
 )
 
 _PREFETCH_FACTOR = 4
@@ -128,7 +129,7 @@ class RemoteStore:
                 probe = probes[0]
                 response = self._client.query_points(
                     self.collection,
-                    query=_vector(probe.vector),  # type: ignore[arg-type]
+                    query=_vector(query_vector(probe)),  # type: ignore[arg-type]
                     using=probe.using,
                     query_filter=query_filter,
                     score_threshold=probe.min_score,
@@ -140,7 +141,7 @@ class RemoteStore:
                     self.collection,
                     prefetch=[
                         models.Prefetch(
-                            query=_vector(probe.vector),  # type: ignore[arg-type]
+                            query=_vector(query_vector(probe)),  # type: ignore[arg-type]
                             using=probe.using,
                             limit=limit * _PREFETCH_FACTOR,
                             filter=query_filter,
