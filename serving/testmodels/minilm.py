@@ -41,7 +41,7 @@ def build(out: Path) -> Path:
                 super().__init__()
                 self.bert = bert
 
-            def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+            def forward(self, input_ids, attention_mask, token_type_ids):
                 return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                                  token_type_ids=token_type_ids).last_hidden_state
 
