@@ -134,8 +134,18 @@ bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS ove
 
 bench-memory: bench-memory-ingest bench-memory-search bench-memory-chat ## All memory benchmarks
 
+# ---- web page: Debian's chromium for the browser tests (Playwright drives it; its own download is not used)
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: ui-test-deps
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+ui-test-deps: $(CHROMIUM) ## Debian's chromium for the web page's browser tests (apt, once)
+
 # ---- test ------------------------------------------------------------------------------------------
-test: install serving-test-deps memory-test-deps ## Run the whole test suite (installs everything it needs first)
+test: install serving-test-deps memory-test-deps ui-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest
 
 # ---- benchmarks (not tests: numbers for the README) ------------------------------------------------

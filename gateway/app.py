@@ -23,6 +23,7 @@ from gateway.openapi import install_openapi
 from gateway.proxy.routes import router as proxy_router
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.ui.routes import router as ui_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(proxy_router)
     app.include_router(memory_router)
     app.include_router(metrics_router)
+    app.include_router(ui_router)
     install_openapi(app, settings)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -452,6 +452,68 @@ def _gateway_call(method: str, base_url: str, path: str, api_key: str | None, **
     return payload
 
 
+# --- list -----------------------------------------------------------------------------------------------
+@app.command("list")
+def list_(
+    tenant: Annotated[str | None, typer.Option(help="Whose exchanges. Default: the default tenant.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Continue after a previous page (its next cursor).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only these models (repeatable).")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this client `user`.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only exchanges at or after this time (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only exchanges at or before this time (UTC).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the exchanges as JSON lines.")] = False,
+) -> None:
+    """List past exchanges, most recent first, a page at a time (like GET /exchanges).
+
+    Reads the journal through the memory service; works while a gateway runs.
+    """
+    from gateway.journal import BlobStore, Journal
+    from gateway.memory.browse import ExchangeQuery
+    from gateway.memory.service import Memory
+    from gateway.service_errors import ServiceError
+
+    settings = _settings()
+
+    def unix(moment: datetime | None) -> float | None:
+        return None if moment is None else (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+    journal = Journal(settings.journal_path)
+    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+    query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(since), time_to=unix(until),
+                          models=tuple(model or ()), user=user)
+
+    async def run():
+        try:
+            return await memory.list_exchanges(tenant or settings.default_tenant, query)
+        finally:
+            await memory.image_loader.fetcher.close()
+
+    try:
+        page = asyncio.run(run())
+    except ServiceError as exc:
+        raise _fail(exc.message) from None
+    finally:
+        journal.close()
+    if as_json:
+        for e in page.exchanges:
+            console.print_json(json.dumps({
+                "id": e.id, "time": datetime.fromtimestamp(e.created_at, tz=UTC).isoformat(), "model": e.model,
+                "user": e.user, "status": e.status, "question": e.question, "answer": e.answer,
+                "images": [i.sha256 for i in e.images]}))
+    else:
+        table = Table(title=f"{len(page.exchanges)} exchange(s), most recent first")
+        for column in ("time", "model", "user", "question", "answer", "image", "exchange"):
+            table.add_column(column, overflow="fold")
+        for e in page.exchanges:
+            table.add_row(datetime.fromtimestamp(e.created_at, tz=UTC).strftime("%Y-%m-%d %H:%M"), e.model,
+                          e.user or "", _short(e.question), _short(e.answer),
+                          e.images[0].sha256[:8] if e.images else "", e.id)
+        console.print(table)
+    if page.next_cursor:
+        err.print(f"more: --cursor {page.next_cursor}")
+
+
 # --- maintenance ------------------------------------------------------------------------------------------
 @app.command()
 def optimize() -> None:

@@ -123,11 +123,44 @@ class Settings(BaseSettings):
     # quiet_s <= 0: never from the gateway; run `visionrag optimize` while it is stopped.
     memory_optimize_min_points: int = 20_000
     memory_optimize_quiet_s: float = 600.0
+    # Retention: exchanges older than this many days are forgotten (journal, store, images) by a sweep
+    # every memory_retention_interval_s; 0 keeps them forever. Per tenant: `tenant:days` entries.
+    memory_retention_days: float = Field(default=0.0, ge=0)
+    memory_retention_tenant_days: CommaList = Field(default_factory=list)
+    memory_retention_interval_s: float = Field(default=3600.0, gt=0)
+
+    # --- memory in the answer: past exchanges as numbered sources (retrieval-augmented chat) ------
+    # For chats that do not say; a request says with `"visionrag": {"memory": true}` (or false).
+    memory_chat_default: bool = False
+    # Sources per answer; a request may ask for 1-20 with `"visionrag": {"k": N}`.
+    memory_chat_k: int = Field(default=4, ge=1, le=20)
+    # Only the requesting `user`'s own exchanges; a request may ask with `"same_user": true`.
+    memory_chat_same_user: bool = False
+    # Minimum CLIP cosine similarity for a past exchange to be a source, per signal (image-image and
+    # text-text similarities live on different scales).
+    memory_min_image_score: float = Field(default=0.85, ge=-1.0, le=1.0)
+    memory_min_text_score: float = Field(default=0.85, ge=-1.0, le=1.0)
+    # The sentence model's cosine (its own scale) and BM25's IDF-weighted term score (unbounded).
+    memory_min_sentence_score: float = Field(default=0.45, ge=-1.0, le=1.0)
+    memory_min_terms_score: float = Field(default=6.0, ge=0.0)
+    # Retrieval plus token counting; past it the chat goes ahead without memory (header says so).
+    memory_chat_timeout_ms: int = Field(default=500, gt=0)
+    # Tokens of sources at most, and never more than the model's context leaves after the request and
+    # its answer (counted with the upstream's /tokenize).
+    memory_max_tokens: int = Field(default=1500, gt=0)
+    # Room left for the answer when the request sets no max_tokens.
+    memory_answer_reserve_tokens: int = Field(default=512, ge=0)
+    # A source quotes at most this many characters of its past answer.
+    memory_source_chars: int = Field(default=1200, ge=100)
+    # Attach the sources' images too, for models that take several images in one prompt (Llama 3.2
+    # Vision takes one: its sources are referred to by their question and answer).
+    memory_attach_images: bool = False
     # Tests only: qdrant-client's local mode at this path instead of the embedded engine. It takes the
     # same calls as a server (so it exercises that adapter) but is brute force: never for production.
     qdrant_local_path: Path | None = None
 
-    @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", mode="before")
+    @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", "memory_retention_tenant_days",
+                     mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

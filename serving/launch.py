@@ -36,8 +36,11 @@ GPU_PROFILE = "llama32-vision-2xl40s"
 CPU_PROFILE = "smolvlm-cpu"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-# Flag values never printed in full.
+# Secrets go in [env], never in [args]: vLLM logs its non-default arguments at start-up and `ps`
+# shows every process's command line (vLLM 0.10.2 reads VLLM_API_KEY when --api-key is absent).
 SECRET_FLAGS = frozenset({"api-key", "hf-token"})
+# [env] entries never printed by --dry-run.
+SECRET_ENV = frozenset({"HF_TOKEN", "VLLM_API_KEY"})
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -115,6 +118,11 @@ def load_profile(name_or_path: str) -> Profile:
     for table in ("vllm", "model", "args"):
         if not isinstance(data.get(table), dict):
             raise LaunchError(f"{path}: missing [{table}] table")
+    if secrets := sorted(SECRET_FLAGS & set(data["args"])):
+        raise LaunchError(
+            f"{path}: {', '.join(secrets)} in [args] would put a secret on vLLM's command line (logged at "
+            "start-up, visible in `ps`): set it in [env] instead (e.g. VLLM_API_KEY = \"${VLLM_API_KEY}\")"
+        )
     return Profile(name=path.stem, path=path, data=data)
 
 
@@ -386,7 +394,7 @@ def _serve(options: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if options.dry_run:
         env_words = [
-            f"{name}={shlex.quote(value)}" for name, value in launch.env.items() if name != "HF_TOKEN"
+            f"{name}={shlex.quote(value)}" for name, value in launch.env.items() if name not in SECRET_ENV
         ]
         print(" ".join([*env_words, *map(shlex.quote, launch.display)]))
         return 0

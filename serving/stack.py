@@ -268,7 +268,7 @@ def start(options: argparse.Namespace) -> int:
     print(f"vLLM healthy after {waited:.0f} s: http://{host}:{options.vllm_port}/v1", flush=True)
 
     env = {**os.environ, **run_env}
-    if "api-key" in profile.args and os.environ.get("VLLM_API_KEY"):
+    if "VLLM_API_KEY" in profile.data.get("env", {}) and os.environ.get("VLLM_API_KEY"):
         env.setdefault("VISIONRAG_UPSTREAM_API_KEY", os.environ["VLLM_API_KEY"])
     gateway_log = run_dir / "gateway.log"
     mark_start(gateway_log, f"gateway starting (port {options.gateway_port})")

@@ -117,6 +117,28 @@ class ExchangeResponse(BaseModel):
     latency_ms: float
 
 
+
+class ExchangeSummary(BaseModel):
+    """One row of GET /exchanges: an exchange without its messages and usage (GET /exchanges/{id})."""
+
+    id: str
+    time: datetime
+    endpoint: str
+    model: str
+    user: str | None
+    status: str
+    question: str
+    answer: str
+    images: list[ExchangeImage]
+
+
+class ExchangeList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ExchangeSummary]
+    # Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: str | None
+    has_more: bool
+
 def _aware(moment: datetime) -> datetime:
     from datetime import UTC
 

@@ -1,4 +1,5 @@
-"""The memory HTTP API: POST /search, GET /exchanges/{id}, GET /images/{sha256}, GET /memory/stats.
+"""The memory HTTP API: POST /search, GET /exchanges, GET /exchanges/{id}, GET /images/{sha256},
+GET /memory/stats.
 
 `router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
 (gateway.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
@@ -14,19 +15,25 @@ without their details (paths, URLs, library messages).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from gateway.deps import AuthDep, CallerDep, MemoryDep, TenantDep
+from gateway.memory.browse import ExchangeQuery
 from gateway.memory.protocol import (
+    MAX_LIMIT,
     ExchangeImage,
+    ExchangeList,
     ExchangeResponse,
+    ExchangeSummary,
     SearchHit,
     SearchRequest,
     SearchResponse,
 )
 from gateway.memory.store.base import Hit, SearchFilter
+from gateway.memory.thumbnails import SIZES
 from gateway.proxy.body import openapi_body, read_model
 
 router = APIRouter(tags=["memory"])
@@ -86,11 +93,47 @@ async def get_exchange(
         latency_ms=exchange.latency_ms,
     )
 
+@router.get("/exchanges", response_model=ExchangeList)
+async def list_exchanges(
+    request: Request,
+    tenant: TenantDep,
+    memory: MemoryDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    time_from: Annotated[datetime | None, Query(description="ISO 8601 or unix seconds, inclusive")] = None,
+    time_to: Annotated[datetime | None, Query(description="ISO 8601 or unix seconds, inclusive")] = None,
+    model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
+    user: Annotated[str | None, Query(description="Only this client `user`")] = None,
+) -> ExchangeList:
+    """The caller's exchanges, most recent first, a page at a time."""
+    query = ExchangeQuery(limit=limit, cursor=cursor, time_from=_unix(time_from), time_to=_unix(time_to),
+                          models=tuple(model or ()), user=user)
+    page = await memory.list_exchanges(tenant, query)
+    return ExchangeList(
+        data=[ExchangeSummary(
+            id=e.id, time=datetime.fromtimestamp(e.created_at, tz=UTC), endpoint=e.endpoint, model=e.model,
+            user=e.user, status=e.status, question=e.question, answer=e.answer,
+            images=[ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
+                                  source_url=i.source_url) for i in e.images],
+        ) for e in page.exchanges],
+        next_cursor=page.next_cursor,
+        has_more=page.next_cursor is not None,
+    )
+
 @router.get("/images/{sha256}", name="memory_image")
 async def get_image(
-    sha256: str, tenant: TenantDep, memory: MemoryDep
+    sha256: str,
+    tenant: TenantDep,
+    memory: MemoryDep,
+    size: Annotated[int | None, Query(ge=1, le=SIZES[-1], description=(
+        "A thumbnail (WebP) at most this many px on its longer side, served at the next of "
+        f"{', '.join(map(str, SIZES))}; without it, the original")),
+    ] = None,
 ) -> Response:
-    image = await memory.image(tenant, sha256)
+    if size is not None:
+        image = await memory.thumbnail(tenant, sha256, size)
+    else:
+        image = await memory.image(tenant, sha256)
     # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
     return Response(image.data, media_type=image.mime,
@@ -105,6 +148,12 @@ async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str
         return await memory.all_stats(auth.tenants)
     assert caller.tenant is not None
     return await memory.tenant_stats(caller.tenant)
+
+
+def _unix(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _hit(request: Request, hit: Hit) -> SearchHit:

@@ -28,12 +28,11 @@ class SearchOutcome:
 
 
 def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str, target: Target = "all",
-                *, clip_min_score: float | None = None, text_min_score: float | None = None) -> list[Probe]:
-    """The probes for a text query on `target` (all: CLIP's three, the sentence model, BM25).
-
-    Minimum scores apply to the similarity signals (CLIP, sentence model); BM25 scores are unbounded
-    term weights, so a term probe keeps every point that shares a term with the query.
-    """
+                *, clip_min_score: float | None = None, text_min_score: float | None = None,
+                terms_min_score: float | None = None) -> list[Probe]:
+    """The probes for a text query on `target` (all: CLIP's three, the sentence model, BM25): what
+    /search, the CLI and retrieval for chat send to the store. Without a minimum, a term probe keeps
+    every point that shares a term with the query."""
     probes: list[Probe] = []
     if target in (*CLIP_TARGETS, "all"):
         vector = clip.embed_texts([text])[0].tolist()
@@ -43,7 +42,7 @@ def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: st
     if text_encoders is not None and target in ("terms", "all"):
         terms = text_encoders.terms_query(text)
         if terms.indices:  # a query of stopwords only has no terms to match
-            probes.append(Probe(terms, "terms"))
+            probes.append(Probe(terms, "terms", terms_min_score))
     return probes
 
 

@@ -26,6 +26,8 @@ from gateway.journal import BlobStore, Journal
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
+from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
+from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
 from gateway.memory.text_embed import TextEncoders
@@ -105,6 +107,7 @@ class Memory:
         image_loader: ImageLoader,
         *,
         owns_loader: bool = False,
+        thresholds: Thresholds | None = None,
         text: TextEncoders | None = None,
     ) -> None:
         self.journal = journal
@@ -114,6 +117,8 @@ class Memory:
         self.store = store
         self.worker = worker
         self.searcher = Searcher(embedder, store, self.text)
+        self.retriever = Retriever(embedder, store, worker.reuse, self.text)
+        self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
         self._owns_loader = owns_loader
         self._started = False
@@ -149,11 +154,15 @@ class Memory:
                 min_new_points=settings.memory_optimize_min_points,
                 quiet_s=settings.memory_optimize_quiet_s,
             ),
+            reuse=VectorReuse(),
             text=text,
         )
         owns = image_loader is None
         loader = image_loader or ImageLoader.from_settings(settings)
-        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, text=text)
+        thresholds = Thresholds(image=settings.memory_min_image_score, text=settings.memory_min_text_score,
+                                sentence=settings.memory_min_sentence_score, terms=settings.memory_min_terms_score)
+        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
+                   text=text)
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
@@ -239,6 +248,20 @@ class Memory:
             raise Unavailable("search") from exc
         metrics.retrieval("search", len(outcome.hits))
         return outcome
+
+    async def recall(self, flt: SearchFilter, query: RecallQuery, *, k: int) -> list[Source]:
+        """The past exchanges (within `flt`) that bear on `query`, best first, at most `k`.
+
+        Raises Unavailable when the model or the store fails; the caller goes on without memory.
+        """
+        self.worker.touch()
+        try:
+            sources = await _blocking(self.retriever.recall, query, flt, k=k, thresholds=self.thresholds)
+        except (EmbedderError, StoreError) as exc:
+            metrics.retrieval("chat", None)
+            raise Unavailable("memory") from exc
+        metrics.retrieval("chat", len(sources))
+        return sources
 
     async def exchange(self, tenant: str, exchange_id: str) -> Exchange:
         """The tenant's exchange. NotFound for one that does not exist and for another tenant's alike."""

@@ -3,17 +3,21 @@ of what it answers (`_response`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import NoMatchFound
 
 from gateway.deps import ChatDep, TenantDep, authenticator
 from gateway.errors import GatewayError, as_gateway_error
 from gateway.images import ImageError
+from gateway.proxy.augment import MemoryUse
 from gateway.proxy.body import openapi_body, read_json, read_model
-from gateway.proxy.chat import EXCHANGE_HEADER, ChatResult, EventStream
-from gateway.proxy.protocol import PredictRequest, PredictResponse
+from gateway.proxy.chat import EXCHANGE_HEADER, ChatResult, Completion, EventStream
+from gateway.proxy.protocol import Citation, MemoryInfo, PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -25,44 +29,86 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _response(result: ChatResult) -> Response:
+def _response(request: Request, result: ChatResult) -> Response:
+    """The upstream's answer as HTTP. Where memory was asked for, headers say what it did; a whole
+    completion also carries the sources in a `visionrag` object (a stream stays as the upstream sent it)."""
+    headers: dict[str, str] = {}
+    if result.exchange_id is not None:
+        headers[EXCHANGE_HEADER] = result.exchange_id
+    if result.memory is not None:
+        headers.update(result.memory.headers)
     if isinstance(result, EventStream):
         return StreamingResponse(
             result.events,
             media_type="text/event-stream",
-            headers={EXCHANGE_HEADER: result.exchange_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    headers = {EXCHANGE_HEADER: result.exchange_id} if result.exchange_id is not None else None
-    return Response(result.body, status_code=result.status, media_type=result.content_type, headers=headers)
+    body = result.body
+    if _reports_memory(result) and isinstance(result.data, dict):
+        info = _memory_info(request, result.memory, result.exchange_id)  # type: ignore[arg-type]
+        body = orjson.dumps({**result.data, "visionrag": info.model_dump(mode="json")})
+    return Response(body, status_code=result.status, media_type=result.content_type, headers=headers or None)
+
+
+def _reports_memory(result: Completion) -> bool:
+    return result.memory is not None and result.memory.reason != "off" and result.exchange_id is not None
+
+
+def _memory_info(request: Request, memory: MemoryUse, exchange_id: str) -> MemoryInfo:
+    return MemoryInfo(
+        exchange_id=exchange_id,
+        memory=memory.reason,
+        sources=[
+            Citation(
+                n=c.n,
+                exchange_id=c.source.exchange_id,
+                score=round(c.source.score, 6),
+                question=c.source.question,
+                answer=c.excerpt,
+                image_url=_image_url(request, c.source.image_sha256),
+                time=datetime.fromtimestamp(c.source.time, tz=UTC),
+            )
+            for c in memory.cited
+        ],
+    )
+
+
+def _image_url(request: Request, sha256: str | None) -> str | None:
+    if not sha256:
+        return None
+    try:
+        return str(request.url_for("memory_image", sha256=sha256))
+    except NoMatchFound:  # an app without the memory routes
+        return None
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
     payload = await read_json(request)
-    return _response(await chat.handle(payload, tenant))
+    return _response(request, await chat.handle(payload, tenant))
 
 
 @router.post("/v1/completions")
 async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
     payload = await read_json(request)
-    return _response(await chat.complete_text(payload, tenant))
+    return _response(request, await chat.complete_text(payload, tenant))
 
 
 @router.post("/tokenize")
 async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
     payload = await read_json(request)
-    return _response(await chat.tokenize(payload, "/tokenize"))
+    return _response(request, await chat.tokenize(payload, "/tokenize"))
 
 
 @router.post("/detokenize")
 async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
     payload = await read_json(request)
-    return _response(await chat.tokenize(payload, "/detokenize"))
+    return _response(request, await chat.tokenize(payload, "/detokenize"))
 
 
 @router.get("/v1/models")
-async def models(_: TenantDep, chat: ChatDep) -> Response:
-    return _response(await chat.models())
+async def models(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    return _response(request, await chat.models())
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
@@ -80,12 +126,19 @@ async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Respons
         }],
         "max_tokens": body.max_tokens,
     }
+    if body.visionrag is not None:
+        payload["visionrag"] = body.visionrag.model_dump(exclude_none=True)
     try:
-        completion, exchange_id = await chat.answer(payload, tenant, endpoint="predict")
+        result = await chat.answer(payload, tenant, endpoint="predict")
     except (GatewayError, ImageError) as exc:
         raise _as_predict_error(as_gateway_error(exc)) from None
-    output = completion["choices"][0]["message"].get("content") or ""
-    return JSONResponse({"output": output}, headers={EXCHANGE_HEADER: exchange_id})
+    answer: dict[str, Any] = {"output": result.data["choices"][0]["message"].get("content") or ""}
+    headers = {EXCHANGE_HEADER: str(result.exchange_id)}
+    if result.memory is not None:
+        headers.update(result.memory.headers)
+        if _reports_memory(result):
+            answer["visionrag"] = _memory_info(request, result.memory, str(result.exchange_id)).model_dump(mode="json")
+    return JSONResponse(answer, headers=headers)
 
 
 # Where /predict's fields sit in the chat request it is turned into.
@@ -110,15 +163,16 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> Response:
-    """The gateway can serve: at least one upstream answers.
+    """The gateway serves (its lifespan has run), whether or not an upstream answers: readiness that
+    followed vLLM would empty the gateway's Service during every vLLM restart and take the memory
+    API with it, while chats already answer 503 with Retry-After when no upstream is up.
 
     Open to probes, so it says how many replicas answer, not where they are; an operator key
     (VISIONRAG_ADMIN_KEYS) also gets each replica's URL and state."""
     services = _services(request)
     replicas = await services.pool.ready()
-    healthy = sum(replicas.values())
-    body: dict[str, object] = {"status": "ready" if healthy else "unavailable",
-                               "upstreams": {"healthy": healthy, "total": len(replicas)}}
+    body: dict[str, object] = {"status": "ready",
+                               "upstreams": {"healthy": sum(replicas.values()), "total": len(replicas)}}
     if authenticator(request).presents_admin_key(request.headers.get("authorization")):
         body["replicas"] = [{"url": url, "healthy": ok} for url, ok in replicas.items()]
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    return JSONResponse(body)

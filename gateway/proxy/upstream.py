@@ -11,15 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from starlette.responses import Response
 
 from gateway import metrics
 from gateway.errors import GatewayError
 
 log = logging.getLogger("visionrag.upstream")
+
+
+class UpstreamUnavailable(GatewayError):
+    """No replica accepts connections (vLLM restarting, or still loading its weights): 503 with
+    Retry-After, so clients back off and retry instead of treating the gateway as broken."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(503, message, code="upstream_unavailable")
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+    def response(self) -> Response:
+        response = super().response()
+        response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
 
 
 @dataclass(eq=False)
@@ -141,10 +157,11 @@ class UpstreamPool:
             metrics.UPSTREAM_TTFB.labels(path).observe(time.perf_counter() - sent)
             upstream.failures = 0
             return UpstreamResponse(upstream, response)
-        # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered.
-        raise GatewayError(
-            502, f"the upstream model server is unreachable ({len(tried)} of {len(self.upstreams)} replicas tried)",
-            code="upstream_unreachable",
+        # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered,
+        # and to come back after one probe interval: the soonest a replica can be back in rotation.
+        raise UpstreamUnavailable(
+            f"the upstream model server is unreachable ({len(tried)} of {len(self.upstreams)} replicas tried); "
+            "try again shortly", retry_after_s=self._health_interval_s,
         )
 
     async def read(self, upstream_response: UpstreamResponse) -> bytes:

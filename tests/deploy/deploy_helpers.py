@@ -97,8 +97,10 @@ def runpod_vllm_argv() -> list[str]:
     script = (DEPLOY / "runpod" / "start.sh").read_text()
     block = re.search(r"^VLLM_ARGS=\(\n.*?^\)\n", script, re.DOTALL | re.MULTILINE)
     assert block, "start.sh has no VLLM_ARGS=( ... ) block"
+    # The script's own defaults for the names the block uses (MODEL, REVISION).
+    defaults = "".join(re.findall(r"^(?:MODEL|REVISION)=.*\n", script, re.MULTILINE))
     out = subprocess.run(
-        ["bash", "-c", block.group(0) + 'printf "%s\\0" "${VLLM_ARGS[@]}"'],
+        ["bash", "-c", defaults + block.group(0) + 'printf "%s\\0" "${VLLM_ARGS[@]}"'],
         # Secrets expand to their own reference, so they compare equal to the profile's "${VAR}".
         env={
             "MODEL": "meta-llama/Llama-3.2-11B-Vision-Instruct",

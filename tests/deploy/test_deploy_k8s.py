@@ -195,8 +195,8 @@ def test_gateway_environment_is_what_the_gateway_reads(k8s_objects):
     gateway = k8s_find(k8s_objects, "StatefulSet", "gateway")
     settings = gateway_settings_from(config_env(k8s_objects, gateway))
     # The upstream URL names the vLLM Service and its port.
-    vllm_service = k8s_find(k8s_objects, "Service", "vllm")
-    assert settings.upstream_urls == [f"http://vllm:{vllm_service['spec']['ports'][0]['port']}/v1"]
+    vllm_service = k8s_find(k8s_objects, "Service", "model-server")
+    assert settings.upstream_urls == [f"http://model-server:{vllm_service['spec']['ports'][0]['port']}/v1"]
     assert settings.qdrant_url == "http://qdrant:6333"  # the Helm release named "qdrant"
     assert settings.upstream_api_key is not None and settings.qdrant_api_key is not None
 

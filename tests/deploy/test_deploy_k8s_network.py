@@ -62,7 +62,7 @@ def test_policies_select_the_real_workloads(k8s_objects, policies):
         labels = k8s_find(k8s_objects, kind, name)["spec"]["template"]["metadata"]["labels"]
         policy = next(p for p in policies if p["metadata"]["name"] == name)
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-    vllm_service = k8s_find(k8s_objects, "Service", "vllm")
+    vllm_service = k8s_find(k8s_objects, "Service", "model-server")
     assert vllm_service["spec"]["ports"][0]["port"] == 8000
 
 

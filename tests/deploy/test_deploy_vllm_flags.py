@@ -59,7 +59,7 @@ def test_vllm_listens_where_the_gateway_looks(launcher, vllm_argvs):
 
 def test_vllm_image_is_the_profiles(compose, k8s_objects):
     image = load_profile()["vllm"]["image"]
-    assert image == "vllm/vllm-openai:v0.10.2"  # the last vLLM that serves Llama 3.2 Vision
+    assert image == "docker.io/vllm/vllm-openai:v0.10.2"  # the last vLLM that serves Llama 3.2 Vision
     assert compose["services"]["vllm"]["image"] == image
     deployment = k8s_find(k8s_objects, "Deployment", "vllm")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image

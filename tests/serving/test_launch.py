@@ -73,14 +73,16 @@ def test_env_substitution_and_masking(tmp_path: Path) -> None:
         '[vllm]\npackage = "vllm"\nversion = "0.10.2"\nentrypoint = ["-m", "x"]\n'
         '[model]\nsource = "org/model"\n'
         '[env]\nHF_TOKEN = "${HF_TOKEN}"\n'
-        '[args]\napi-key = "${KEY}"\nchat-template = "${TEMPLATE:-}"\nseed = "${SEED:-7}"\n'
+        '[args]\nserved-model-name = "${KEY}"\nchat-template = "${TEMPLATE:-}"\nseed = "${SEED:-7}"\n'
         "disable-log-stats = false\n"
     )
     profile = launch.load_profile(str(path))
-    done = launch.build_launch(profile, env={"KEY": "s3cret", "HF_TOKEN": "hf_x"}, python="/py")
+    done = launch.build_launch(profile, env={"KEY": "name", "HF_TOKEN": "hf_x"}, python="/py",
+                               extra=["--api-key", "s3cret"])
     assert done.warnings == []
-    assert done.argv[done.argv.index("--api-key") + 1] == "s3cret"
-    assert done.display[done.display.index("--api-key") + 1] == "***"  # never printed
+    assert done.argv[done.argv.index("--served-model-name") + 1] == "name"
+    # A key someone passes after `--` by hand is still never printed.
+    assert done.display[done.display.index("--api-key") + 1] == "***"
     assert "--chat-template" not in done.argv  # ${VAR:-} empty: the flag is dropped
     assert done.argv[done.argv.index("--seed") + 1] == "7"  # the default
     assert "--disable-log-stats" not in done.argv  # false: omitted
@@ -104,7 +106,9 @@ def test_dry_run_shows_the_llama_command_even_without_gpus() -> None:
     result = run_launch("serve", "--profile", "llama32-vision-2xl40s", "--dry-run",
                         env={"PATH": "/usr/bin:/bin", "VLLM_API_KEY": "k", "HF_TOKEN": "t"})  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "--tensor-parallel-size 2" in result.stdout and "--api-key '***'" in result.stdout
+    assert "--tensor-parallel-size 2" in result.stdout
+    # Secrets travel in the environment only, and the printed command shows neither.
+    assert "--api-key" not in result.stdout and "VLLM_API_KEY" not in result.stdout
     assert "hf_" not in result.stdout and "HF_TOKEN" not in result.stdout
     assert "needs 2 NVIDIA GPUs" in result.stderr  # a warning in dry-run mode
 
@@ -200,3 +204,32 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]  # closed again when this returns
+
+
+# ---- secrets stay off the command line --------------------------------------------------------------
+
+
+def test_no_profile_puts_a_secret_on_the_command_line() -> None:
+    for name in launch.list_profiles():
+        profile = launch.load_profile(name)
+        argv = launch.build_launch(profile, env={"VLLM_API_KEY": "k-secret", "HF_TOKEN": "hf_secret"},
+                                   python="/py").argv
+        assert not any("secret" in word for word in argv), (name, argv)
+    llama = launch.build_launch(launch.load_profile("llama32-vision-2xl40s"),
+                                env={"VLLM_API_KEY": "k-secret", "HF_TOKEN": "hf_secret"}, python="/py")
+    assert llama.env["VLLM_API_KEY"] == "k-secret"  # vLLM 0.10.2 reads it when --api-key is absent
+
+
+def test_a_secret_flag_in_a_profile_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "leaky.toml"
+    path.write_text('[vllm]\npackage = "vllm"\nversion = "0.10.2"\n[model]\nsource = "org/m"\n'
+                    '[args]\napi-key = "${VLLM_API_KEY}"\n')
+    with pytest.raises(launch.LaunchError, match=r"api-key in \[args\] would put a secret"):
+        launch.load_profile(str(path))
+
+
+def test_missing_vllm_api_key_is_refused_before_start(tmp_path: Path) -> None:
+    path = fake_nvidia_smi(tmp_path / "bin", ["NVIDIA L40S", "NVIDIA L40S"])
+    result = run_launch("serve", "--profile", "llama32-vision-2xl40s",
+                        env={"PATH": path, "HF_TOKEN": "t", "VLLM_API_KEY": ""})
+    assert result.returncode == 2 and "VLLM_API_KEY is not set" in result.stderr

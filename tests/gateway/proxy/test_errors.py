@@ -108,11 +108,13 @@ def test_unknown_route_is_openai_shaped_404(shared_gateway):
     assert_openai_error(httpx.get(shared_gateway.url + "/v1/nothing-here"), 404)
 
 
-def test_unreachable_upstream_is_502(start_gateway):
+def test_unreachable_upstream_is_503_with_retry_after(start_gateway):
     gateway = start_gateway(f"http://127.0.0.1:{free_port()}/v1")
     response = post_chat(gateway, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-    assert_openai_error(response, 502, "upstream_unreachable")
-    assert httpx.get(gateway.url + "/ready").status_code == 503
+    assert_openai_error(response, 503, "upstream_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
+    # The gateway still serves (memory API, probes): its readiness does not follow vLLM's.
+    assert httpx.get(gateway.url + "/ready").status_code == 200
 
 
 def test_stalled_upstream_is_504(start_gateway, fake_upstream):

@@ -1,0 +1,112 @@
+"""Retrieval for a chat: the caller's past exchanges that bear on what is being asked now.
+
+Every signal the gateway has goes into one store query (`Probe`s fused with RRF inside the store):
+the current image against past images, the question against past questions and past answers. Each
+probe keeps only points above its own minimum similarity, so a past exchange is a source because it is
+close on at least one signal, and the fusion ranks those that are close on several first. One source
+per exchange; the conversation's own earlier turns are left out (the model already has them).
+
+The query vectors are handed to `VectorReuse`, so ingesting this exchange later does not embed the
+same question and image again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.memory.embed import ClipEmbedder
+from gateway.memory.reuse import VectorReuse
+from gateway.memory.search import text_probes as hybrid_text_probes
+from gateway.memory.store.base import Probe, SearchFilter, VectorStore
+from gateway.memory.text_embed import TextEncoders
+
+
+@dataclass(frozen=True, slots=True)
+class RecallQuery:
+    """What is being asked now."""
+
+    question: str
+    image: bytes | None = None  # the first image of the request, if any
+    image_sha256: str | None = None
+    # Answers already in the conversation: exchanges with these answers are not sources again.
+    known_answers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    exchange_id: str
+    score: float  # the fused (RRF) score: higher ranks first
+    question: str
+    answer: str
+    time: float  # unix seconds
+    model: str
+    image_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Minimum score per signal. CLIP's image-image and text-text cosine similarities live on
+    different scales, hence one each; the sentence model's cosine has its own (related passages score
+    ~0.5-0.7, unrelated ones below ~0.3); BM25's is a sum of IDF-weighted term weights (one rare
+    shared term scores ~1.6 x ln(exchanges), so 6.0 asks for a rare term or several common ones)."""
+
+    image: float = 0.85
+    text: float = 0.85
+    sentence: float = 0.45
+    terms: float = 6.0
+
+
+class Retriever:
+    def __init__(self, embedder: ClipEmbedder, store: VectorStore, reuse: VectorReuse,
+                 text: TextEncoders | None = None) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.reuse = reuse
+        self.text = text
+
+    def recall(self, query: RecallQuery, flt: SearchFilter, *, k: int, thresholds: Thresholds) -> list[Source]:
+        """Blocking (model + store): call it from a worker thread. Raises EmbedderError/StoreError."""
+        probes: list[Probe] = []
+        if query.image is not None:
+            image_vector = self.embedder.embed_images([query.image])[0]
+            probes.append(Probe(image_vector.tolist(), "image", thresholds.image))
+            if query.image_sha256:
+                self.reuse.put_image(query.image_sha256, image_vector)
+        question = query.question.strip()
+        if question:
+            # CLIP on past questions and answers, the sentence model on their passages, BM25 on terms.
+            text_probes = hybrid_text_probes(self.embedder, self.text, question, "all",
+                                             clip_min_score=thresholds.text, text_min_score=thresholds.sentence,
+                                             terms_min_score=thresholds.terms)
+            probes += [p for p in text_probes if p.using != "image"]  # the question is no image query
+            for probe in text_probes:  # ingesting this exchange takes these instead of embedding again
+                if probe.using in ("question", "text"):
+                    encoder = "clip" if probe.using == "question" else "minilm"
+                    self.reuse.put_text(question, np.asarray(probe.vector, dtype=np.float32), encoder)
+        if not probes:
+            return []
+        # Over-fetch: an exchange with several images has several points, and known turns are dropped.
+        hits = self.store.query(probes, flt, k * 2 + len(query.known_answers))
+        sources: list[Source] = []
+        seen: set[str] = set()
+        for hit in hits:
+            payload = hit.payload
+            exchange_id = str(payload.get("exchange_id", hit.id))
+            answer = str(payload.get("answer") or "")
+            if exchange_id in seen or (answer and answer in query.known_answers):
+                continue
+            seen.add(exchange_id)
+            sources.append(Source(
+                exchange_id=exchange_id,
+                score=hit.score,
+                question=str(payload.get("question") or ""),
+                answer=answer,
+                time=float(payload.get("ts") or 0.0),
+                model=str(payload.get("model") or ""),
+                image_sha256=payload.get("image_sha256"),
+            ))
+            if len(sources) == k:
+                break
+        return sources

@@ -1,0 +1,40 @@
+// One exchange: its images, the full question and answer (as text), the details, the sources it
+// cited, and "find similar" for each image.
+
+import { json } from "./api.js";
+import { formatTime, h } from "./dom.js";
+import { thumbnail } from "./images.js";
+import { sourceList } from "./sources.js";
+
+export async function exchangeView(view, id) {
+  const heading = h("h1", { tabindex: -1 }, "Exchange");
+  const error = h("p", { class: "error", role: "alert" });
+  view.append(heading, error);
+  let exchange;
+  try {
+    exchange = await json(`/exchanges/${encodeURIComponent(id)}`);
+  } catch (exc) {
+    error.textContent = exc.message;
+    return;
+  }
+  const images = h("div", { class: "images" }, ...exchange.images.map((image) => h("figure", {},
+    thumbnail(image.sha256, 512, exchange.question, "full"),
+    h("figcaption", {}, h("a", { href: `#/search?similar=${encodeURIComponent(image.sha256)}`, class: "similar" },
+      "Find similar images")))));
+  const usage = exchange.usage
+    ? `${exchange.usage.prompt_tokens ?? "?"} prompt + ${exchange.usage.completion_tokens ?? "?"} completion = ${exchange.usage.total_tokens ?? "?"} tokens`
+    : "not reported";
+  const details = h("dl", { class: "meta" },
+    ...[["Model", exchange.model], ["Time", formatTime(exchange.time)], ["User", exchange.user || "—"],
+      ["Status", exchange.status], ["Endpoint", exchange.endpoint], ["Usage", usage],
+      ["Latency", `${Math.round(exchange.latency_ms)} ms`], ["Id", exchange.id]]
+      .flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+  const sources = exchange.sources || [];
+  view.append(
+    exchange.images.length ? images : null,
+    h("h2", {}, "Question"), h("div", { class: "text question" }, exchange.question || "(none)"),
+    h("h2", {}, "Answer"), h("div", { class: "text answer" }, exchange.answer || "(none)"),
+    h("h2", {}, "Details"), details,
+    h("h2", {}, "Sources"),
+    sources.length ? sourceList(sources) : h("p", { class: "hint" }, "This answer cited no past exchanges."));
+}

@@ -1,0 +1,66 @@
+// Search: by text or by an image (picked, dropped or pasted), with a target and filters.
+
+import { postJson } from "./api.js";
+import { field, h } from "./dom.js";
+import { card, filterFields } from "./cards.js";
+import { imageDataUrl, imagePicker } from "./images.js";
+
+export function searchView(view, params) {
+  const text = h("input", { type: "search", name: "text", placeholder: "words in a question or an answer" });
+  const picker = imagePicker("Search by image");
+  const target = h("select", { name: "target" },
+    ...[["all", "All (fused)"], ["image", "Image"], ["question", "Question"], ["answer", "Answer"]]
+      .map(([value, label]) => h("option", { value }, label)));
+  const limit = h("input", { type: "number", name: "limit", min: 1, max: 100, value: 24 });
+  const filters = filterFields();
+  const status = h("p", { class: "status", role: "status", "aria-live": "polite" });
+  const error = h("p", { class: "error", role: "alert" });
+  const results = h("ul", { class: "grid", "aria-label": "Results" });
+  const form = h("form", { class: "panel", role: "search" },
+    h("div", { class: "row" }, field("Text", text, { grow: true }),
+      field("Target", target), field("Results", limit)),
+    picker.element, filters.element,
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Search")));
+  view.append(h("h1", { tabindex: -1 }, "Search"), form, status, error, results);
+
+  async function run(image) {
+    error.textContent = "";
+    const query = text.value.trim();
+    if (!image && !query) {
+      error.textContent = "Type some words or choose an image.";
+      return;
+    }
+    const body = { target: target.value, limit: Number(limit.value) || 24, filters: filters.values() };
+    if (image) body.image = image;
+    else body.text = query;
+    status.textContent = "Searching…";
+    try {
+      const found = await postJson("/search", body);
+      results.replaceChildren(...found.data.map((hit) => card({
+        id: hit.exchange_id, question: hit.question, answer: hit.answer, sha256: hit.image_sha256,
+        time: hit.time, score: hit.score,
+      })));
+      status.textContent = `${found.data.length} result(s) by ${found.query_type}, target ${found.target}.`;
+    } catch (exc) {
+      status.textContent = "";
+      error.textContent = exc.message;
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    // An image, when one is chosen, wins over the text.
+    run(picker.has() ? await picker.dataUrl() : null);
+  });
+
+  // "Find similar" from an exchange's page: image to image.
+  if (params.get("similar")) {
+    target.value = "image";
+    status.textContent = "Loading the image…";
+    imageDataUrl(params.get("similar")).then(run, (exc) => { status.textContent = ""; error.textContent = exc.message; });
+  } else if (params.get("q")) {
+    text.value = params.get("q");
+    run(null);
+  }
+  return { onPaste: picker.onPaste };
+}
