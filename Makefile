@@ -71,7 +71,7 @@ endif
 SERVING_VENV := $(shell $(LAUNCH) show $(SERVING_PROFILE) --field venv)
 endif
 
-run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_PROFILE)),$(MODELS)/clip-tiny/.built) ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
+run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_PROFILE)),$(MODELS)/clip-tiny/.text-linked) ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
 	$(PYTHON) serving/stack.py start --profile $(SERVING_PROFILE) --run-dir $(RUN_DIR) \
 	  --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
 
@@ -112,17 +112,22 @@ $(TEXT_MODELS): serving/testmodels/minilm.py serving/testmodels/bm25.py serving/
 	$(VENV)/bin/python -m serving.testmodels.bm25 --out $(@D)
 	touch $@
 
-.PHONY: memory-test-deps memory-models
-memory-test-deps: install $(MODELS)/clip-tiny/.built $(TEXT_MODELS) ## Tiny random-weight CLIP + the genuine text models for the memory tests
+# Linked into each CLIP cache, so one VISIONRAG_FASTEMBED_CACHE_DIR serves CLIP and the text models.
+$(MODELS)/clip-%/.text-linked: $(TEXT_MODELS) $(MODELS)/clip-%/.built
+	ln -sfn ../text/models--Qdrant--all-MiniLM-L6-v2-onnx ../text/models--Qdrant--bm25 $(@D)/
+	touch $@
 
-memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built $(TEXT_MODELS) ## CLIP (tiny, full-size random weights) and the text models
+.PHONY: memory-test-deps memory-models
+memory-test-deps: install $(MODELS)/clip-tiny/.built $(MODELS)/clip-tiny/.text-linked ## Tiny random-weight CLIP + the genuine text models for the memory tests
+
+memory-models: $(MODELS)/clip-tiny/.text-linked $(MODELS)/clip-full/.text-linked ## CLIP (tiny, full-size random weights) and the text models
 
 # Memory benchmarks (full-size random-weight CLIP; each prints a markdown table, JSON in bench/results/).
 .PHONY: bench-memory bench-memory-ingest bench-memory-search bench-memory-chat
 bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
 	$(VENV)/bin/python -m bench.memory_ingest
 
-bench-memory-search: install $(MODELS)/clip-full/.built $(TEXT_MODELS) ## Memory: store query and whole /search p50/p99 at 10k/100k
+bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store query and whole /search p50/p99 at 10k/100k
 	$(VENV)/bin/python -m bench.memory_search
 
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy

@@ -35,10 +35,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def clip_cache() -> Path:
-    """The tiny CLIP pair in fastembed's cache layout, built by `make memory-test-deps` if missing."""
-    if not (TINY_CLIP / ".built").exists():
+    """The tiny CLIP pair in fastembed's cache layout, with the text models linked in (one cache for
+    a gateway's every encoder), built by `make memory-test-deps` if missing."""
+    if not (TINY_CLIP / ".text-linked").exists():
         result = subprocess.run(
-            ["make", "-C", str(ROOT), "models/clip-tiny/.built"], capture_output=True, text=True, check=False
+            ["make", "-C", str(ROOT), "models/clip-tiny/.text-linked"], capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             pytest.fail(f"building the tiny CLIP failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")

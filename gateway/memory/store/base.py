@@ -132,4 +132,9 @@ class VectorStore(Protocol):
     def optimize(self) -> bool:
         """Build/refresh indexes now. May block for long; see `ingest.MaintenancePolicy`."""
 
+    def recreate(self) -> None:
+        """Drop every point and the old layout, and create the store with this version's schema
+        (`visionrag reindex`, which then refills it from the journal). Works on a store that
+        `ensure_schema` refuses with SchemaMismatch."""
+
     def close(self) -> None: ...

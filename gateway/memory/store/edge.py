@@ -282,6 +282,26 @@ class EdgeStore:
                 if not self._closed:  # closed meanwhile (shutdown): leave it closed
                     self._open_locked()
 
+    def recreate(self) -> None:
+        import shutil
+        import time
+
+        self.close()
+        if self.path.exists():
+            try:  # opened as it is (no config to check): only to learn whether another process holds it
+                qe.EdgeShard.load(str(self.path), None).close()
+            except Exception as exc:
+                if "WouldBlock" in str(exc):
+                    raise StoreLocked(f"the embedded vector store at {self.path} is open in another process "
+                                      "(a running gateway): stop it first") from None
+                raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
+            # Moved aside first: a crash mid-way leaves the old shard whole, never half deleted.
+            aside = self.path.with_name(f"{self.path.name}.old-{int(time.time())}")
+            self.path.rename(aside)
+            shutil.rmtree(aside)
+        with self._lock:
+            self._open_locked()
+
     def optimize_here(self) -> bool:
         """optimize() in THIS process: for a process that serves nothing else (the CLI, the child)."""
         with self._use() as shard:

@@ -193,6 +193,13 @@ class RemoteStore:
     def optimize(self) -> bool:
         return False  # the server's own optimizers index in the background
 
+    def recreate(self) -> None:
+        with self._call("recreate collection"):
+            if self._client.collection_exists(self.collection):
+                self._client.delete_collection(self.collection)
+        self._schema_ready = False
+        self.ensure_schema()
+
 
 def collection_layout() -> dict[str, Any]:
     """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32
