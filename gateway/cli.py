@@ -378,11 +378,13 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     """Search the local store with the memory services in this process; None if a gateway holds it."""
     from gateway.cli_env import gateway_url, models_offline_if_unreachable
     from gateway.images import ImageError, ImageLoader
+    from gateway.journal import Journal
     from gateway.memory.embed import EmbedderError, ImageDecodeError
     from gateway.memory.protocol import SearchResponse
     from gateway.memory.search import Searcher
     from gateway.memory.service import embedder_from_settings, open_store, text_encoders_from_settings
     from gateway.memory.store.base import SearchFilter, StoreError, StoreLocked
+    from gateway.memory.texts import JournalTexts
 
     store = open_store(settings)
     try:
@@ -398,8 +400,14 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
         offline = models_offline_if_unreachable(settings)
         flt = SearchFilter(tenant=tenant, time_from=query.filters.time_from, time_to=query.filters.time_to,
                            models=query.filters.models, user=query.filters.user)
-        outcome = Searcher(embedder_from_settings(settings), store, text_encoders_from_settings(settings)).search(
-            flt, text=query.text, image=image, target=query.target, limit=query.limit)
+        journal = Journal(settings.journal_path)
+        try:
+            # Texts come from the journal (the store keeps none), and forgotten exchanges never come back.
+            outcome = Searcher(embedder_from_settings(settings), JournalTexts(store, journal),
+                               text_encoders_from_settings(settings)).search(
+                flt, text=query.text, image=image, target=query.target, limit=query.limit)
+        finally:
+            journal.close()
     except FileNotFoundError:
         raise _fail(f"no such image file: {query.image}") from None
     except ImageError as exc:
@@ -446,7 +454,8 @@ def _http_search(base_url: str, body: dict[str, object], api_key: str | None) ->
     return _gateway_call("post", base_url, "/search", api_key, json=body)
 
 
-def _gateway_call(method: str, base_url: str, path: str, api_key: str | None, **kwargs: object) -> dict:
+def _gateway_call(method: str, base_url: str, path: str, api_key: str | None, expect: int = 200,
+                  **kwargs: object) -> dict:
     """One request to a running gateway; any failure ends the command with what the gateway said."""
     import httpx
 
@@ -455,11 +464,13 @@ def _gateway_call(method: str, base_url: str, path: str, api_key: str | None, **
         response = httpx.request(method, base_url.rstrip("/") + path, headers=headers, timeout=60, **kwargs)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the gateway at {base_url}: {exc}") from None
+    if response.status_code == expect == 204:
+        return {}
     try:
         payload = response.json()
     except ValueError:
         raise _fail(f"the gateway at {base_url} answered HTTP {response.status_code} without JSON") from None
-    if response.status_code != 200:
+    if response.status_code != expect:
         message = payload.get("error", {}).get("message") if isinstance(payload, dict) else None
         raise _fail(f"{path} failed (HTTP {response.status_code}): {message or payload}")
     return payload
@@ -525,6 +536,76 @@ def list_(
         console.print(table)
     if page.next_cursor:
         err.print(f"more: --cursor {page.next_cursor}")
+
+
+# --- forgetting -------------------------------------------------------------------------------------------
+@app.command()
+def forget(
+    exchange_id: Annotated[list[str] | None, typer.Argument(help="Exchange ids to forget.")] = None,
+    user: Annotated[str | None, typer.Option(help="Forget every exchange of this client `user`.")] = None,
+    before: Annotated[datetime | None, typer.Option(help="Forget every exchange older than this (UTC).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant whose exchanges these are (default tenant).")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+) -> None:
+    """Forget exchanges everywhere: journal, vector store, and the images no other exchange uses.
+
+    Give ids, or --user and/or --before. While a gateway holds the embedded store (or with --gateway),
+    the gateway does it (for the API key's tenant)."""
+    from gateway.cli_env import gateway_url
+
+    if not exchange_id and user is None and before is None:
+        raise _fail("give exchange ids, --user, --before, or --user with --before")
+    if exchange_id and (user is not None or before is not None):
+        raise _fail("give exchange ids or --user/--before, not both")
+    settings = _settings()
+    when = None if before is None else (before if before.tzinfo else before.replace(tzinfo=UTC))
+    count = None if gateway else _local_forget(settings, tenant or settings.default_tenant, exchange_id or [],
+                                               user, when.timestamp() if when else None)
+    if count is None:
+        base = gateway or gateway_url(settings)
+        if exchange_id:
+            for one in exchange_id:
+                _gateway_call("delete", base, f"/exchanges/{one}", api_key, expect=204)
+            count = len(exchange_id)
+        else:
+            body = {"user": user, "before": when.isoformat() if when else None}
+            count = _gateway_call("post", base, "/exchanges/forget", api_key,
+                                  json={k: v for k, v in body.items() if v is not None})["deleted"]
+    console.print(f"forgotten: {count}")
+
+
+def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | None,
+                  before: float | None) -> int | None:
+    """Forget in this process; None if a running gateway holds the embedded store."""
+    from gateway.journal import BlobStore, Journal
+    from gateway.memory.forget import Forgetter
+    from gateway.memory.service import open_store
+    from gateway.memory.store.base import StoreError, StoreLocked
+    from gateway.memory.thumbnails import Thumbnails
+
+    store = open_store(settings)
+    try:
+        store.ensure_schema()
+    except StoreLocked:
+        store.close()
+        return None
+    journal = Journal(settings.journal_path)
+    blobs = BlobStore(settings.images_dir)
+    forgetter = Forgetter(journal, blobs, store, Thumbnails(blobs.root.parent / "thumbnails"))
+    try:
+        forgetter.resume()
+        if ids:
+            missing = sorted(set(ids) - set(forgetter.forget(tenant, ids)))
+            if missing:
+                err.print(f"not found in tenant {tenant!r}: {', '.join(missing)}")
+            return len(ids) - len(missing)
+        return forgetter.forget_where(tenant, user=user, before=before)
+    except StoreError as exc:
+        raise _fail(f"{exc} (the journal part is done; the rest finishes at the next start)") from None
+    finally:
+        journal.close()
+        store.close()
 
 
 # --- maintenance ------------------------------------------------------------------------------------------

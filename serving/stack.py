@@ -214,6 +214,28 @@ def write_run_env(path: Path, env: dict[str, str], profile: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def gpu_preflight(profile: launch.Profile, timeout_s: float = 300.0) -> str | None:
+    """For tensor-parallel GPU profiles: serving/gpu_preflight.py with the profile's python, so a broken
+    peer-to-peer path between the GPUs is a diagnosis here rather than a silent vLLM hang. None = fine."""
+    if profile.accelerator != "cuda" or profile.tensor_parallel_size < 2:
+        return None
+    command = [launch.python_for(profile), str(REPO_ROOT / "serving" / "gpu_preflight.py"),
+               "--gpus", str(profile.tensor_parallel_size)]
+    try:
+        result = subprocess.run(command, cwd=REPO_ROOT, check=False, timeout=timeout_s + 60,
+                                env={**os.environ, **profile_env(profile)})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the GPU preflight ({' '.join(command)}) did not run: {exc}"
+    if result.returncode != 0:
+        return "the GPU preflight failed (diagnosis above); vLLM was not started"
+    return None
+
+
+def profile_env(profile: launch.Profile) -> dict[str, str]:
+    """The profile's literal [env] values (NCCL and P2P settings among them), secrets left out."""
+    return {k: str(v) for k, v in profile.data.get("env", {}).items() if "${" not in str(v)}
+
+
 def start(options: argparse.Namespace) -> int:
     run_dir = (REPO_ROOT / options.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +255,9 @@ def start(options: argparse.Namespace) -> int:
         print(f"error: {run_env}", file=sys.stderr)
         return 1
     write_run_env(run_dir / RUN_ENV_NAME, run_env, profile.name)
+    if (problem := gpu_preflight(profile)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     vllm_log = run_dir / "vllm.log"
     mark_start(vllm_log, f"vLLM starting (profile {profile.name}, port {options.vllm_port})")
     vllm = start_process_group(

@@ -8,6 +8,7 @@ set -euo pipefail
 # once its process exists; the trap forwards TERM, waits, and exits.
 pids=()
 stop_all() {
+  set +e
   trap - TERM INT
   ((${#pids[@]})) && kill -TERM "${pids[@]}" 2>/dev/null
   wait
@@ -59,6 +60,9 @@ VLLM_ENV=(
   VLLM_VIDEO_FETCH_TIMEOUT=1
   VLLM_AUDIO_FETCH_TIMEOUT=1
 )
+# Peer access between the two PCIe GPUs, checked with a real NCCL all-reduce: a diagnosis in the
+# log and a stop, rather than vLLM hanging at start-up with nothing said.
+env "${VLLM_ENV[@]}" python3 /opt/visionrag/src/serving/gpu_preflight.py --gpus 2 || exit 1
 env "${VLLM_ENV[@]}" python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" &
 vllm_pid=$!
 pids+=("$vllm_pid")

@@ -48,3 +48,11 @@ class BlobStore:
             return self.path(sha256).exists()
         except ValueError:
             return False
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the image's file (forgetting); False if it was not there."""
+        try:
+            self.path(sha256).unlink()
+            return True
+        except (FileNotFoundError, ValueError):
+            return False

@@ -24,7 +24,7 @@ from gateway.journal.records import Exchange
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
-    seq          INTEGER PRIMARY KEY,  -- rowid: increasing, since rows are never deleted
+    seq          INTEGER PRIMARY KEY,  -- rowid: increasing (only a forgotten newest row's is reused)
     id           TEXT    NOT NULL UNIQUE,
     created_at   REAL    NOT NULL,
     endpoint     TEXT    NOT NULL,
@@ -38,7 +38,24 @@ CREATE TABLE IF NOT EXISTS exchanges (
 CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
 -- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor.
 CREATE INDEX IF NOT EXISTS exchanges_recent ON exchanges (tenant, created_at, seq);
+-- Which exchanges use which image: forgetting an exchange deletes each blob no remaining row uses.
+CREATE TABLE IF NOT EXISTS exchange_images (
+    sha256       TEXT    NOT NULL,
+    exchange_id  TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exchange_images_sha ON exchange_images (sha256);
+CREATE INDEX IF NOT EXISTS exchange_images_exchange ON exchange_images (exchange_id);
+-- Deletions under way (gateway.memory.forget): the exchange row is already gone; what is left to
+-- delete elsewhere (store points, image blobs) is named here until it is done, so a restart finishes it.
+CREATE TABLE IF NOT EXISTS forgetting (
+    id           TEXT    PRIMARY KEY,
+    tenant       TEXT    NOT NULL,
+    images       TEXT    NOT NULL,  -- JSON list of the exchange's image sha256s
+    forgotten_at REAL    NOT NULL
+);
 """
+# user_version 1: exchange_images filled for every row (older journals are backfilled once at open).
+_VERSION = 1
 
 
 class Journal:
@@ -53,7 +70,12 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Deleted rows are overwritten with zeros, in their pages and on the free list: a forgotten
+            # exchange's text does not linger in the file (the WAL is truncated after each deletion).
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+                self._backfill_images()
 
     @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
@@ -75,6 +97,10 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            if exchange.images:
+                # Harmless when the row was already there: references are counted by existence, not number.
+                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
+                                     ((image.sha256, exchange.id) for image in exchange.images))
 
     def get(self, exchange_id: str) -> Exchange | None:
         with self._lock:
@@ -154,3 +180,111 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # --- forgetting ------------------------------------------------------------------------------
+    def _backfill_images(self) -> None:
+        """Fill exchange_images from the records of a journal older than that table (once)."""
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM exchange_images")
+        for exchange_id, record in self._db.execute("SELECT id, record FROM exchanges"):
+            images = orjson.loads(record).get("images") or []
+            self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
+                                 ((image["sha256"], exchange_id) for image in images))
+        self._db.execute(f"PRAGMA user_version={_VERSION}")
+        self._db.execute("COMMIT")
+
+    def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
+                   limit: int = 1000) -> list[str]:
+        """Ids of `tenant`'s exchanges of `user` and/or created before `before` (unix seconds)."""
+        where, args = ["tenant = ?"], [tenant]
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if before is not None:
+            where.append("created_at < ?")
+            args.append(before)
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM exchanges WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                                    (*args, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT DISTINCT tenant FROM exchanges")]
+
+    def forget(self, exchange_ids: Iterable[str], tenant: str) -> list[str]:
+        """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere, in
+        one transaction; then truncate the WAL so the rows' text is gone from every file. Returns the
+        ids deleted (others' and unknown ids are left alone)."""
+        ids = list(dict.fromkeys(exchange_ids))
+        deleted: list[str] = []
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for exchange_id in ids:
+                    row = self._db.execute("SELECT tenant FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
+                    if row is None or row[0] != tenant:
+                        continue
+                    shas = [r[0] for r in self._db.execute(
+                        "SELECT DISTINCT sha256 FROM exchange_images WHERE exchange_id = ?", (exchange_id,))]
+                    self._db.execute("INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at)"
+                                     " VALUES (?, ?, ?, ?)", (exchange_id, tenant, orjson.dumps(shas), now))
+                    self._db.execute("DELETE FROM exchange_images WHERE exchange_id = ?", (exchange_id,))
+                    self._db.execute("DELETE FROM exchanges WHERE id = ?", (exchange_id,))
+                    deleted.append(exchange_id)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if deleted:
+                self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        # The WAL still holds the frames that wrote the deleted rows: copy the zeroed pages into the
+        # database and empty the WAL file. Busy (another process reading) -> retried at the next one.
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            import logging
+
+            logging.getLogger("visionrag.journal").warning("journal WAL not truncated (a reader is active)")
+
+    def forgetting(self) -> list[tuple[str, str, list[str]]]:
+        """Deletions not finished yet: (exchange id, tenant, image sha256s)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, tenant, images FROM forgetting ORDER BY forgotten_at").fetchall()
+        return [(i, t, orjson.loads(images)) for i, t, images in rows]
+
+    def forgotten(self, exchange_ids: Iterable[str]) -> None:
+        """Deletions finished: drop their records (nothing of the exchange is left to name)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM forgetting WHERE id = ?", ((i,) for i in exchange_ids))
+            self._db.execute("COMMIT")
+
+    def referenced(self, shas: Iterable[str]) -> set[str]:
+        """The images among `shas` that some exchange in the journal still uses."""
+        with self._lock:
+            return {sha for sha in set(shas)
+                    if self._db.execute("SELECT 1 FROM exchange_images WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()}
+
+    def present(self, exchange_ids: Iterable[str]) -> set[str]:
+        """The ids among `exchange_ids` whose rows exist (the ingest worker's check for deletions)."""
+        with self._lock:
+            return {i for i in set(exchange_ids)
+                    if self._db.execute("SELECT 1 FROM exchanges WHERE id = ?", (i,)).fetchone()}
+
+    def texts(self, exchange_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """(question, answer) of each of `exchange_ids` still in the journal."""
+        found: dict[str, tuple[str, str]] = {}
+        with self._lock:
+            for exchange_id in set(exchange_ids):
+                row = self._db.execute("SELECT record FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
+                if row:
+                    found[exchange_id] = row[0]
+        out = {}
+        for exchange_id, record in found.items():
+            exchange = Exchange.from_dict(orjson.loads(record))
+            out[exchange_id] = (exchange.question, exchange.answer)
+        return out

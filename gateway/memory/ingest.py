@@ -222,6 +222,13 @@ class IngestWorker:
             self._schema_ready = True
         with metrics.STORE_UPSERT.time():
             self.store.upsert(prepared.points)
+        # Exchanges forgotten since the batch was read (gateway.memory.forget): their rows are gone, and
+        # the deletion may have run before this upsert, so their points are deleted again here.
+        gone = sorted(set(prepared.exchange_ids) - self.journal.present(prepared.exchange_ids))
+        if gone:
+            tenants = {p.payload.get("tenant") for p in prepared.points if p.payload.get("exchange_id") in gone}
+            for tenant in tenants:
+                self.store.delete_exchanges(str(tenant), gone)
         # Only now, with the store's acknowledgement, is the batch done.
         self.journal.mark_ingested(prepared.exchange_ids)
         metrics.INGESTED.inc(len(prepared.exchange_ids))

@@ -80,8 +80,9 @@ def base_payload(exchange: Exchange) -> dict[str, Any]:
         "user": exchange.user,
         "endpoint": exchange.endpoint,
         "status": exchange.status,
-        "question": exchange.question,
-        "answer": exchange.answer,
+        # No question or answer here: the store keeps deleted points' payload in its files (and its
+        # WAL) until a vacuum, so text kept here could outlive a deletion. Hits get their text from
+        # the journal (gateway.memory.texts), which forgets it for good.
         "image_count": len(exchange.images),
     }
 

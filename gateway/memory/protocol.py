@@ -143,3 +143,24 @@ def _aware(moment: datetime) -> datetime:
     from datetime import UTC
 
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ForgetRequest(BaseModel):
+    """POST /exchanges/forget: every exchange of `user`, and/or created before `before` (one at least)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = None
+    # ISO 8601 or unix seconds; a time without a zone is taken as UTC.
+    before: datetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ForgetRequest:
+        if self.user is None and self.before is None:
+            raise ValueError("give `user`, `before`, or both")
+        return self
+
+
+class ForgetResponse(BaseModel):
+    object: Literal["forget.result"] = "forget.result"
+    deleted: int

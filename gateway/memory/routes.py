@@ -1,5 +1,5 @@
-"""The memory HTTP API: POST /search, GET /exchanges, GET /exchanges/{id}, GET /images/{sha256},
-GET /memory/stats.
+"""The memory HTTP API: POST /search, GET /exchanges, GET /exchanges/{id}, DELETE /exchanges/{id},
+POST /exchanges/forget, GET /images/{sha256}, GET /memory/stats.
 
 `router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
 (gateway.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
@@ -28,6 +28,8 @@ from gateway.memory.protocol import (
     ExchangeList,
     ExchangeResponse,
     ExchangeSummary,
+    ForgetRequest,
+    ForgetResponse,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -92,6 +94,19 @@ async def get_exchange(
         usage=exchange.usage,
         latency_ms=exchange.latency_ms,
     )
+
+@router.delete("/exchanges/{exchange_id}", status_code=204)
+async def delete_exchange(exchange_id: str, tenant: TenantDep, memory: MemoryDep) -> Response:
+    """Forget the exchange everywhere: its text, its points, and each image no other exchange uses."""
+    await memory.forget(tenant, exchange_id)
+    return Response(status_code=204)
+
+@router.post("/exchanges/forget", response_model=ForgetResponse, openapi_extra=openapi_body(ForgetRequest))
+async def forget_exchanges(request: Request, tenant: TenantDep, memory: MemoryDep) -> ForgetResponse:
+    """Forget every exchange of the caller's tenant of one `user` and/or older than `before`."""
+    body = await read_model(request, ForgetRequest)
+    deleted = await memory.forget_where(tenant, user=body.user, before=_unix(body.before))
+    return ForgetResponse(deleted=deleted)
 
 @router.get("/exchanges", response_model=ExchangeList)
 async def list_exchanges(

@@ -25,12 +25,15 @@ from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError
+from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
+from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
 from gateway.memory.text_embed import TextEncoders
+from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
 from gateway.memory.thumbnails import Thumbnails
 from gateway.service_errors import NotFound, Unavailable
@@ -108,6 +111,7 @@ class Memory:
         *,
         owns_loader: bool = False,
         thresholds: Thresholds | None = None,
+        retention: Retention | None = None,
         text: TextEncoders | None = None,
     ) -> None:
         self.journal = journal
@@ -116,8 +120,11 @@ class Memory:
         self.text = text if text is not None else worker.text
         self.store = store
         self.worker = worker
-        self.searcher = Searcher(embedder, store, self.text)
-        self.retriever = Retriever(embedder, store, worker.reuse, self.text)
+        # Hits take their texts from the journal, and forgotten exchanges are never returned.
+        self.searcher = Searcher(embedder, JournalTexts(store, journal), self.text)
+        self.retriever = Retriever(embedder, JournalTexts(store, journal), worker.reuse, self.text)
+        self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
+        self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
         self._owns_loader = owns_loader
@@ -161,8 +168,10 @@ class Memory:
         loader = image_loader or ImageLoader.from_settings(settings)
         thresholds = Thresholds(image=settings.memory_min_image_score, text=settings.memory_min_text_score,
                                 sentence=settings.memory_min_sentence_score, terms=settings.memory_min_terms_score)
+        retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
+                                    settings.memory_retention_interval_s)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
-                   text=text)
+                   retention=retention, text=text)
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
@@ -183,6 +192,12 @@ class Memory:
             if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
+        else:
+            try:
+                self.forgetter.resume()  # deletions a killed process left half done
+            except StoreError as exc:
+                log.warning("memory: finishing interrupted deletions failed (retried at the next one): %s", exc)
+        self.retention.start()
         # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
         # search does not pay the load.
         self.worker.start()
@@ -190,6 +205,7 @@ class Memory:
 
     async def stop(self) -> None:
         if self._started:
+            await asyncio.to_thread(self.retention.stop)
             await asyncio.to_thread(self.worker.stop)
             self._started = False
         await asyncio.to_thread(self.store.close)
@@ -269,6 +285,24 @@ class Memory:
         if exchange is None or exchange.tenant != tenant:
             raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
         return exchange
+
+    async def forget(self, tenant: str, exchange_id: str) -> None:
+        """Forget the tenant's exchange everywhere (gateway.memory.forget). NotFound for one that does not
+        exist and for another tenant's alike; Unavailable if the store fails (the journal part is done
+        then, and the rest is finished at the next deletion or start)."""
+        try:
+            forgotten = await _blocking(self.forgetter.forget, tenant, [exchange_id])
+        except StoreError as exc:
+            raise Unavailable("forget") from exc
+        if not forgotten:
+            raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
+
+    async def forget_where(self, tenant: str, *, user: str | None = None, before: float | None = None) -> int:
+        """Forget every exchange of the tenant's `user` and/or created before `before` (unix seconds)."""
+        try:
+            return await _blocking(self.forgetter.forget_where, tenant, user=user, before=before)
+        except StoreError as exc:
+            raise Unavailable("forget") from exc
 
     async def image(self, tenant: str, sha256: str) -> StoredImage:
         """An image one of the tenant's exchanges carried; NotFound otherwise, Unavailable if the store fails."""

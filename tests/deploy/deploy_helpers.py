@@ -120,6 +120,7 @@ def runpod_vllm_env() -> dict[str, str]:
     block = re.search(r"^VLLM_ENV=\(\n.*?^\)\n", script, re.DOTALL | re.MULTILINE)
     assert block, "start.sh has no VLLM_ENV=( ... ) block"
     assert 'env "${VLLM_ENV[@]}" python3 -m vllm.entrypoints.openai.api_server' in script
+    assert 'env "${VLLM_ENV[@]}" python3 /opt/visionrag/src/serving/gpu_preflight.py --gpus 2 || exit 1' in script
     out = subprocess.run(
         ["bash", "-c", block.group(0) + 'printf "%s\\0" "${VLLM_ENV[@]}"'],
         env={"PATH": "/usr/bin:/bin"},

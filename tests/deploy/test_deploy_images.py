@@ -19,7 +19,7 @@ def test_base_images_are_pinned_python_that_the_package_accepts(gateway_dockerfi
     for image in gateway_dockerfile.parent_images:
         assert_pinned(image)
         # An exact patch release: a rebuild months later gets the same interpreter.
-        match = re.fullmatch(r"python:(\d+\.\d+\.\d+)-slim(-\w+)?", image)
+        match = re.fullmatch(r"docker\.io/library/python:(\d+\.\d+\.\d+)-slim(-\w+)?", image)
         assert match, f"{image}: not an exact python:X.Y.Z-slim tag"
         assert match.group(1) in requires, f"{image} does not satisfy requires-python {requires}"
     assert gateway_dockerfile.is_multistage

@@ -15,6 +15,7 @@ from gateway.memory.ingest import IngestWorker
 from gateway.memory.search import Searcher, text_probes
 from gateway.memory.store.base import SearchFilter, VectorStore
 from gateway.memory.text_embed import TextEncoders
+from gateway.memory.texts import JournalTexts
 from tests.memory.conftest import ExchangeFactory
 
 PARAGRAPHS = (
@@ -68,7 +69,7 @@ def searcher(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, text_en
     worker = IngestWorker(journal, blobs, embedder, store, text=text_encoders)
     worker.drain()
     assert store.count() == len(exchanges)
-    return Searcher(embedder, store, text_encoders)
+    return Searcher(embedder, JournalTexts(store, journal), text_encoders)
 
 
 def answers(searcher: Searcher, text: str, target: str, limit: int = 5) -> list[str]:

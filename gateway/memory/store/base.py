@@ -138,3 +138,6 @@ class VectorStore(Protocol):
         `ensure_schema` refuses with SchemaMismatch."""
 
     def close(self) -> None: ...
+
+    def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns."""

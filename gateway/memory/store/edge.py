@@ -307,6 +307,20 @@ class EdgeStore:
         with self._use() as shard:
             return shard.optimize()
 
+    def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        """Delete every point of these exchanges of `tenant`; durable (in the WAL) when this returns.
+
+        The engine only marks deleted points: their vectors and payload stay in the segment files (and
+        the WAL) until a vacuum rewrites them. That is why no payload holds an exchange's text
+        (gateway.memory.texts): what stays is vectors and ids, never the question or the answer.
+        """
+        if not exchange_ids:
+            return
+        flt = qe.Filter(must=[qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant)),
+                              qe.FieldCondition("exchange_id", match=qe.MatchAny(list(exchange_ids)))])
+        with self._use() as shard:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
 
 def _become_maintenance_child(parent_pid: int, nice: int) -> None:
     """In the indexing child: lower its priority, and die with the gateway (so a restarted gateway does

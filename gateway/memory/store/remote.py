@@ -200,6 +200,18 @@ class RemoteStore:
         self._schema_ready = False
         self.ensure_schema()
 
+    def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        """Delete every point of these exchanges of `tenant`; applied when this returns (wait=True)."""
+        if not exchange_ids:
+            return
+        self.ensure_schema()
+        flt = models.Filter(must=[
+            models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+            models.FieldCondition(key="exchange_id", match=models.MatchAny(any=list(exchange_ids))),
+        ])
+        with self._call("delete"):
+            self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+
 
 def collection_layout() -> dict[str, Any]:
     """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32

@@ -8,9 +8,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.gateway.ui.conftest import Stack, memory_env, picture
+from tests.gateway.ui.conftest import A, Stack, memory_env, picture
 from tests.plugins.gateway_server import GatewayProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,10 @@ def ask(page, question: str, image: bytes) -> dict:
             if (answer) window.__lengths.push(answer.textContent.length);
         }).observe(answers, {subtree: true, childList: true, characterData: true});
     }""")
+    turns = page.locator(".turn").count()
     page.get_by_role("button", name="Ask").click()
+    # The new turn goes on top once the image is read: wait for it, not the previous one.
+    page.locator(".turn").nth(turns).wait_for()
     turn = page.locator(".turn").first
     turn.locator("a.exchange-link").wait_for(timeout=120_000)
     return {"lengths": page.evaluate("window.__lengths"), "turn": turn,
@@ -77,5 +81,6 @@ def test_streamed_chat_with_memory_cites_the_earlier_exchange(chat_stack: Stack,
     second["turn"].locator("a.exchange-link").click()
     page.locator(".text.question", has_text="Same plan again").wait_for()
     page.locator(".images img[src^='blob:']").wait_for()
-    if "Memory used" in status:
+    recorded_sources = httpx.get(f"{chat_stack.url}/exchanges/{second['exchange_id']}", headers=A).json().get("sources")
+    if "Memory used" in status and recorded_sources is not None:  # GET /exchanges/{id} lists them
         page.locator(f"ol.sources a[data-exchange-id='{first['exchange_id']}']").wait_for()
