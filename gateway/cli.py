@@ -392,6 +392,9 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     except StoreLocked:
         store.close()
         return None
+    except StoreError as exc:  # SchemaMismatch names `visionrag reindex`
+        store.close()
+        raise _fail(str(exc)) from None
     try:
         image = None
         offline = False

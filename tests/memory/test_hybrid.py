@@ -101,3 +101,31 @@ def test_text_signals_fused_in_the_store(searcher: Searcher, text_encoders: Text
 
 def test_other_tenants_never_match(searcher: Searcher) -> None:
     assert searcher.search(SearchFilter("someone-else"), text="ERR_QUOTA_7731", target="all").hits == []
+
+
+def test_the_gateway_says_at_start_up_that_a_pre_hybrid_store_needs_a_reindex(
+    tmp_path, journal: Journal, blobs: BlobStore, clip_cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chats go on (the journal records them); memory stays off with one clear error instead of failing
+    every ingest batch against a store that cannot take the new vectors."""
+    import asyncio
+    import logging
+
+    import qdrant_edge as qe
+
+    from gateway.memory.service import Memory
+    from gateway.memory.store.edge import EdgeStore
+    from gateway.settings import Settings
+
+    shard = tmp_path / "old-shard"
+    qe.EdgeShard.create(str(shard), qe.EdgeConfig(vectors={
+        name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine) for name in ("image", "question", "answer")
+    })).close()
+    settings = Settings(data_dir=tmp_path / "data", fastembed_cache_dir=clip_cache)
+    memory = Memory.from_settings(settings, journal, blobs, store=EdgeStore(shard))
+    with caplog.at_level(logging.ERROR, logger="visionrag.memory"):
+        memory.start()
+    assert "visionrag reindex" in caplog.text
+    assert not memory.worker.running
+    assert "visionrag reindex" in memory.stats()["schema_error"]
+    asyncio.run(memory.stop())
