@@ -133,6 +133,10 @@ bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store q
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy
 	$(VENV)/bin/python -m bench.memory_chat_under_ingest
 
+.PHONY: bench-memory-quality
+bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall@1/@5/MRR@10 per query kind, per signal and fused
+	$(VENV)/bin/python -m bench.memory_quality
+
 .PHONY: bench-memory-soak
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout
 	$(VENV)/bin/python -m bench.memory_soak

@@ -76,11 +76,11 @@ class Retriever:
                 self.reuse.put_image(query.image_sha256, image_vector)
         question = query.question.strip()
         if question:
-            # CLIP on past questions and answers, the sentence model on their passages, BM25 on terms.
-            text_probes = hybrid_text_probes(self.embedder, self.text, question, "all",
+            # CLIP's near-duplicate questions/answers (its high threshold), the sentence model, BM25.
+            text_probes = hybrid_text_probes(self.embedder, self.text, question, ("question", "answer", "text", "terms"),
                                              clip_min_score=thresholds.text, text_min_score=thresholds.sentence,
                                              terms_min_score=thresholds.terms)
-            probes += [p for p in text_probes if p.using != "image"]  # the question is no image query
+            probes += text_probes
             for probe in text_probes:  # ingesting this exchange takes these instead of embedding again
                 if probe.using in ("question", "text"):
                     encoder = "clip" if probe.using == "question" else "minilm"

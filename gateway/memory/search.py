@@ -10,6 +10,7 @@ answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses every signa
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway import metrics
@@ -18,6 +19,9 @@ from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorSt
 from gateway.memory.text_embed import TextEncoders
 
 CLIP_TARGETS = ("image", "question", "answer")
+# A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
+# model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
+# ranking dilutes the good ones (bench/memory_quality.py measures it).
 
 
 @dataclass(slots=True)
@@ -27,19 +31,25 @@ class SearchOutcome:
     store_ms: float
 
 
-def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str, target: Target = "all",
-                *, clip_min_score: float | None = None, text_min_score: float | None = None,
-                terms_min_score: float | None = None) -> list[Probe]:
-    """The probes for a text query on `target` (all: CLIP's three, the sentence model, BM25): what
-    /search, the CLI and retrieval for chat send to the store. Without a minimum, a term probe keeps
-    every point that shares a term with the query."""
+def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str,
+                target: Target | Sequence[str] = "all", *, clip_min_score: float | None = None,
+                text_min_score: float | None = None, terms_min_score: float | None = None) -> list[Probe]:
+    """The probes for a text query on `target` (one name, several, or "all": CLIP text->image, the
+    sentence model, BM25): what /search, the CLI and retrieval for chat send to the store. Each query
+    vector is computed once. Without a minimum, a term probe keeps every point sharing a term."""
+    if isinstance(target, str):
+        all_names = ("image", "text", "terms") if text_encoders is not None else CLIP_TARGETS
+        names: Sequence[str] = all_names if target == "all" else (target,)
+    else:
+        names = target
     probes: list[Probe] = []
-    if target in (*CLIP_TARGETS, "all"):
+    clip_names = [name for name in names if name in CLIP_TARGETS]
+    if clip_names:
         vector = clip.embed_texts([text])[0].tolist()
-        probes += [Probe(vector, name, clip_min_score) for name in (CLIP_TARGETS if target == "all" else (target,))]
-    if text_encoders is not None and target in ("text", "all"):
+        probes += [Probe(vector, name, clip_min_score) for name in clip_names]
+    if text_encoders is not None and "text" in names:
         probes.append(Probe(text_encoders.sentences([text])[0].tolist(), "text", text_min_score))
-    if text_encoders is not None and target in ("terms", "all"):
+    if text_encoders is not None and "terms" in names:
         terms = text_encoders.terms_query(text)
         if terms.indices:  # a query of stopwords only has no terms to match
             probes.append(Probe(terms, "terms", terms_min_score))
