@@ -6,10 +6,12 @@ The embedded store (Qdrant Edge, this version's schema) is filled with N synthet
 like real ones: three 512-d CLIP vectors, a multivector of 4 x 384-d sentence passages, a BM25 sparse
 vector of ~60 terms (Zipf-distributed term ids, as word frequencies are), no text payload. 90% of the
 points belong to tenant `main`, the rest to 100 small tenants. Unindexed (brute force, what a store
-serves until its first `optimize()`).
+serves until its first `optimize()`), or with `--index` after `optimize()` (HNSW, in a child process
+as the gateway builds it).
 
 - store: p50/p99 of the fused query of a text search (`target=all`: CLIP text->image, sentence
   passages MAX_SIM, BM25; prefetches + RRF in the store), tenant `main` and a small tenant;
+- each signal's probe alone (tenant `main`);
 - search: p50/p99 of `Searcher.search` (query embedding with the tiny CLIP, the genuine MiniLM and
   BM25, then the store query), the whole /search minus HTTP and JSON.
 """
@@ -65,6 +67,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    index = "--index" in sys.argv  # also measure after optimize() (HNSW; minutes at 100k)
     rng = np.random.default_rng(1)
     clip = ClipEmbedder(cache_dir=ROOT / "models" / "clip-tiny", threads=1)
     text = TextEncoders(cache_dir=ROOT / "models" / "text", threads=1)
@@ -82,6 +85,10 @@ def main() -> None:
         results["upsert_per_s"] = size / (time.perf_counter() - started)
         searcher = Searcher(clip, store, text)
         probes = [text_probes(clip, text, q, "all") for q in queries]
+        if index:
+            started = time.perf_counter()
+            store.optimize()
+            results["optimize_s"] = time.perf_counter() - started
         for tenant in ("main", "t7"):
             flt = SearchFilter(tenant)
             for p in probes[:10]:
@@ -92,6 +99,14 @@ def main() -> None:
                 searcher.query(p, flt, limit=10)
                 samples.append((time.perf_counter() - t) * 1000)
             results[f"store_fused_ms_{tenant}"] = percentiles(samples)
+        for name in ("image", "text", "terms"):  # each signal alone, tenant main: what the fusion costs
+            samples = []
+            for p in probes:
+                single = [probe for probe in p if probe.using == name]
+                t = time.perf_counter()
+                searcher.query(single, SearchFilter("main"), limit=10)
+                samples.append((time.perf_counter() - t) * 1000)
+            results[f"store_{name}_ms_main"] = percentiles(samples)
         samples = []
         for q in queries:
             t = time.perf_counter()
@@ -102,7 +117,7 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"memory_hybrid_latency_{size}.json").write_text(json.dumps(results, indent=2))
+    (out / f"memory_hybrid_latency_{size}{'_indexed' if index else ''}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
