@@ -137,6 +137,10 @@ bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 wi
 bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall@1/@5/MRR@10 per query kind, per signal and fused
 	$(VENV)/bin/python -m bench.memory_quality
 
+.PHONY: bench-memory-hybrid-latency
+bench-memory-hybrid-latency: install $(MODELS)/clip-tiny/.text-linked ## Memory: fused hybrid store query and text search at 100k (INDEX=1: after optimize)
+	$(VENV)/bin/python -m bench.memory_hybrid_latency 100000 $(if $(INDEX),--index)
+
 .PHONY: bench-memory-soak
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout
 	$(VENV)/bin/python -m bench.memory_soak
