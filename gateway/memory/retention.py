@@ -78,6 +78,7 @@ class RetentionSweeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self.forgetter.finish()  # deletions a store outage left unfinished
                 if forgotten := sweep(self.policy, self.journal, self.forgetter):
                     log.info("memory retention: forgot %d exchange(s)", forgotten)
             except Exception as exc:  # noqa: BLE001 - retried at the next sweep; unfinished work is recorded

@@ -23,7 +23,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from gateway.deps import get_memory, identify_caller, require_admin, require_tenant
-from gateway.memory.protocol import SearchRequest
+from gateway.memory.protocol import ForgetRequest, SearchRequest
 from gateway.openapi import failures as F
 from gateway.openapi import schemas
 from gateway.proxy.body import openapi_body
@@ -108,12 +108,27 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("post", "/search"): RouteDoc(
         body=SearchRequest, failures=(*F.SEARCH, F.memory_unavailable("search")),
         description="Past exchanges of the caller's tenant, most similar first, by text or by image."),
+    ("get", "/exchanges"): RouteDoc(
+        failures=(F.Failure(400, "invalid_cursor", "`cursor` is not one this gateway returned", "invalid_cursor",
+                            param="cursor"),),
+        description="The caller's tenant's exchanges, most recent first, a page at a time: pass `next_cursor` "
+                    "back as `cursor` for the next (older) page."),
     ("get", "/exchanges/{exchange_id}"): RouteDoc(
         failures=(F.EXCHANGE_NOT_FOUND,),
         description="One recorded exchange of the caller's tenant (another tenant's answers 404)."),
+    ("delete", "/exchanges/{exchange_id}"): RouteDoc(
+        failures=(F.EXCHANGE_NOT_FOUND, F.memory_unavailable("forget")),
+        description="Forget one exchange of the caller's tenant everywhere: its text, its vectors, and each "
+                    "image no other exchange uses (another tenant's id answers 404)."),
+    ("post", "/exchanges/forget"): RouteDoc(
+        body=ForgetRequest,
+        failures=(F.Failure(400, "invalid_value", "give `user`, `before`, or both", "invalid_value"),
+                  F.memory_unavailable("forget")),
+        description="Forget every exchange of the caller's tenant of one `user` and/or older than `before`."),
     ("get", "/images/{sha256}"): RouteDoc(
         failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images")),
-        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404)."),
+        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404). "
+                    "With `size`, a WebP thumbnail (made once, cached) instead of the original."),
     ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
         "200": {"description": "At least one upstream replica answers.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},

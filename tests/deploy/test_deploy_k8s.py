@@ -23,6 +23,7 @@ NOT_RESOURCES = {
     "kustomization.yaml",  # the kustomization itself
     "qdrant-values.yaml",  # Helm values, not a manifest
     "secrets.example.yaml",  # applied by hand after filling in (never placeholders via -k)
+    "ingress.example.yaml",  # the host name is the operator's; validated in test_deploy_production_review
 }
 
 

@@ -1,5 +1,5 @@
-"""deploy/k8s/networkpolicy.yaml: only the gateway reaches vLLM and Qdrant; vLLM reaches only DNS and
-public HTTPS. Evaluated by tests/deploy/netpol.py from the manifests (no cluster); the schema
+"""deploy/k8s/networkpolicy.yaml: only the gateway reaches vLLM and Qdrant; vLLM reaches only DNS, and
+only the model-download Job reaches public HTTPS. Evaluated by tests/deploy/netpol.py from the manifests (no cluster); the schema
 validation of the same objects is in test_deploy_k8s.py."""
 
 from __future__ import annotations
@@ -85,15 +85,46 @@ def test_only_gateway_pods_reach_qdrant(policies):
     assert not allowed(policies, GATEWAY, QDRANT, 6335)
 
 
-def test_vllm_egress_is_dns_and_public_https_only(policies):
+def test_vllm_has_no_egress_but_dns(policies):
     assert allowed(policies, VLLM, DNS, 53, "UDP") and allowed(policies, VLLM, DNS, 53, "TCP")
-    assert allowed(policies, VLLM, PUBLIC, 443)  # the first download of the weights
-    assert not allowed(policies, VLLM, PUBLIC, 80)
-    for target in (METADATA, CLUSTER, address("192.168.1.10"), address("100.64.0.1")):
+    # It starts offline from the weights the model-download Job fetched: no media URL gets out.
+    for target in (PUBLIC, METADATA, CLUSTER, address("192.168.1.10"), address("100.64.0.1")):
         for port in (80, 443):
             assert not allowed(policies, VLLM, target, port), (target.ip, port)
     for target, port in ((GATEWAY, 8080), (QDRANT, 6333)):
         assert not allowed(policies, VLLM, target, port)
+
+
+def test_only_the_download_job_reaches_hugging_face(k8s_objects, policies):
+    labels = k8s_find(k8s_objects, "Job", "model-download")["spec"]["template"]["metadata"]["labels"]
+    download = pod(NS, **labels)
+    assert allowed(policies, download, PUBLIC, 443)
+    assert not allowed(policies, download, PUBLIC, 80)
+    for target in (METADATA, CLUSTER, address("192.168.1.10")):
+        assert not allowed(policies, download, target, 443), target.ip
+    assert not allowed(policies, download, VLLM, 8000) and not allowed(policies, download, QDRANT, 6333)
+    for who, stranger in STRANGERS.items():
+        assert not allowed(policies, stranger, download, 8000), who
+
+
+def test_vllm_starts_offline_after_the_download(k8s_objects):
+    from tests.deploy.deploy_helpers import load_profile
+
+    revision = load_profile()["args"]["revision"]
+    job = k8s_find(k8s_objects, "Job", "model-download")["spec"]["template"]["spec"]
+    vllm = k8s_find(k8s_objects, "Deployment", "vllm")["spec"]["template"]["spec"]
+    (download,) = job["containers"]
+    assert f'revision = "{revision}"' in download["command"][-1]
+    (wait,) = vllm["initContainers"]
+    assert f"visionrag-{revision}.complete" in wait["command"][-1]
+    assert "visionrag-{revision}.complete" in download["command"][-1]
+    env = {e["name"]: e.get("value") for e in vllm["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1"
+    # Same ReadWriteOnce claim, same node.
+    claims = [{v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+              for spec in (job, vllm)]
+    assert claims[0] == claims[1] == {"vllm-model-cache"}
+    assert job["nodeSelector"] == vllm["nodeSelector"]
 
 
 def test_gateway_is_open_to_clients_and_reaches_its_upstreams(policies):

@@ -206,3 +206,31 @@ def test_start_script_stops_vllm_when_signalled_during_start_up(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+# ---- 10. ingress limits and TLS ------------------------------------------------------------------------
+def test_the_ingress_template_validates_and_matches_the_gateways_limits(k8s_objects):
+    from kubernetes_validate import utils as kv
+
+    from gateway.settings import Settings
+    from tests.deploy.deploy_helpers import K8S, load_yaml_docs
+
+    (ingress,) = load_yaml_docs(K8S / "ingress.example.yaml")
+    kv.validate(ingress, kv.latest_version(), strict=True)
+    notes = ingress["metadata"]["annotations"]
+    body = notes["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert re.fullmatch(r"\d+m", body) and int(body[:-1]) * 2**20 >= Settings.model_fields["max_body_bytes"].default
+    read_timeout = Settings.model_fields["upstream_read_timeout_s"].default
+    for name in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(notes[f"nginx.ingress.kubernetes.io/{name}"]) > read_timeout, name
+    assert notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert ingress["spec"]["tls"] and notes["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    service = k8s_find(k8s_objects, "Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_qdrant_cloud_is_reached_over_tls():
+    # The API key travels with every request: never over plain HTTP to a cloud endpoint.
+    text = (DEPLOY / "qdrant-cloud.md").read_text()
+    assert "https://xyz-example" in text and "http://xyz" not in text

@@ -113,7 +113,7 @@ def local(registry_sample: str, **labels: str) -> float:
 
 def test_a_dead_replica_shows_in_the_health_gauge(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    before = local("visionrag_http_requests_total", route=CHAT, status="502")
+    before = local("visionrag_http_requests_total", route=CHAT, status="503")
 
     async def scenario():
         async with gateway(settings_for(tmp_path, upstream_urls=[dead])) as (_, client):
@@ -121,10 +121,10 @@ def test_a_dead_replica_shows_in_the_health_gauge(tmp_path):
             return chat, await client.get("/metrics")
 
     chat, metrics = asyncio.run(scenario())
-    assert chat.status_code == 502
+    assert chat.status_code == 503  # no replica up: retry later
     scraped = samples(metrics.text)
     assert value(scraped, "visionrag_upstream_healthy", replica=dead) == 0
-    assert value(scraped, "visionrag_http_requests_total", route=CHAT, status="502") == before + 1
+    assert value(scraped, "visionrag_http_requests_total", route=CHAT, status="503") == before + 1
     assert ("visionrag_ingest_backlog", frozenset()) not in scraped  # memory is off: no backlog to report
 
 

@@ -215,7 +215,8 @@ def test_documented_statuses_are_the_ones_the_gateway_answers(tmp_path, memory):
     tenant = {"Authorization": "Bearer sk-acme"}
     valid = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
              "/v1/completions": {"prompt": "hi"}, "/tokenize": {"prompt": "hi"}, "/detokenize": {"tokens": [1]},
-             "/predict": {"image_url": "data:,", "user_query": "hi"}, "/search": {"text": "cat"}}
+             "/predict": {"image_url": "data:,", "user_query": "hi"}, "/search": {"text": "cat"},
+             "/exchanges/forget": {"user": "nobody"}}
 
     async def scenario() -> list[tuple[str, str, str, int, dict]]:
         answers = []
@@ -248,7 +249,7 @@ def test_documented_statuses_are_the_ones_the_gateway_answers(tmp_path, memory):
     body_routes = ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/predict"]
     for path in [*body_routes, "/search"] if memory else body_routes:
         assert statuses[(path, "too large")] == 413 and statuses[(path, "invalid json")] == 400, path
-    assert statuses[("/v1/chat/completions", "valid")] == 502  # nothing listens upstream
+    assert statuses[("/v1/chat/completions", "valid")] == 503  # nothing listens upstream: retry later
     assert statuses[("/health", "no key")] == 200
     if memory:
         assert statuses[("/exchanges/{exchange_id}", "valid")] == 404

@@ -44,7 +44,9 @@ def chromium_path() -> str:
     return shutil.which("chromium") or ""
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps its event loop marked as running in this
+# thread while it is started, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
 

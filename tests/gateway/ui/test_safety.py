@@ -97,3 +97,15 @@ def test_keys_a_wrong_key_is_refused_and_tenants_never_mix(stack: Stack, open_pa
     other_tab = page.context.new_page()
     other_tab.goto(f"{stack.url}/ui#/browse")
     other_tab.locator("#key-dialog").wait_for(state="visible")  # a new tab asks again
+
+
+def test_forget_from_the_exchange_page(stack: Stack, open_page) -> None:
+    doomed = stack.seed("Forget me", "soon gone", picture(6))
+    stack.wait_ingested()
+    page, _ = open_page(stack.url, route=f"#/exchange/{doomed.id}")
+    page.get_by_role("button", name="Forget this exchange").click()
+    page.get_by_role("button", name="Yes, forget it everywhere").click()
+    page.wait_for_url("**/ui#/browse")
+    page.locator(".status", has_text="exchange(s) shown").wait_for()
+    assert doomed.id not in page.locator(".grid .card").evaluate_all("cs => cs.map(c => c.dataset.exchangeId)")
+    assert httpx.get(f"{stack.url}/exchanges/{doomed.id}", headers={"Authorization": "Bearer key-a"}).status_code == 404

@@ -108,3 +108,30 @@ def test_exchange_page_shows_images_text_details_and_finds_similar(stack: Stack,
     page.locator(".status", has_text="by image, target image").wait_for()
     assert first_card(page) == target.id
     assert page.evaluate("document.activeElement.tagName") == "H1"  # focus moved to the new view
+
+
+def test_keyboard_and_screen_reader_basics(stack: Stack, seeded: dict, open_page) -> None:
+    page, _ = open_page(stack.url, route="#/search")
+    page.locator(".grid").wait_for(state="attached")
+    # Every control has a label a screen reader announces.
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('main input, main select, main textarea')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map(el => el.outerHTML)""")
+    assert unlabelled == []
+    # Tab reaches the text box, the picker and the search button, each with a visible focus ring.
+    reached = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("""() => { const el = document.activeElement;
+            return [el.tagName, el.type || '', getComputedStyle(el).outlineStyle]; }"""))
+        if reached[-1][:2] == ["BUTTON", "submit"]:
+            break
+    tags = {(tag, kind) for tag, kind, _ in reached}
+    assert {("INPUT", "search"), ("INPUT", "file"), ("BUTTON", "submit")} <= tags, reached
+    assert [r for r in reached if r[2] == "none"] == [], reached
+    # Typing and Enter searches; result links are reachable and their images say what was asked.
+    page.get_by_label("Text").focus()
+    page.keyboard.type(seeded["exchanges"][0].answer)
+    page.keyboard.press("Enter")
+    page.locator(".grid .card img.thumb").first.wait_for()
+    alts = page.locator(".grid img").evaluate_all("imgs => imgs.map(i => i.alt)")
+    assert alts and all(alts), alts

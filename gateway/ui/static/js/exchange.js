@@ -1,7 +1,7 @@
 // One exchange: its images, the full question and answer (as text), the details, the sources it
 // cited, and "find similar" for each image.
 
-import { json } from "./api.js";
+import { call, errorMessage, json } from "./api.js";
 import { formatTime, h } from "./dom.js";
 import { thumbnail } from "./images.js";
 import { sourceList } from "./sources.js";
@@ -36,5 +36,33 @@ export async function exchangeView(view, id) {
     h("h2", {}, "Answer"), h("div", { class: "text answer" }, exchange.answer || "(none)"),
     h("h2", {}, "Details"), details,
     h("h2", {}, "Sources"),
-    sources.length ? sourceList(sources) : h("p", { class: "hint" }, "This answer cited no past exchanges."));
+    sources.length ? sourceList(sources) : h("p", { class: "hint" }, "This answer cited no past exchanges."),
+    forgetControls(exchange.id, error));
+}
+
+/** "Forget this exchange" (DELETE /exchanges/{id}), confirmed by a second button, not a browser dialog. */
+function forgetControls(id, error) {
+  const confirm = h("button", { type: "button", class: "danger", hidden: true }, "Yes, forget it everywhere");
+  const cancel = h("button", { type: "button", class: "quiet", hidden: true }, "Keep it");
+  const start = h("button", { type: "button", class: "quiet" }, "Forget this exchange");
+  const toggle = (asking) => {
+    start.hidden = asking;
+    confirm.hidden = cancel.hidden = !asking;
+    (asking ? confirm : start).focus();
+  };
+  start.addEventListener("click", () => toggle(true));
+  cancel.addEventListener("click", () => toggle(false));
+  confirm.addEventListener("click", async () => {
+    confirm.disabled = true;
+    const response = await call(`/exchanges/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (response.ok) {
+      location.hash = "#/browse";
+      return;
+    }
+    confirm.disabled = false;
+    error.textContent = await errorMessage(response);
+  });
+  return h("section", { class: "forget", "aria-label": "Forget" }, h("h2", {}, "Forget"),
+    h("p", { class: "hint" }, "Removes the question, the answer, their vectors, and each image no other exchange uses."),
+    h("div", { class: "actions start" }, start, confirm, cancel));
 }
