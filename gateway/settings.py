@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     clip_vision_model: str = "Qdrant/clip-ViT-B-32-vision"
     # fastembed's model cache; unset uses fastembed's default (FASTEMBED_CACHE_PATH or a temp dir).
     fastembed_cache_dir: Path | None = None
+    # Text encoders beside CLIP (gateway.memory.schema): a sentence model for meaning, BM25 for terms.
+    sentence_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    bm25_model: str = "Qdrant/bm25"
+    # Their fastembed cache; unset uses fastembed_cache_dir.
+    text_model_cache_dir: Path | None = None
     # onnxruntime threads for embedding; explicit because its default spin-waits on busy boxes.
     embed_threads: int = 1
     embed_batch_size: int = 16
@@ -135,6 +140,9 @@ class Settings(BaseSettings):
     # text-text similarities live on different scales).
     memory_min_image_score: float = Field(default=0.85, ge=-1.0, le=1.0)
     memory_min_text_score: float = Field(default=0.85, ge=-1.0, le=1.0)
+    # The sentence model's cosine (its own scale) and BM25's IDF-weighted term score (unbounded).
+    memory_min_sentence_score: float = Field(default=0.45, ge=-1.0, le=1.0)
+    memory_min_terms_score: float = Field(default=6.0, ge=0.0)
     # Retrieval plus token counting; past it the chat goes ahead without memory (header says so).
     memory_chat_timeout_ms: int = Field(default=500, gt=0)
     # Tokens of sources at most, and never more than the model's context leaves after the request and

@@ -124,6 +124,11 @@ class Journal:
             )
             self._db.execute("COMMIT")
 
+    def requeue_all(self) -> int:
+        """Put every exchange back in the memory path's queue (a store rebuilt from the journal)."""
+        with self._lock:
+            return self._db.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+
     def backlog(self, tenant: str | None = None) -> int:
         """Exchanges not yet ingested (one tenant's: a scan of the pending rows only, via their index)."""
         sql, args = "SELECT count(*) FROM exchanges WHERE ingested_at IS NULL", ()

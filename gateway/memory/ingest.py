@@ -32,7 +32,9 @@ from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError
 from gateway.memory.points import PointPlan, StorePoint, plan_points
 from gateway.memory.reuse import VectorReuse
+from gateway.memory.schema import SCHEMA, VectorValue
 from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
+from gateway.memory.text_embed import TextEncoders, passages
 
 log = logging.getLogger("visionrag.memory.ingest")
 
@@ -116,8 +118,10 @@ class IngestWorker:
         maintenance: MaintenancePolicy | None = None,
         nice: int = 0,
         reuse: VectorReuse | None = None,
+        text: TextEncoders | None = None,
     ) -> None:
-        """`nice` > 0 lowers the worker thread's CPU priority by that much (Linux: per thread), so on a
+        """`text` makes the sentence-model and BM25 vectors (schema's `text` and `terms`); without it
+        points get only CLIP's. `nice` > 0 lowers the worker thread's CPU priority by that much (Linux: per thread), so on a
         busy box the request path gets the CPU first and ingest takes what is left. `reuse` holds
         vectors that retrieval for a chat already computed."""
         self.journal = journal
@@ -130,6 +134,7 @@ class IngestWorker:
         self.maintenance = maintenance or MaintenancePolicy(quiet_s=0)
         self.nice = nice
         self.reuse = reuse or VectorReuse(0)
+        self.text = text
         self.native_id: int | None = None  # the worker thread's OS id, once running
         self.stats = IngestStats()
         self._prepared: _Prepared | None = None
@@ -174,6 +179,8 @@ class IngestWorker:
         self.native_id = native_id
         try:
             self.embedder.load()
+            if self.text is not None:
+                self.text.load()
         except Exception as exc:  # noqa: BLE001 - the first batch retries the load and reports it
             log.error("memory: CLIP models failed to load: %s", exc)
             self.stats.last_error = str(exc)
@@ -297,18 +304,40 @@ class IngestWorker:
         texts = sorted({t for p in plans for t in (p.question, p.answer) if t and t not in text_vectors}, key=len)
         text_vectors.update(zip(texts, self.embedder.embed_texts(texts), strict=True))
 
+        # Per encoder of the schema: plan id -> that encoder's vector for the plan.
+        encoded: dict[str, dict[str, VectorValue]] = {
+            "clip_image": {p.id: image_vectors[p.image_sha256].tolist()
+                           for p in plans if p.image_sha256 in image_vectors},
+            "clip_question": {p.id: text_vectors[p.question].tolist() for p in plans if p.question},
+            "clip_answer": {p.id: text_vectors[p.answer].tolist() for p in plans if p.answer},
+        }
+        if self.text is not None:
+            encoded.update(self._text_vectors([p for p in plans if p.question or p.answer]))
+
         points: list[StorePoint] = []
         for plan in plans:
-            vectors: dict[str, list[float]] = {}
-            if plan.image_sha256 in image_vectors:
-                vectors["image"] = image_vectors[plan.image_sha256].tolist()
-            if plan.question:
-                vectors["question"] = text_vectors[plan.question].tolist()
-            if plan.answer:
-                vectors["answer"] = text_vectors[plan.answer].tolist()
+            vectors = {spec.name: encoded[spec.encoder][plan.id]
+                       for spec in SCHEMA if plan.id in encoded.get(spec.encoder, {})}
             if vectors:  # an image-only point whose image is unusable has nothing left to search by
                 points.append(StorePoint(plan.id, vectors, plan.payload))
         return _Prepared([e.id for e in batch], points, skipped, unusable)
+
+    def _text_vectors(self, plans: list[PointPlan]) -> dict[str, dict[str, VectorValue]]:
+        """The sentence model's passages (the question, then the answer cut into passages) and BM25
+        of question + answer, for every plan carrying text."""
+        assert self.text is not None
+        parts = {p.id: ([p.question] if p.question else []) + passages(p.answer or "") for p in plans}
+        reused: dict[str, np.ndarray] = {}
+        for plan in plans:
+            if plan.question and (vector := self.reuse.take_text(plan.question, "minilm")) is not None:
+                reused[plan.question] = vector
+        todo = list(dict.fromkeys(t for texts in parts.values() for t in texts if t not in reused))
+        vectors = dict(zip(todo, self.text.sentences(todo), strict=True)) | reused
+        terms = self.text.terms_document(["\n".join(t for t in (p.question, p.answer) if t) for p in plans])
+        return {
+            "minilm_passages": {pid: [vectors[t].tolist() for t in texts] for pid, texts in parts.items()},
+            "bm25": {p.id: sparse for p, sparse in zip(plans, terms, strict=True) if sparse.indices},
+        }
 
     # --- maintenance ---------------------------------------------------------------------------------
     def _maybe_maintain(self) -> None:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from gateway.journal import Exchange
+from gateway.memory.schema import CLIP_DIM, SCHEMA, VectorValue
 
 # Fixed forever: changing it would give every stored exchange new point ids (duplicates on re-ingest).
 POINT_NAMESPACE = uuid.UUID("6f1c1a2e-8d1b-5b0e-9a51-3c0f6f0d2a77")
 
-VectorName = Literal["image", "question", "answer"]
-VECTOR_NAMES: tuple[VectorName, ...] = ("image", "question", "answer")
-DIM = 512
+# The named vectors come from one table (gateway.memory.schema); CLIP's three share one space.
+VECTOR_NAMES: tuple[str, ...] = tuple(spec.name for spec in SCHEMA)
+CLIP_NAMES: tuple[str, ...] = ("image", "question", "answer")
+DIM = CLIP_DIM
 
 # What happens to each journal status. "error" exchanges (the upstream failed) have no answer worth
 # finding and would crowd search results with failures: they are skipped and marked ingested. A cut-off
@@ -64,7 +66,7 @@ class StorePoint:
     """A point ready for the store: its id, named vectors (a subset of VECTOR_NAMES) and payload."""
 
     id: str
-    vectors: dict[str, list[float]]
+    vectors: dict[str, VectorValue]
     payload: dict[str, Any] = field(default_factory=dict)
 
 

@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Target = Literal["image", "question", "answer", "all"]
+# CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
+# BM25 terms ("terms", text queries only); or all of them fused.
+Target = Literal["image", "question", "answer", "text", "terms", "all"]
 MAX_LIMIT = 100
 
 
@@ -48,7 +50,8 @@ class SearchRequest(BaseModel):
     text: str | None = Field(default=None, min_length=1, max_length=20_000)
     # A `data:` URL or an http(s) URL, fetched through the same guarded fetch as chat images.
     image: str | None = Field(default=None, min_length=1)
-    # Which stored vector to compare with; "all" fuses the three rankings (Reciprocal Rank Fusion).
+    # Which stored vector to compare with; "all" fuses every ranking the query can use (Reciprocal
+    # Rank Fusion inside the store).
     target: Target = "all"
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
     filters: SearchFilters = Field(default_factory=SearchFilters)
@@ -57,6 +60,8 @@ class SearchRequest(BaseModel):
     def _one_query(self) -> SearchRequest:
         if (self.text is None) == (self.image is None):
             raise ValueError("give exactly one of `text` or `image`")
+        if self.image is not None and self.target in ("text", "terms"):
+            raise ValueError(f"target {self.target!r} compares text with text: search it with `text`")
         if self.text is not None and not self.text.strip():
             raise ValueError("`text` is blank")
         return self

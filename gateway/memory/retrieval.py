@@ -18,7 +18,9 @@ import numpy as np
 
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.reuse import VectorReuse
+from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
+from gateway.memory.text_embed import TextEncoders
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +47,24 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Minimum cosine similarity per signal. CLIP's image-image and text-text similarities live on
-    different scales, hence one each."""
+    """Minimum score per signal. CLIP's image-image and text-text cosine similarities live on
+    different scales, hence one each; the sentence model's cosine has its own (related passages score
+    ~0.5-0.7, unrelated ones below ~0.3); BM25's is a sum of IDF-weighted term weights (one rare
+    shared term scores ~1.6 x ln(exchanges), so 6.0 asks for a rare term or several common ones)."""
 
     image: float = 0.85
     text: float = 0.85
+    sentence: float = 0.45
+    terms: float = 6.0
 
 
 class Retriever:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, reuse: VectorReuse) -> None:
+    def __init__(self, embedder: ClipEmbedder, store: VectorStore, reuse: VectorReuse,
+                 text: TextEncoders | None = None) -> None:
         self.embedder = embedder
         self.store = store
         self.reuse = reuse
+        self.text = text
 
     def recall(self, query: RecallQuery, flt: SearchFilter, *, k: int, thresholds: Thresholds) -> list[Source]:
         """Blocking (model + store): call it from a worker thread. Raises EmbedderError/StoreError."""
@@ -68,10 +76,15 @@ class Retriever:
                 self.reuse.put_image(query.image_sha256, image_vector)
         question = query.question.strip()
         if question:
-            text_vector: np.ndarray = self.embedder.embed_texts([question])[0]
-            self.reuse.put_text(question, text_vector)
-            probes += [Probe(text_vector.tolist(), "question", thresholds.text),
-                       Probe(text_vector.tolist(), "answer", thresholds.text)]
+            # CLIP's near-duplicate questions/answers (its high threshold), the sentence model, BM25.
+            text_probes = hybrid_text_probes(self.embedder, self.text, question, ("question", "answer", "text", "terms"),
+                                             clip_min_score=thresholds.text, text_min_score=thresholds.sentence,
+                                             terms_min_score=thresholds.terms)
+            probes += text_probes
+            for probe in text_probes:  # ingesting this exchange takes these instead of embedding again
+                if probe.using in ("question", "text"):
+                    encoder = "clip" if probe.using == "question" else "minilm"
+                    self.reuse.put_text(question, np.asarray(probe.vector, dtype=np.float32), encoder)
         if not probes:
             return []
         # Over-fetch: an exchange with several images has several points, and known turns are dropped.

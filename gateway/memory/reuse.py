@@ -18,18 +18,19 @@ import numpy as np
 class VectorReuse:
     def __init__(self, max_entries: int = 512) -> None:
         self.max_entries = max(0, max_entries)
+        # Keyed by (encoder, text) or ("image", sha256): the same text has one vector per text encoder.
         self._entries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.reused = 0
 
-    def put_text(self, text: str, vector: np.ndarray) -> None:
-        self._put(("text", text), vector)
+    def put_text(self, text: str, vector: np.ndarray, encoder: str = "clip") -> None:
+        self._put((encoder, text), vector)
 
     def put_image(self, sha256: str, vector: np.ndarray) -> None:
         self._put(("image", sha256), vector)
 
-    def take_text(self, text: str) -> np.ndarray | None:
-        return self._take(("text", text))
+    def take_text(self, text: str, encoder: str = "clip") -> np.ndarray | None:
+        return self._take((encoder, text))
 
     def take_image(self, sha256: str) -> np.ndarray | None:
         return self._take(("image", sha256))

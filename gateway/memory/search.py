@@ -1,17 +1,27 @@
-"""Search: embed the query (CLIP text or image encoder), query the store, one result per exchange.
+"""Search: embed the query, query the store with one probe per signal (fused there), one result per exchange.
 
-Text and images share CLIP's space, so every combination works: a text query against `image`
-vectors is text->image, an image query against `answer` vectors is image->text, and so on.
+Signals (gateway.memory.schema): CLIP puts text and images in one space, so a text query against
+`image` vectors is text->image and an image query against `answer` vectors is image->text; the
+sentence model (`text`: question and answer passages, MAX_SIM) finds meaning anywhere in a long
+answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses every signal the query can use
+(an image query: CLIP's three).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway import metrics
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
+from gateway.memory.text_embed import TextEncoders
+
+CLIP_TARGETS = ("image", "question", "answer")
+# A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
+# model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
+# ranking dilutes the good ones (bench/memory_quality.py measures it).
 
 
 @dataclass(slots=True)
@@ -21,10 +31,36 @@ class SearchOutcome:
     store_ms: float
 
 
+def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str,
+                target: Target | Sequence[str] = "all", *, clip_min_score: float | None = None,
+                text_min_score: float | None = None, terms_min_score: float | None = None) -> list[Probe]:
+    """The probes for a text query on `target` (one name, several, or "all": CLIP text->image, the
+    sentence model, BM25): what /search, the CLI and retrieval for chat send to the store. Each query
+    vector is computed once. Without a minimum, a term probe keeps every point sharing a term."""
+    if isinstance(target, str):
+        all_names = ("image", "text", "terms") if text_encoders is not None else CLIP_TARGETS
+        names: Sequence[str] = all_names if target == "all" else (target,)
+    else:
+        names = target
+    probes: list[Probe] = []
+    clip_names = [name for name in names if name in CLIP_TARGETS]
+    if clip_names:
+        vector = clip.embed_texts([text])[0].tolist()
+        probes += [Probe(vector, name, clip_min_score) for name in clip_names]
+    if text_encoders is not None and "text" in names:
+        probes.append(Probe(text_encoders.sentences([text])[0].tolist(), "text", text_min_score))
+    if text_encoders is not None and "terms" in names:
+        terms = text_encoders.terms_query(text)
+        if terms.indices:  # a query of stopwords only has no terms to match
+            probes.append(Probe(terms, "terms", terms_min_score))
+    return probes
+
+
 class Searcher:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore) -> None:
+    def __init__(self, embedder: ClipEmbedder, store: VectorStore, text: TextEncoders | None = None) -> None:
         self.embedder = embedder
         self.store = store
+        self.text = text
 
     def search(
         self,
@@ -40,11 +76,14 @@ class Searcher:
             raise ValueError("give exactly one of text or image")
         started = time.perf_counter()
         if text is not None:
-            vector = self.embedder.embed_texts([text])[0]
+            probes = text_probes(self.embedder, self.text, text, target)
         else:
+            if target not in (*CLIP_TARGETS, "all"):
+                raise ValueError(f"an image query compares with CLIP's vectors only, not {target!r}")
             vector = self.embedder.embed_images([image])[0]  # type: ignore[list-item]
+            probes = probes_for(vector.tolist(), target)
         embedded = time.perf_counter()
-        hits = self.query(probes_for(vector.tolist(), target), flt, limit=limit)
+        hits = self.query(probes, flt, limit=limit)
         done = time.perf_counter()
         metrics.EMBED_SEARCH.observe(embedded - started)
         metrics.STORE_QUERY.observe(done - embedded)
@@ -53,10 +92,10 @@ class Searcher:
     def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Hit]:
         """The store query alone, deduplicated to one hit (the best) per exchange.
 
-        Text vectors live on one point per exchange, so `question`/`answer` hits are already unique;
+        Text vectors live on one point per exchange, so a single text probe's hits are already unique;
         image and fused queries can hit several images of one exchange, hence the over-fetch.
         """
-        text_only = all(probe.using in ("question", "answer") for probe in probes) and len(probes) == 1
+        text_only = len(probes) == 1 and probes[0].using != "image"
         fetch = limit if text_only else limit * 2
         seen: set[str] = set()
         unique: list[Hit] = []

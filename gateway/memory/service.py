@@ -32,6 +32,7 @@ from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
 from gateway.memory.thumbnails import Thumbnails
@@ -88,6 +89,16 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
     )
 
 
+def text_encoders_from_settings(settings: Settings, threads: int | None = None) -> TextEncoders:
+    return TextEncoders(
+        settings.sentence_model,
+        settings.bm25_model,
+        cache_dir=settings.text_model_cache_dir or settings.fastembed_cache_dir,
+        threads=threads or settings.embed_threads,
+        batch_size=settings.embed_batch_size,
+    )
+
+
 class Memory:
     def __init__(
         self,
@@ -101,21 +112,24 @@ class Memory:
         owns_loader: bool = False,
         thresholds: Thresholds | None = None,
         retention: Retention | None = None,
+        text: TextEncoders | None = None,
     ) -> None:
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
+        self.text = text if text is not None else worker.text
         self.store = store
         self.worker = worker
         # Hits take their texts from the journal, and forgotten exchanges are never returned.
-        self.searcher = Searcher(embedder, JournalTexts(store, journal))
-        self.retriever = Retriever(embedder, JournalTexts(store, journal), worker.reuse)
+        self.searcher = Searcher(embedder, JournalTexts(store, journal), self.text)
+        self.retriever = Retriever(embedder, JournalTexts(store, journal), worker.reuse, self.text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
         self._owns_loader = owns_loader
         self._started = False
+        self.schema_error: str | None = None  # set at start() when the store needs `visionrag reindex`
 
     @classmethod
     def from_settings(
@@ -133,6 +147,7 @@ class Memory:
         same settings (same guarded fetch, same limits). `store` overrides the settings' choice (tests).
         """
         embedder = embedder_from_settings(settings)
+        text = text_encoders_from_settings(settings)
         store = store or open_store(settings)
         worker = IngestWorker(
             journal,
@@ -147,14 +162,16 @@ class Memory:
                 quiet_s=settings.memory_optimize_quiet_s,
             ),
             reuse=VectorReuse(),
+            text=text,
         )
         owns = image_loader is None
         loader = image_loader or ImageLoader.from_settings(settings)
-        thresholds = Thresholds(image=settings.memory_min_image_score, text=settings.memory_min_text_score)
+        thresholds = Thresholds(image=settings.memory_min_image_score, text=settings.memory_min_text_score,
+                                sentence=settings.memory_min_sentence_score, terms=settings.memory_min_terms_score)
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
-                   retention=retention)
+                   retention=retention, text=text)
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
@@ -164,8 +181,14 @@ class Memory:
         try:
             self.store.ensure_schema()
         except StoreError as exc:
-            from gateway.memory.store.base import StoreLocked, StoreUnavailable
+            from gateway.memory.store.base import SchemaMismatch, StoreLocked, StoreUnavailable
 
+            if isinstance(exc, SchemaMismatch):
+                # Chats still work and are journaled; memory waits for the rebuild instead of writing
+                # points the store cannot take.
+                log.error("memory: search and ingest are OFF until the store is rebuilt: %s", exc)
+                self.schema_error = str(exc)
+                return
             if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
@@ -197,6 +220,8 @@ class Memory:
             "worker": {"running": self.worker.running, **self.worker.stats.as_dict()},
             "embedder": {"loaded": self.embedder.loaded, "threads": self.embedder.threads},
         }
+        if self.schema_error:
+            result["schema_error"] = self.schema_error
         try:
             store = self.store.stats()
             result["store"] = {

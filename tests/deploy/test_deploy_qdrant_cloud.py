@@ -18,15 +18,17 @@ def json_blocks() -> list[dict]:
 
 
 def test_collection_body_is_a_valid_create_collection(json_blocks):
-    from gateway.memory.points import DIM, VECTOR_NAMES
+    from gateway.memory.schema import SCHEMA
 
     (body,) = [b for b in json_blocks if "vectors" in b]
     # The same model qdrant-client serializes for PUT /collections/{name}: unknown keys or wrong
     # types would be a 400 from the server.
     request = models.CreateCollection.model_validate(body)
-    assert set(request.vectors) == set(VECTOR_NAMES)
-    for params in request.vectors.values():
-        assert params.size == DIM
+    assert set(request.vectors) == {s.name for s in SCHEMA if s.kind != "sparse"}
+    assert set(request.sparse_vectors) == {s.name for s in SCHEMA if s.kind == "sparse"}
+    sizes = {s.name: s.size for s in SCHEMA}
+    for name, params in request.vectors.items():
+        assert params.size == sizes[name]
         assert params.distance == models.Distance.COSINE
         assert params.on_disk is True  # float32 originals on disk
     scalar = request.quantization_config.scalar

@@ -23,9 +23,11 @@ from gateway.memory.embed import ClipEmbedder
 from gateway.memory.store.base import VectorStore
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
+from gateway.memory.text_embed import TextEncoders
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CLIP = ROOT / "models" / "clip-tiny"
+TEXT_MODELS = ROOT / "models" / "text"
 
 # No model hub here: a cache miss must fail at once instead of retrying the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,10 +35,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def clip_cache() -> Path:
-    """The tiny CLIP pair in fastembed's cache layout, built by `make memory-test-deps` if missing."""
-    if not (TINY_CLIP / ".built").exists():
+    """The tiny CLIP pair in fastembed's cache layout, with the text models linked in (one cache for
+    a gateway's every encoder), built by `make memory-test-deps` if missing."""
+    if not (TINY_CLIP / ".text-linked").exists():
         result = subprocess.run(
-            ["make", "-C", str(ROOT), "models/clip-tiny/.built"], capture_output=True, text=True, check=False
+            ["make", "-C", str(ROOT), "models/clip-tiny/.text-linked"], capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             pytest.fail(f"building the tiny CLIP failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")
@@ -48,6 +51,25 @@ def embedder(clip_cache: Path) -> ClipEmbedder:
     clip = ClipEmbedder(cache_dir=clip_cache, threads=1, batch_size=8)
     clip.load()
     return clip
+
+
+@pytest.fixture(scope="session")
+def text_cache() -> Path:
+    """The genuine all-MiniLM-L6-v2 (ONNX) and Qdrant/bm25 in fastembed's cache layout (`make memory-test-deps`)."""
+    if not (TEXT_MODELS / ".built").exists():
+        result = subprocess.run(
+            ["make", "-C", str(ROOT), "models/text/.built"], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            pytest.fail(f"building the text models failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")
+    return TEXT_MODELS
+
+
+@pytest.fixture(scope="session")
+def text_encoders(text_cache: Path) -> TextEncoders:
+    encoders = TextEncoders(cache_dir=text_cache, threads=1, batch_size=8)
+    encoders.load()
+    return encoders
 
 
 @pytest.fixture(params=["edge", "qdrant-client"])

@@ -118,3 +118,34 @@ def test_status_asks_the_gateway_that_holds_the_store(
     assert f"held by the gateway at {gateway.url}: tenant acme: 0 points, 0 waiting" in cells
     refused = CliRunner().invoke(app, ["status", "--api-key", "wrong"])
     assert refused.exit_code == 1 and "/memory/stats failed (HTTP 401)" in refused.output
+
+
+def test_reindex_rebuilds_a_pre_hybrid_store_from_the_journal(env: Path, docs: Path) -> None:
+    """A store made with CLIP's three vectors only is refused (the message names the way out); after
+    `visionrag reindex` it has this version's vectors and every journaled exchange, searchable by text."""
+    import shutil
+
+    import qdrant_edge as qe
+
+    from gateway.memory.store.base import SchemaMismatch
+
+    run("ingest", str(docs))
+    shard = env / "qdrant" / "visionrag_exchanges"
+    assert shard.exists()
+    shutil.rmtree(shard)
+    qe.EdgeShard.create(str(shard), qe.EdgeConfig(vectors={
+        name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine) for name in ("image", "question", "answer")
+    })).close()
+    with pytest.raises(SchemaMismatch, match="visionrag reindex"):
+        EdgeStore(shard).ensure_schema()
+
+    result = CliRunner().invoke(app, ["search", "caption about picture 2"], catch_exceptions=False)
+    assert result.exit_code == 1 and "visionrag reindex" in result.output
+
+    out = run("reindex")
+    assert "Reindexing" in out and "4/4" in out
+    store = EdgeStore(shard)
+    assert store.count() == 4
+    store.close()
+    hits = json.loads(run("search", "picture 2", "--target", "terms", "--json"))["data"]
+    assert hits[0]["answer"] == "a caption about picture 2"

@@ -27,6 +27,7 @@ from gateway.memory.ingest import IngestWorker
 from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
+from gateway.memory.text_embed import TextEncoders
 from gateway.settings import Settings
 from tests.memory.conftest import noise_png
 from tests.plugins.media import data_url
@@ -47,9 +48,9 @@ class Api(SimpleNamespace):
 
 @pytest.fixture
 def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: VectorStore,
-        image_server) -> Iterator[Api]:
+        text_encoders: TextEncoders, image_server) -> Iterator[Api]:
     settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport], max_body_bytes=1 << 20)
-    worker = IngestWorker(journal, blobs, embedder, store)
+    worker = IngestWorker(journal, blobs, embedder, store, text=text_encoders)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
 
     @asynccontextmanager
@@ -274,3 +275,21 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
         assert error["code"] == "memory_unavailable"
         assert "127.0.0.1" not in error["message"] and "Qdrant" not in error["message"]  # said, not shown
         assert client.get("/memory/stats").json()["store"]["error"]  # the open gateway's operator sees why
+
+
+def test_search_text_targets_and_fusion(api: Api, make_exchange) -> None:
+    """`terms` (BM25) and `text` (sentence passages) are targets of their own; `all` fuses them with
+    CLIP text->image; an image query cannot use the text-only targets."""
+    ingest(api, make_exchange("what does the error dialog say?", "It shows ERR_QUOTA_7731: the storage quota "
+                              "is used up.", tenant="acme"),
+           make_exchange("what is in this diagram?", "Three services behind a load balancer.", tenant="acme"),
+           make_exchange("other tenant", "ERR_QUOTA_7731 as well", tenant="bravo"))
+    for target in ("terms", "all"):
+        found = api.client.post("/search", headers=A, json={"text": "ERR_QUOTA_7731", "target": target}).json()
+        assert "ERR_QUOTA_7731" in found["data"][0]["answer"] and found["target"] == target
+        assert all("bravo" not in hit["answer"] for hit in found["data"])
+    meaning = api.client.post("/search", headers=A, json={"text": "a load balancer in front of services",
+                                                           "target": "text"}).json()
+    assert meaning["data"][0]["answer"] == "Three services behind a load balancer."
+    refused = api.client.post("/search", headers=A, json={"image": data_url(noise_png(1)), "target": "text"})
+    assert refused.status_code == 400

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from gateway.memory.points import VECTOR_NAMES, StorePoint, VectorName
+from gateway.memory.points import CLIP_NAMES, StorePoint
+from gateway.memory.schema import BY_NAME, Sparse, VectorValue
 
-Target = Literal["image", "question", "answer", "all"]
+# What a search compares with: one named vector, or "all" of them fused (see search.Searcher).
+# "text" is the sentence model's passages, "terms" BM25.
+Target = Literal["image", "question", "answer", "text", "terms", "all"]
 
 # Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters that a
 # query uses (/search: model, user; /images: image_sha256). Each index on a field unique per point costs
@@ -39,6 +42,17 @@ class StoreLocked(StoreError):
     """The embedded store's directory is held by another process (its WAL lock)."""
 
 
+class SchemaMismatch(StoreError):
+    """The store was made with other named vectors than gateway.memory.schema lists: it must be
+    rebuilt from the journal (`visionrag reindex`)."""
+
+    def __init__(self, location: str, detail: str) -> None:
+        super().__init__(
+            f"the vector store at {location} was made by an older version with other vectors ({detail}); "
+            "rebuild it from the journal with `visionrag reindex` (stop the gateway first)"
+        )
+
+
 @dataclass(slots=True, frozen=True)
 class SearchFilter:
     """Every query is scoped to one tenant; the rest narrows it further."""
@@ -56,18 +70,28 @@ class SearchFilter:
 class Probe:
     """One ranking: the points nearest to `vector` on the named vector `using`, none below `min_score`.
 
-    A query of several probes fuses their rankings (Reciprocal Rank Fusion) inside the store, so a new
-    signal is one more probe, not a new store method.
+    `vector` is dense (against a dense or a multi vector: MAX_SIM over its parts) or `Sparse`
+    (against a sparse vector). A query of several probes fuses their rankings (Reciprocal Rank Fusion)
+    inside the store, so a new signal is one more probe, not a new store method.
     """
 
-    vector: Sequence[float]
-    using: VectorName
+    vector: Sequence[float] | Sparse
+    using: str
     min_score: float | None = None
 
 
-def probes_for(vector: Sequence[float], target: Target) -> list[Probe]:
-    """One query vector against one named vector, or against all of them (`target="all"`)."""
-    names = VECTOR_NAMES if target == "all" else (target,)
+def query_vector(probe: Probe) -> VectorValue | Sequence[float]:
+    """The probe's vector as the store compares it: a dense query against a multivector is a
+    multivector of one part (MAX_SIM: its best match among the stored parts)."""
+    spec = BY_NAME.get(probe.using)
+    if spec is not None and spec.kind == "multi" and not isinstance(probe.vector, Sparse):
+        return [list(probe.vector)]
+    return probe.vector
+
+
+def probes_for(vector: Sequence[float], target: str) -> list[Probe]:
+    """One CLIP query vector against one CLIP vector, or against all three (`target="all"`)."""
+    names = CLIP_NAMES if target == "all" else (target,)
     return [Probe(vector, name) for name in names]
 
 
@@ -107,6 +131,11 @@ class VectorStore(Protocol):
 
     def optimize(self) -> bool:
         """Build/refresh indexes now. May block for long; see `ingest.MaintenancePolicy`."""
+
+    def recreate(self) -> None:
+        """Drop every point and the old layout, and create the store with this version's schema
+        (`visionrag reindex`, which then refills it from the journal). Works on a store that
+        `ensure_schema` refuses with SchemaMismatch."""
 
     def close(self) -> None: ...
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
+from gateway.memory.points import StorePoint, rfc3339
+from gateway.memory.schema import SCHEMA, Sparse, VectorValue
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
@@ -42,11 +43,13 @@ from gateway.memory.store.base import (
     TIME_FIELD,
     Hit,
     Probe,
+    SchemaMismatch,
     SearchFilter,
     StoreError,
     StoreLocked,
     StoreStats,
     StoreUnavailable,
+    query_vector,
 )
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
@@ -83,14 +86,20 @@ class EdgeStore:
     # --- lifecycle -----------------------------------------------------------------------------
     @staticmethod
     def _config() -> qe.EdgeConfig:
+        max_sim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         vectors = {
-            name: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine, memory=qe.Memory.Cold)
-            for name in VECTOR_NAMES
+            spec.name: qe.EdgeVectorParams(size=spec.size, distance=qe.Distance.Cosine, memory=qe.Memory.Cold,
+                                           multivector_config=max_sim if spec.kind == "multi" else None)
+            for spec in SCHEMA if spec.kind != "sparse"
         }
+        # IDF: the shard keeps each term's document frequency, so BM25 vectors carry term frequencies only.
+        sparse = {spec.name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
+                  for spec in SCHEMA if spec.kind == "sparse"}
         # quantile 0.99: int8 bounds that ignore the extreme 1% of values, as in Qdrant's docs; results
         # are rescored with the float originals, so the bounds cost precision only before rescoring.
         int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
-        return qe.EdgeConfig(vectors=vectors, payload_memory=qe.Memory.Cold, quantization_config=int8)
+        return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, payload_memory=qe.Memory.Cold,
+                             quantization_config=int8)
 
     def _open_locked(self) -> qe.EdgeShard:
         """Open (or create) the shard; the caller holds `_lock`. Reopens after close() if used again."""
@@ -104,6 +113,8 @@ class EdgeStore:
             # this memory layout (for the segments written or rebuilt from now on).
             shard = (qe.EdgeShard.load if exists else qe.EdgeShard.create)(str(self.path), self._config())
         except Exception as exc:  # the binding raises plain Exception with Rust's message
+            if "Incompatible configs" in str(exc):
+                raise SchemaMismatch(str(self.path), str(exc).split("Incompatible configs:")[-1].strip()) from None
             if "WAL" in str(exc) and "WouldBlock" in str(exc):
                 raise StoreLocked(
                     f"the embedded vector store at {self.path} is open in another process "
@@ -173,7 +184,8 @@ class EdgeStore:
     def upsert(self, points: Sequence[StorePoint]) -> None:
         if not points:
             return
-        batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
+        batch = [qe.Point(p.id, {k: _vector(v) for k, v in p.vectors.items()}, p.payload)  # type: ignore[arg-type]
+                 for p in points]
         with self._use() as shard:
             shard.update(qe.UpdateOperation.upsert_points(batch))
         self._unreleased_points += len(batch)
@@ -186,7 +198,7 @@ class EdgeStore:
         edge_filter = _filter(flt)
 
         def nearest(probe: Probe) -> qe.Query:
-            return qe.Query.Nearest([float(x) for x in probe.vector], using=probe.using)
+            return qe.Query.Nearest(_vector(query_vector(probe)), using=probe.using)  # type: ignore[arg-type]
 
         if len(probes) == 1:
             request = qe.QueryRequest(
@@ -270,6 +282,26 @@ class EdgeStore:
                 if not self._closed:  # closed meanwhile (shutdown): leave it closed
                     self._open_locked()
 
+    def recreate(self) -> None:
+        import shutil
+        import time
+
+        self.close()
+        if self.path.exists():
+            try:  # opened as it is (no config to check): only to learn whether another process holds it
+                qe.EdgeShard.load(str(self.path), None).close()
+            except Exception as exc:
+                if "WouldBlock" in str(exc):
+                    raise StoreLocked(f"the embedded vector store at {self.path} is open in another process "
+                                      "(a running gateway): stop it first") from None
+                raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
+            # Moved aside first: a crash mid-way leaves the old shard whole, never half deleted.
+            aside = self.path.with_name(f"{self.path.name}.old-{int(time.time())}")
+            self.path.rename(aside)
+            shutil.rmtree(aside)
+        with self._lock:
+            self._open_locked()
+
     def optimize_here(self) -> bool:
         """optimize() in THIS process: for a process that serves nothing else (the CLI, the child)."""
         with self._use() as shard:
@@ -305,6 +337,14 @@ def _become_maintenance_child(parent_pid: int, nice: int) -> None:
         pass  # not Linux: the child outlives a killed parent until it finishes
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         raise SystemExit("the gateway that started this indexer is gone")
+
+
+def _vector(value: VectorValue | Sequence[float]) -> object:
+    if isinstance(value, Sparse):
+        return qe.SparseVector(indices=list(value.indices), values=list(value.values))
+    if value and isinstance(value[0], list):
+        return [[float(x) for x in part] for part in value]  # type: ignore[union-attr]
+    return [float(x) for x in value]  # type: ignore[union-attr]
 
 
 def _filter(flt: SearchFilter) -> qe.Filter:

@@ -20,7 +20,8 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from gateway.memory.points import DIM, VECTOR_NAMES, StorePoint, rfc3339
+from gateway.memory.points import StorePoint, rfc3339
+from gateway.memory.schema import SCHEMA, Sparse, VectorValue
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
     RETIRED_INDEX_FIELDS,
@@ -29,10 +30,12 @@ from gateway.memory.store.base import (
     TIME_FIELD,
     Hit,
     Probe,
+    SchemaMismatch,
     SearchFilter,
     StoreError,
     StoreStats,
     StoreUnavailable,
+    query_vector,
 )
 
 _PREFETCH_FACTOR = 4
@@ -90,7 +93,9 @@ class RemoteStore:
         with self._call("create collection"):
             if not self._client.collection_exists(self.collection):
                 self._client.create_collection(self.collection, **collection_layout())
-            existing = self._client.get_collection(self.collection).payload_schema or {}
+            info = self._client.get_collection(self.collection)
+            _check_vectors(info, f"{self.location} (collection {self.collection})")
+            existing = info.payload_schema or {}
             for name, schema in payload_indexes():
                 if name not in existing and not self.local:
                     # Local mode ignores payload indexes (and warns about each): skip them there.
@@ -108,7 +113,8 @@ class RemoteStore:
         if not points:
             return
         self.ensure_schema()
-        batch = [models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]  # type: ignore[arg-type]
+        batch = [models.PointStruct(id=p.id, vector={k: _vector(v) for k, v in p.vectors.items()},  # type: ignore[misc]
+                                    payload=p.payload) for p in points]
         with self._call("upsert"):
             # wait=True: returns once the server applied it, so the journal is marked only after that.
             self._client.upsert(self.collection, points=batch, wait=True)
@@ -123,7 +129,7 @@ class RemoteStore:
                 probe = probes[0]
                 response = self._client.query_points(
                     self.collection,
-                    query=[float(x) for x in probe.vector],
+                    query=_vector(query_vector(probe)),  # type: ignore[arg-type]
                     using=probe.using,
                     query_filter=query_filter,
                     score_threshold=probe.min_score,
@@ -135,7 +141,7 @@ class RemoteStore:
                     self.collection,
                     prefetch=[
                         models.Prefetch(
-                            query=[float(x) for x in probe.vector],
+                            query=_vector(query_vector(probe)),  # type: ignore[arg-type]
                             using=probe.using,
                             limit=limit * _PREFETCH_FACTOR,
                             filter=query_filter,
@@ -187,6 +193,13 @@ class RemoteStore:
     def optimize(self) -> bool:
         return False  # the server's own optimizers index in the background
 
+    def recreate(self) -> None:
+        with self._call("recreate collection"):
+            if self._client.collection_exists(self.collection):
+                self._client.delete_collection(self.collection)
+        self._schema_ready = False
+        self.ensure_schema()
+
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
         """Delete every point of these exchanges of `tenant`; applied when this returns (wait=True)."""
         if not exchange_ids:
@@ -205,10 +218,16 @@ def collection_layout() -> dict[str, Any]:
     originals and payload on disk, int8 copies in RAM for scoring (rescored from the originals), the
     HNSW graph in RAM. An existing collection is left as it is: changing it makes the server rebuild
     every segment, an operator's decision (the PATCH in that document)."""
+    max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
     return {
         "vectors_config": {
-            name: models.VectorParams(size=DIM, distance=models.Distance.COSINE, on_disk=True)
-            for name in VECTOR_NAMES
+            spec.name: models.VectorParams(size=spec.size, distance=models.Distance.COSINE, on_disk=True,
+                                           multivector_config=max_sim if spec.kind == "multi" else None)
+            for spec in SCHEMA if spec.kind != "sparse"
+        },
+        "sparse_vectors_config": {
+            spec.name: models.SparseVectorParams(modifier=models.Modifier.IDF)
+            for spec in SCHEMA if spec.kind == "sparse"
         },
         "quantization_config": models.ScalarQuantization(
             scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
@@ -227,6 +246,25 @@ def payload_indexes() -> list[tuple[str, Any]]:
         (TIME_FIELD, models.DatetimeIndexParams(type=models.DatetimeIndexType.DATETIME, enable_hnsw=False)),
         *((name, models.KeywordIndexParams(type=keyword, enable_hnsw=False)) for name in KEYWORD_FIELDS),
     ]
+
+
+def _check_vectors(info: models.CollectionInfo, where: str) -> None:
+    """An existing collection must have exactly the schema's named vectors (of the same kinds)."""
+    params = info.config.params
+    dense = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
+    have = {name: ("multi" if p.multivector_config else "dense") for name, p in dense.items() if p}
+    have.update({name: "sparse" for name in (params.sparse_vectors or {})})
+    want = {spec.name: spec.kind for spec in SCHEMA}
+    if have != want:
+        raise SchemaMismatch(where, f"has {sorted(have)}, this version needs {sorted(want)}")
+
+
+def _vector(value: VectorValue | Sequence[float]) -> object:
+    if isinstance(value, Sparse):
+        return models.SparseVector(indices=list(value.indices), values=list(value.values))
+    if value and isinstance(value[0], list):
+        return [[float(x) for x in part] for part in value]  # type: ignore[union-attr]
+    return [float(x) for x in value]  # type: ignore[union-attr]
 
 
 def _redact(url: str) -> str:

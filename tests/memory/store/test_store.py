@@ -15,6 +15,7 @@ from gateway.memory.points import StorePoint, point_id, rfc3339
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     Probe,
+    SchemaMismatch,
     SearchFilter,
     StoreLocked,
     StoreUnavailable,
@@ -278,9 +279,12 @@ def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
     import qdrant_edge as qe
 
     path = tmp_path / "shard"
-    old = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors={
-        name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine) for name in ("image", "question", "answer")
-    }))
+    config = EdgeStore._config()
+    old = qe.EdgeShard.create(str(path), qe.EdgeConfig(
+        vectors={name: qe.EdgeVectorParams(size=p.size, distance=qe.Distance.Cosine,
+                                           multivector_config=p.multivector_config)
+                 for name, p in config.vectors.items()},
+        sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in config.sparse_vectors}))
     old.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vectors, p.payload) for p in (point(n) for n in range(30))]))  # type: ignore[arg-type]
     old.close()
 
@@ -297,6 +301,28 @@ def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
     reopened = EdgeStore(path)
     assert reopened.count() == 40
     reopened.close()
+
+
+def test_a_store_made_with_other_vectors_asks_for_a_reindex(tmp_path: Path) -> None:
+    """A store from before the hybrid schema (CLIP's three vectors only) is refused with the way out."""
+    import qdrant_edge as qe
+    from qdrant_client import QdrantClient, models
+
+    path = tmp_path / "shard"
+    qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors={
+        name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine) for name in ("image", "question", "answer")
+    })).close()
+    with pytest.raises(SchemaMismatch, match="visionrag reindex"):
+        EdgeStore(path).ensure_schema()
+
+    client = QdrantClient(path=str(tmp_path / "local"))
+    client.create_collection("old", vectors_config={
+        name: models.VectorParams(size=512, distance=models.Distance.COSINE) for name in ("image", "question", "answer")})
+    client.close()
+    remote = RemoteStore("old", path=str(tmp_path / "local"))
+    with pytest.raises(SchemaMismatch, match="visionrag reindex"):
+        remote.ensure_schema()
+    remote.close()
 
 
 def test_edge_indexes_only_the_fields_queries_filter_on(tmp_path: Path) -> None:
@@ -334,10 +360,12 @@ def test_remote_collection_layout_is_the_documented_one() -> None:
     documented = json.loads(re.search(r"```json\n(\{\n  \"vectors\".*?)```", doc, re.DOTALL).group(1))  # type: ignore[union-attr]
     layout = collection_layout()
     request = models.CreateCollection(
-        vectors=layout["vectors_config"], quantization_config=layout["quantization_config"],
+        vectors=layout["vectors_config"], sparse_vectors=layout["sparse_vectors_config"],
+        quantization_config=layout["quantization_config"],
         hnsw_config=layout["hnsw_config"], on_disk_payload=layout["on_disk_payload"],
     ).model_dump(mode="json", exclude_none=True)
     assert request["vectors"] == documented["vectors"]
+    assert request["sparse_vectors"] == documented["sparse_vectors"]
     assert request["quantization_config"] == documented["quantization_config"]
     assert request["on_disk_payload"] is documented["on_disk_payload"] is True
     assert request["hnsw_config"]["on_disk"] is documented["hnsw_config"]["on_disk"] is False

@@ -1,0 +1,62 @@
+"""The vectors every stored exchange has: one table that ingest, both stores and search read.
+
+Adding a vector is one entry here (plus its encoder in `encoders`, if new), not edits across files.
+
+- CLIP (`image`, `question`, `answer`): one 512-d space for images and text, so image<->text and
+  image<->image search work. CLIP reads only the first 77 tokens of a text.
+- `text`: all-MiniLM-L6-v2 sentence vectors of the question and of every passage of the answer, as ONE
+  multivector compared with MAX_SIM: an exchange scores by its best passage, so a fact in the last
+  paragraph of a long answer counts as much as the first. One point per exchange (not one per
+  passage) keeps search and retrieval deduplication, payload and deletion per exchange unchanged.
+- `terms`: BM25 sparse vector of question + answer with Qdrant's IDF modifier (the store keeps the
+  document frequencies), for exact terms: identifiers, error codes, column names, ports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["dense", "sparse", "multi"]
+# Which encoder makes the vector, from which part of the exchange:
+#   clip_image: the image; clip_question / clip_answer: that text through CLIP's text encoder;
+#   minilm_passages: the question and the answer's passages; bm25: question + answer.
+Encoder = Literal["clip_image", "clip_question", "clip_answer", "minilm_passages", "bm25"]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    name: str
+    kind: Kind
+    size: int | None  # None for sparse vectors
+    encoder: Encoder
+    distance: Literal["cosine"] | None = "cosine"  # None for sparse (dot product of weights, IDF-scaled)
+
+
+CLIP_DIM = 512
+MINILM_DIM = 384
+
+SCHEMA: tuple[VectorSpec, ...] = (
+    VectorSpec("image", "dense", CLIP_DIM, "clip_image"),
+    VectorSpec("question", "dense", CLIP_DIM, "clip_question"),
+    VectorSpec("answer", "dense", CLIP_DIM, "clip_answer"),
+    VectorSpec("text", "multi", MINILM_DIM, "minilm_passages"),
+    VectorSpec("terms", "sparse", None, "bm25", distance=None),
+)
+BY_NAME = {spec.name: spec for spec in SCHEMA}
+
+
+def specs(kind: Kind) -> tuple[VectorSpec, ...]:
+    return tuple(spec for spec in SCHEMA if spec.kind == kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Sparse:
+    """A sparse vector: term ids and their weights (BM25's term frequencies; the store applies IDF)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+# What a named vector holds in a point: dense, sparse, or several dense (multi).
+VectorValue = list[float] | Sparse | list[list[float]]
