@@ -130,9 +130,8 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
         description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404). "
                     "With `size`, a WebP thumbnail (made once, cached) instead of the original."),
     ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
-        "200": {"description": "At least one upstream replica answers.",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
-        "503": {"description": "No upstream replica answers.",
+        "200": {"description": "The gateway serves; `upstreams` says how many model server replicas answer "
+                               "(chats answer 503 with Retry-After while none does).",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
     }),
 }

@@ -55,8 +55,6 @@ RELAYED_BAD_REQUEST = Failure(400, "model_server_limit", "At most 1 image(s) may
                               type="BadRequestError")
 
 UPSTREAM = (
-    Failure(502, "upstream_unreachable", "the upstream model server is unreachable (2 of 2 replicas tried)",
-            "upstream_unreachable"),
     Failure(502, "upstream_error", "the model server failed to answer this request", "upstream_error"),
     Failure(503, "upstream_unavailable", "the model server is unavailable; try again shortly",
             "upstream_unavailable"),
