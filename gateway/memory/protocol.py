@@ -119,7 +119,6 @@ class ExchangeResponse(BaseModel):
     sources: list[dict[str, Any]] = Field(default_factory=list)
 
 
-
 class ExchangeSummary(BaseModel):
     """One row of GET /exchanges: an exchange without its messages and usage (GET /exchanges/{id})."""
 

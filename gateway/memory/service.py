@@ -53,6 +53,10 @@ class StoredImage:
     mime: str
 
 
+def _image_not_found() -> NotFound:
+    return NotFound("No such image.", param="sha256", code="image_not_found")
+
+
 async def _blocking(fn, /, *args: Any, **kwargs: Any) -> Any:
     # The model and the store block: run them in the same threadpool the routes' own sync work uses.
     return await to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -306,17 +310,24 @@ class Memory:
 
     async def image(self, tenant: str, sha256: str) -> StoredImage:
         """An image one of the tenant's exchanges carried; NotFound otherwise, Unavailable if the store fails."""
-        not_found = NotFound("No such image.", param="sha256", code="image_not_found")
+        mime = await self._image_mime(tenant, sha256)
+        data = await _blocking(self.blobs.get, sha256)
+        if data is None:
+            raise _image_not_found()
+        return StoredImage(data, mime)
+
+    async def _image_mime(self, tenant: str, sha256: str) -> str:
+        """The image's MIME type if one of the tenant's exchanges carried it; NotFound otherwise (another
+        tenant's image alike), Unavailable if the store fails."""
         if not _SHA256.match(sha256):
-            raise not_found
+            raise _image_not_found()
         try:
             mime = await _blocking(self.store.image_mime, tenant, sha256)
         except StoreError as exc:
             raise Unavailable("images") from exc
-        data = await _blocking(self.blobs.get, sha256) if mime else None
-        if data is None or not mime:
-            raise not_found
-        return StoredImage(data, mime)
+        if not mime:
+            raise _image_not_found()
+        return mime
 
     # --- browsing and thumbnails (the web page's grids) -----------------------------------------------
 
@@ -338,22 +349,14 @@ class Memory:
     async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
         """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
         NotFound exactly where `image` answers it."""
-        not_found = NotFound("No such image.", param="sha256", code="image_not_found")
-        if not _SHA256.match(sha256):
-            raise not_found
-        try:
-            mime = await _blocking(self.store.image_mime, tenant, sha256)
-        except StoreError as exc:
-            raise Unavailable("images") from exc
-        if not mime:
-            raise not_found
+        await self._image_mime(tenant, sha256)
         try:
             data = await _blocking(self.thumbnails.get, sha256, size, lambda: self.blobs.get(sha256))
         except OSError as exc:  # Pillow cannot read the stored bytes (verified once, so not expected)
             log.warning("thumbnail of %s failed: %s", sha256, exc)
-            raise not_found from exc
+            raise _image_not_found() from exc
         if data is None:
-            raise not_found
+            raise _image_not_found()
         return StoredImage(data, THUMBNAIL_MIME)
 
     async def tenant_stats(self, tenant: str) -> dict[str, Any]:
