@@ -133,7 +133,7 @@ class IngestWorker:
         self.backoff = backoff or Backoff()
         self.maintenance = maintenance or MaintenancePolicy(quiet_s=0)
         self.nice = nice
-        self.reuse = reuse or VectorReuse(0)
+        self.reuse = reuse if reuse is not None else VectorReuse(0)
         self.text = text
         self.native_id: int | None = None  # the worker thread's OS id, once running
         self.stats = IngestStats()
