@@ -133,6 +133,10 @@ bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store q
 bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 with ingest idle vs busy
 	$(VENV)/bin/python -m bench.memory_chat_under_ingest
 
+.PHONY: bench-memory-retrieval
+bench-memory-retrieval: install $(MODELS)/clip-full/.text-linked ## Memory in the answer: added latency at 10k/100k, CPU per exchange vs ingest alone
+	$(VENV)/bin/python -m bench.memory_chat_retrieval
+
 .PHONY: bench-memory-quality
 bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall@1/@5/MRR@10 per query kind, per signal and fused
 	$(VENV)/bin/python -m bench.memory_quality
@@ -163,8 +167,8 @@ test: install serving-test-deps memory-test-deps ui-test-deps ## Run the whole t
 
 # ---- benchmarks (not tests: numbers for the README) ------------------------------------------------
 .PHONY: bench-gateway bench-metrics
-bench-gateway: install ## Gateway CPU and added latency vs. the same upstream called directly
-	$(VENV)/bin/python -m bench.gateway_overhead
+bench-gateway: install ## Gateway CPU and added latency vs. the same upstream called directly (OLD_REV= to compare)
+	$(VENV)/bin/python -m bench.gateway_overhead $(if $(OLD_REV),--old-rev $(OLD_REV))
 
 bench-metrics: install ## CPU that metrics and log context add per request (middleware, recorded chat)
 	$(VENV)/bin/python -m bench.metrics_overhead

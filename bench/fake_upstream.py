@@ -16,6 +16,8 @@ import orjson
 from aiohttp import web
 
 MODEL = "fake-vlm"
+MAX_MODEL_LEN = 8192
+IMAGE_TOKENS = 64
 
 
 def _completion(max_tokens: int) -> bytes:
@@ -72,10 +74,28 @@ def make_app(chunks: int, stall_s: float = 0.0, break_after: int | None = None,
     async def health(_: web.Request) -> web.Response:
         return web.Response()
 
+    async def tokenize(request: web.Request) -> web.Response:
+        # vLLM's answer, shaped alike (token ids and all: the gateway parses the whole body): about four
+        # bytes of text per token, as BPE tokenizers give on English, and an image as its placeholder
+        # tokens (never its base64).
+        body = await request.json()
+        texts, images = [str(body.get("prompt") or "")], 0
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for part in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text")))
+                else:
+                    images += 1
+        count = max(1, sum(len(t.encode()) for t in texts) // 4 + IMAGE_TOKENS * images)
+        return web.json_response({"count": count, "max_model_len": MAX_MODEL_LEN,
+                                  "tokens": list(range(count)), "token_strs": None})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_post("/tokenize", tokenize)
     return app
 
 

@@ -7,6 +7,10 @@ gateway (journal on, memory off), each in its own process. The gateway and the b
 pinned to core 0; the upstream and the load generator share core 1. Every request carries a
 ~20 KB PNG as a data: URL and a question. CPU per request is read from /proc for the measured
 process; added latency is its p50/p99 minus the direct call's, measured in the same run.
+
+With `--old-rev REV` (`make bench-gateway OLD_REV=...`) the gateway of that commit (a git worktree, the
+same venv) runs beside today's, also pinned to core 0, measured in the same interleaved rounds: a
+before/after of a change on the same noisy box.
 """
 
 from __future__ import annotations
@@ -64,6 +68,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def old_worktree(rev: str) -> Path:
+    """A checkout of `rev` beside this one (remove it with `git worktree remove`), importing its own gateway."""
+    tree = Path(tempfile.mkdtemp(prefix="visionrag-bench-old-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    found = subprocess.run([sys.executable, "-c", "import gateway; print(gateway.__file__)"], cwd=tree,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert found.startswith(str(tree)), f"the old gateway would be imported from {found}"
+    return tree
+
+
 @dataclass
 class Server:
     name: str
@@ -79,9 +94,12 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def start(name: str, argv: list[str], port: int, core: int, env: dict[str, str] | None = None) -> Server:
-    cmd = ["taskset", "-c", str(core), *argv] if os.cpu_count() and os.cpu_count() > 1 else argv
-    process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+def start(name: str, argv: list[str], port: int, core: int | None, env: dict[str, str] | None = None,
+          cwd: Path = ROOT) -> Server:
+    """Start a server in its own process group, pinned to `core` (None: not pinned), once it listens."""
+    pinned = core is not None and (os.cpu_count() or 1) > 1
+    cmd = ["taskset", "-c", str(core), *argv] if pinned else argv
+    process = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -143,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds per scenario; medians are reported (this box is noisy)")
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
+    parser.add_argument("--old-rev", help="also measure the gateway of this commit, in the same rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
     args = parser.parse_args()
 
@@ -152,6 +171,8 @@ def main() -> None:
     up_port, bare_port, gw_port = free_port(), free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="visionrag-bench-")
     servers = []
+    old_tree = old_worktree(args.old_rev) if args.old_rev else None
+    gateways: dict[str, Server] = {}
     try:
         upstream = start("upstream", [python, "-m", "bench.fake_upstream", "--port", str(up_port),
                                       "--chunks", str(args.chunks)], up_port, core=1)
@@ -159,12 +180,16 @@ def main() -> None:
         bare = start("bare", [python, "-m", "bench.bare_proxy", "--port", str(bare_port),
                               "--upstream", upstream.url], bare_port, core=0)
         servers.append(bare)
-        gateway = start("gateway", [python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-                                    "--port", str(gw_port), "--no-access-log", "--log-level", "warning",
-                                    "--loop", "uvloop", "--http", "httptools"],
-                        gw_port, core=0, env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
-                                              "VISIONRAG_DATA_DIR": data_dir, "VISIONRAG_MEMORY_ENABLED": "false"})
-        servers.append(gateway)
+        for name, tree in [("gateway", ROOT)] + ([("gateway_old", old_tree)] if old_tree else []):
+            port = gw_port if name == "gateway" else free_port()
+            gateways[name] = start(name, [python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+                                          "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                          "--loop", "uvloop", "--http", "httptools"],
+                                   port, core=0, cwd=tree,
+                                   env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
+                                        "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
+                                        "VISIONRAG_MEMORY_ENABLED": "false"})
+            servers.append(gateways[name])
 
         rows = []
         for stream in (False, True):
@@ -174,24 +199,25 @@ def main() -> None:
             body = json.dumps(payload).encode()
             for concurrency in (1, 32):
                 total = args.requests * (2 if concurrency > 1 else 1)
-                rounds: dict[str, list[dict]] = {"direct": [], "bare": [], "gateway": []}
+                rounds: dict[str, list[dict]] = {"direct": [], "bare": []} | {name: [] for name in gateways}
                 # Interleaved, so a noisy neighbour hits the baseline and the gateway alike.
                 for _ in range(args.rounds):
                     rounds["direct"].append(measure(None, upstream.url + "/v1/chat/completions", body, stream,
                                                     concurrency, total))
-                    rounds["bare"].append(measure(bare.process.pid, bare.url + "/v1/chat/completions", body,
-                                                  stream, concurrency, total))
-                    rounds["gateway"].append(measure(gateway.process.pid, gateway.url + "/v1/chat/completions",
-                                                     body, stream, concurrency, total))
-                direct, floor, gw = (median_of(rounds[k]) for k in ("direct", "bare", "gateway"))
-                rows.append({"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
-                             "direct": direct, "bare_proxy": floor, "gateway": gw})
+                    for name, server in [("bare", bare), *gateways.items()]:
+                        rounds[name].append(measure(server.process.pid, server.url + "/v1/chat/completions", body,
+                                                    stream, concurrency, total))
+                row = {"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
+                       "direct": median_of(rounds["direct"]), "bare_proxy": median_of(rounds["bare"])}
+                rows.append(row | {name: median_of(rounds[name]) for name in gateways})
     finally:
         for server in reversed(servers):
             server.stop()
+        if old_tree:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, check=False)
 
     versions = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "aiohttp", "orjson", "pillow")}
-    report = {"png_bytes": len(png), "chunks": args.chunks, "rounds": args.rounds,
+    report = {"png_bytes": len(png), "chunks": args.chunks, "rounds": args.rounds, "old_rev": args.old_rev,
               "python": platform.python_version(),
               "versions": versions, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +233,16 @@ def main() -> None:
               f"{b['cpu_ms_per_request']:.2f} | {g['cpu_ms_per_request'] / b['cpu_ms_per_request']:.2f}x | "
               f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} | "
               f"{g['p50_ms'] - d['p50_ms']:.2f} / {g['p99_ms'] - d['p99_ms']:.2f} |")
+    if args.old_rev:
+        print(f"\nthe gateway at {args.old_rev} in the same rounds:")
+        print("| mode | conc. | CPU ms/req then / now | added p50 ms then / now | added p99 ms then / now |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            d, old, new = row["direct"], row["gateway_old"], row["gateway"]
+            print(f"| {row['mode']} | {row['concurrency']} | {old['cpu_ms_per_request']:.2f} / "
+                  f"{new['cpu_ms_per_request']:.2f} | {old['p50_ms'] - d['p50_ms']:.2f} / "
+                  f"{new['p50_ms'] - d['p50_ms']:.2f} | {old['p99_ms'] - d['p99_ms']:.2f} / "
+                  f"{new['p99_ms'] - d['p99_ms']:.2f} |")
 
 
 if __name__ == "__main__":

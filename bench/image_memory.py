@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.gateway_overhead import Server, free_port, make_png, start
+from bench.gateway_overhead import Server, free_port, make_png, old_worktree, start
 from gateway.images.raster import decoded_bytes
 from serving.stack import stop_process_group
 
@@ -196,16 +196,6 @@ def serve_glibc_defaults(port: int) -> None:
     heap.trim = lambda: None  # type: ignore[assignment]
     uvicorn.run("gateway.app:create_app", factory=True, host="127.0.0.1", port=port, log_level="warning",
                 access_log=False)
-
-
-def old_worktree(rev: str) -> Path:
-    tree = Path(tempfile.mkdtemp(prefix="visionrag-bench-old-"))
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
-                   capture_output=True)
-    found = subprocess.run([sys.executable, "-c", "import gateway; print(gateway.__file__)"], cwd=tree,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    assert found.startswith(str(tree)), f"the old gateway would be imported from {found}"
-    return tree
 
 
 def main() -> None:
