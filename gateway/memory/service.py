@@ -23,6 +23,7 @@ from anyio import to_thread
 from gateway import metrics
 from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
+from gateway.memory.batching import Batched
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.forget import Forgetter
@@ -124,9 +125,12 @@ class Memory:
         self.text = text if text is not None else worker.text
         self.store = store
         self.worker = worker
-        # Hits take their texts from the journal, and forgotten exchanges are never returned.
-        self.searcher = Searcher(embedder, JournalTexts(store, journal), self.text)
-        self.retriever = Retriever(embedder, JournalTexts(store, journal), worker.reuse, self.text)
+        # Hits take their texts from the journal, and forgotten exchanges are never returned. Queries
+        # of concurrent requests share model runs (ingest batches by itself).
+        query_clip = Batched(embedder, ("embed_texts", "embed_images"))
+        query_text = Batched(self.text, ("sentences",)) if self.text is not None else None
+        self.searcher = Searcher(query_clip, JournalTexts(store, journal), query_text)
+        self.retriever = Retriever(query_clip, JournalTexts(store, journal), worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.thresholds = thresholds or Thresholds()

@@ -1,0 +1,106 @@
+"""Concurrent searches and chats share model runs: what arrives while one batch runs goes into the next.
+
+A model run over a batch costs much less per item than the same items one at a time (the single-item
+runs of small matrices use a core poorly). Ingest batches by itself; queries come one per request, on
+many threads. `Batcher` joins them without a timer: while fewer than `parallel` runs are going (one per
+core by default), a call runs at once, so a lone request, or as many as there are cores, wait for
+nothing; calls that arrive when every core is busy queue and go together into the next run, as vLLM's
+continuous batching does for generation. It has no thread of its own: waiting callers take turns
+running batches, each until its own items are done. A failed batch is run again call by call, so one
+caller's bad input fails only that caller.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class _Call:
+    __slots__ = ("done", "error", "items", "rows")
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.rows: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Batcher:
+    """`fn(items) -> one row per item`, batched across concurrent callers (at most `max_items` a run,
+    at most `parallel` runs at once)."""
+
+    def __init__(self, fn: Callable[[list[Any]], np.ndarray], max_items: int = 16, parallel: int | None = None) -> None:
+        self.fn = fn
+        self.max_items = max(1, max_items)
+        self.parallel = max(1, parallel if parallel is not None else os.cpu_count() or 1)
+        self._cond = threading.Condition()
+        self._queue: list[_Call] = []
+        self._running = 0
+        self.runs = 0  # model runs made, for tests and stats
+
+    def __call__(self, items: Sequence[Any]) -> np.ndarray:
+        call = _Call(list(items))
+        if not call.items:
+            return self.fn([])
+        with self._cond:
+            self._queue.append(call)
+            while not call.done:
+                if self._running >= self.parallel or not self._queue:
+                    self._cond.wait()  # a run going holds this call (or will take it next)
+                    continue
+                self._running += 1
+                batch = self._take()
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._running -= 1
+                    self._cond.notify_all()
+        if call.error is not None:
+            raise call.error
+        assert call.rows is not None
+        return call.rows
+
+    def _take(self) -> list[_Call]:
+        """The oldest calls that fit in one run (always at least one)."""
+        batch, size = [], 0
+        while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_items):
+            call = self._queue.pop(0)
+            batch.append(call)
+            size += len(call.items)
+        return batch
+
+    def _run(self, batch: list[_Call]) -> None:
+        self.runs += 1
+        try:
+            rows = self.fn([item for call in batch for item in call.items])
+        except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
+            if len(batch) > 1:  # whose input was it? each call alone, so only its caller fails
+                for call in batch:
+                    self._run([call])
+                return
+            batch[0].error, batch[0].done = exc, True  # raised in the caller's own thread
+            return
+        start = 0
+        for call in batch:
+            call.rows = rows[start:start + len(call.items)]
+            call.done = True
+            start += len(call.items)
+
+
+class Batched:
+    """`target` with the named methods batched across threads; every other attribute is the target's."""
+
+    def __init__(self, target: Any, methods: Sequence[str], max_items: int = 16, parallel: int | None = None) -> None:
+        self.target = target
+        self.batchers = {name: Batcher(getattr(target, name), max_items, parallel) for name in methods}
+
+    def __getattr__(self, name: str) -> Any:
+        batcher = self.__dict__.get("batchers", {}).get(name)
+        return batcher if batcher is not None else getattr(self.target, name)
