@@ -13,7 +13,7 @@ of each kind:
 - conceptual: the design the answer describes, described without its name.
 Each exchange goes through the real ingest worker into the embedded store (Qdrant Edge); queries go
 through `Searcher.query` with the probes of each signal: CLIP text (question + answer vectors fused),
-the sentence model (all-MiniLM-L6-v2 passages, MAX_SIM), BM25, and fused (every probe, RRF in the
+the sentence model (all-MiniLM-L6-v2 passages, MAX_SIM), BM25, and fused (every probe, weighted RRF in the
 store; `target=all` of a text query: CLIP text->image, sentence, BM25; these exchanges have no image,
 so that is sentence + BM25). CLIP is the tiny random-weight model here (no real CLIP weights offline),
 so its row is a noise floor; "fused + clip_text" shows what adding CLIP's text rankings would do.

@@ -41,7 +41,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from gateway.memory.search import Searcher
-from gateway.memory.store.base import probes_for
+from gateway.memory.store.base import RRF_K, probes_for
 from gateway.memory.store.edge import EdgeStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def numpy_baseline(vectors: np.ndarray, tenants: np.ndarray, queries: np.ndarray
     """Exact search by matrix products over the tenant's vectors, already in RAM (no payload, no filter).
 
     `image`: top-10 by the image vector. `all`: top-40 on each of the three vectors, fused by RRF as the
-    store does it (k = 60), top-10 of the fusion.
+    store does it (k = RRF_K, CLIP's vectors all weigh 1), top-10 of the fusion.
     """
     ids = np.nonzero(tenants == tenant)[0]
     slots = [0] if target == "image" else [0, 1, 2]
@@ -137,7 +137,7 @@ def numpy_baseline(vectors: np.ndarray, tenants: np.ndarray, queries: np.ndarray
             top = np.argpartition(-scores, depth)[:depth] if len(scores) > depth else np.arange(len(scores))
             top = top[np.argsort(-scores[top])]
             for rank, index in enumerate(top.tolist()):
-                fused[index] = fused.get(index, 0.0) + 1.0 / (60 + rank + 1)
+                fused[index] = fused.get(index, 0.0) + 1.0 / (rank + RRF_K)
         best = sorted(fused, key=fused.__getitem__, reverse=True)[:10]
         latencies.append((time.perf_counter() - started) * 1000)
         results.append(ids[best].tolist())

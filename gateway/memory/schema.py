@@ -10,6 +10,12 @@ Adding a vector is one entry here (plus its encoder in `encoders`, if new), not 
   passage) keeps search and retrieval deduplication, payload and deletion per exchange unchanged.
 - `terms`: BM25 sparse vector of question + answer with Qdrant's IDF modifier (the store keeps the
   document frequencies), for exact terms: identifiers, error codes, column names, ports.
+
+Each vector also has its weight in a fused query (weighted RRF as Qdrant computes it: rank r in a probe
+of weight w counts as rank r / w; see store.base.RRF_K). BM25's is 2, so its second place counts like the
+sentence model's first: BM25 ranks by the query's own words weighted by their rarity, while the small
+sentence model often ranks near-ties among answers that look alike, and alone BM25 is the stronger signal
+on every kind of query but paraphrases (bench/memory_quality.py measures each alone and fused).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class VectorSpec:
     size: int | None  # None for sparse vectors
     encoder: Encoder
     distance: Literal["cosine"] | None = "cosine"  # None for sparse (dot product of weights, IDF-scaled)
+    fusion_weight: float = 1.0  # this vector's ranking in a fused query (weighted RRF; see above)
 
 
 CLIP_DIM = 512
@@ -41,7 +48,7 @@ SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("question", "dense", CLIP_DIM, "clip_question"),
     VectorSpec("answer", "dense", CLIP_DIM, "clip_answer"),
     VectorSpec("text", "multi", MINILM_DIM, "minilm_passages"),
-    VectorSpec("terms", "sparse", None, "bm25", distance=None),
+    VectorSpec("terms", "sparse", None, "bm25", distance=None, fusion_weight=2.0),
 )
 BY_NAME = {spec.name: spec for spec in SCHEMA}
 

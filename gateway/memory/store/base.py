@@ -26,8 +26,11 @@ KEYWORD_FIELDS = ("model", "user", "image_sha256")
 RETIRED_INDEX_FIELDS = ("exchange_id",)
 TENANT_FIELD = "tenant"
 TIME_FIELD = "time"
-# RRF's k: 60 is the value from the original RRF paper and Qdrant's default.
-RRF_K = 60
+# RRF's k, Qdrant's default. Rank r of a probe of weight w scores 1 / (r / w + k - 1), so a small k keeps
+# the top of each ranking decisive. With k = 60 (the RRF paper's, meant for fusing dozens of runs) rank 1
+# and rank 5 score almost alike, a weak signal's ranking counts as much as a strong one's, and a weight
+# above 1 mostly narrows the gaps between its own probe's top ranks instead of lifting them.
+RRF_K = 2
 
 
 class StoreError(Exception):
@@ -71,8 +74,9 @@ class Probe:
     """One ranking: the points nearest to `vector` on the named vector `using`, none below `min_score`.
 
     `vector` is dense (against a dense or a multi vector: MAX_SIM over its parts) or `Sparse`
-    (against a sparse vector). A query of several probes fuses their rankings (Reciprocal Rank Fusion)
-    inside the store, so a new signal is one more probe, not a new store method.
+    (against a sparse vector). A query of several probes fuses their rankings (Reciprocal Rank Fusion,
+    weighted by the schema table's `fusion_weight`) inside the store, so a new signal is one more probe,
+    not a new store method.
     """
 
     vector: Sequence[float] | Sparse
@@ -87,6 +91,12 @@ def query_vector(probe: Probe) -> VectorValue | Sequence[float]:
     if spec is not None and spec.kind == "multi" and not isinstance(probe.vector, Sparse):
         return [list(probe.vector)]
     return probe.vector
+
+
+def fusion_weights(probes: Sequence[Probe]) -> list[float] | None:
+    """Each probe's weight in RRF, from the schema table; None when all are 1 (plain RRF)."""
+    weights = [BY_NAME[probe.using].fusion_weight if probe.using in BY_NAME else 1.0 for probe in probes]
+    return weights if any(weight != 1.0 for weight in weights) else None
 
 
 def probes_for(vector: Sequence[float], target: str) -> list[Probe]:
@@ -120,7 +130,8 @@ class VectorStore(Protocol):
 
     def query(self, probes: Sequence[Probe], flt: SearchFilter, limit: int) -> list[Hit]:
         """One probe: its nearest points, scored by similarity. Several: their rankings fused with RRF
-        (scored by RRF). Scoped by `flt`; an empty list of probes finds nothing."""
+        (k = RRF_K, each probe weighted by `fusion_weights`; scored by RRF). Scoped by `flt`; an empty
+        list of probes finds nothing."""
 
     def image_mime(self, tenant: str, sha256: str) -> str | None:
         """The image's MIME type if one of `tenant`'s points references it, else None (the /images check)."""

@@ -49,6 +49,7 @@ from gateway.memory.store.base import (
     StoreLocked,
     StoreStats,
     StoreUnavailable,
+    fusion_weights,
     query_vector,
 )
 
@@ -219,7 +220,10 @@ class EdgeStore:
                 for probe in probes
             ]
             request = qe.QueryRequest(
-                limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K), with_payload=True
+                limit=limit,
+                prefetches=prefetches,
+                query=qe.Fusion.Rrf(k=RRF_K, weights=fusion_weights(probes)),
+                with_payload=True,
             )
         with self._use() as shard:
             found = shard.query(request)

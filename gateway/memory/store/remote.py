@@ -35,6 +35,7 @@ from gateway.memory.store.base import (
     StoreError,
     StoreStats,
     StoreUnavailable,
+    fusion_weights,
     query_vector,
 )
 
@@ -149,7 +150,7 @@ class RemoteStore:
                         )
                         for probe in probes
                     ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=fusion_weights(probes))),
                     limit=limit,
                     with_payload=True,
                 )

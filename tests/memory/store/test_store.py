@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from gateway.memory.points import StorePoint, point_id, rfc3339
+from gateway.memory.schema import BY_NAME, MINILM_DIM, Sparse
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
+    RRF_K,
     Probe,
     SchemaMismatch,
     SearchFilter,
@@ -78,6 +80,44 @@ def test_probes_of_different_vectors_fuse_into_one_ranking(store: VectorStore) -
     hits = store.query([Probe(image_query, "image"), Probe(text_query, "question")], SearchFilter("t1"), 3)
     assert hits[0].payload["exchange_id"] == "ex80"
     assert hits[0].score > hits[1].score
+
+
+def at_cosine(query: np.ndarray, cosine: float, seed: int) -> list[float]:
+    """A unit vector whose cosine with the unit `query` is exactly `cosine`."""
+    other = np.random.default_rng(seed).standard_normal(query.shape[0])
+    other -= (other @ query) * query
+    other /= np.linalg.norm(other)
+    return (cosine * query + np.sqrt(1 - cosine**2) * other).tolist()
+
+
+def test_fusion_weights_bm25_above_the_sentence_model(store: VectorStore) -> None:
+    """Weighted RRF, k = 2, BM25 weighted 2 (gateway.memory.schema): rank r scores 2 / (r + 2) on BM25,
+    1 / (r + 1) on the sentence model. Expected orders computed by hand from those."""
+    assert (RRF_K, BY_NAME["terms"].fusion_weight, BY_NAME["text"].fusion_weight) == (2, 2.0, 1.0)
+    q1, q2 = (v / np.linalg.norm(v) for v in np.random.default_rng(3).standard_normal((2, MINILM_DIM)))
+    # BM25 on term 7: A, C, B. Sentence model on q1: B, C, A. Sentence model on q2: A first, B fifth.
+    # BM25 on term 8: B, A (only they have it).
+    cosines = {"A": (0.8, 1.0), "B": (1.0, 0.6), "C": (0.9, 0.9), "D": (0.7, 0.8), "E": (0.6, 0.7)}
+    terms = {"A": {7: 5.0, 8: 4.0}, "B": {7: 3.0, 8: 5.0}, "C": {7: 4.0}, "D": {9: 1.0}, "E": {9: 1.0}}
+    points = []
+    for n, name in enumerate("ABCDE"):
+        p = point(n, names=())
+        p.payload["exchange_id"] = name
+        p.vectors = {"text": [at_cosine(q1, cosines[name][0], 10 + n), at_cosine(q2, cosines[name][1], 20 + n)],
+                     "terms": Sparse(tuple(terms[name]), tuple(terms[name].values()))}
+        points.append(p)
+    store.upsert(points)
+
+    def order(query: np.ndarray, term: int) -> list[str]:
+        probes = [Probe(query.tolist(), "text"), Probe(Sparse((term,), (1.0,)), "terms")]
+        return [h.payload["exchange_id"] for h in store.query(probes, SearchFilter("t1"), 3)]
+
+    # A: BM25 1st, sentence 3rd = 2/3 + 1/4; B: BM25 3rd, sentence 1st = 2/5 + 1/2; C: 1/2 + 1/3.
+    # (Plain RRF ties A and B; k = 60 with these weights puts B first.)
+    assert order(q1, 7) == ["A", "B", "C"]
+    # The weight does not override the sentence model: A, sentence 1st and BM25 2nd = 1/2 + 1/2, beats B,
+    # BM25 1st and sentence 5th = 2/3 + 1/6.
+    assert order(q2, 8)[:2] == ["A", "B"]
 
 
 def test_min_score_keeps_only_close_points_in_each_probe(store: VectorStore) -> None:
