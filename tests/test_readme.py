@@ -63,6 +63,16 @@ class Stack:
     env: dict[str, str]  # a user's shell: no VISIONRAG_* settings, the runtime file found
     start_output: str
 
+    def start(self) -> subprocess.CompletedProcess[str]:
+        """What `make run PROFILE=tiny` runs, with a data dir set in the environment as a user may."""
+        return subprocess.run(
+            [sys.executable, "serving/stack.py", "start", "--profile", "tiny", "--run-dir", str(self.run_dir),
+             "--vllm-port", str(free_port()), "--gateway-port", self.url.rsplit(":", 1)[1],
+             "--gateway-python", str(VENV_BIN / "python")],
+            cwd=ROOT, env={**self.env, "VISIONRAG_DATA_DIR": str(self.data_dir)}, capture_output=True, text=True,
+            timeout=420, check=False,
+        )
+
     def bash(self, code: str, cwd: Path = ROOT, timeout_s: float = 120) -> str:
         setup = "\n".join(s.code for s in snippets("Quick start") if s.role == "setup")
         return _run(["bash", "-euo", "pipefail", "-c", f"{setup}\n{self._here(code)}"], cwd, self.env, timeout_s)
@@ -93,16 +103,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir, data_dir = work / "run", work / "data"
     shell = {key: value for key, value in os.environ.items() if not key.startswith("VISIONRAG_")}
     shell |= {"VISIONRAG_RUN_ENV_FILE": str(run_dir / "gateway.env"), "COLUMNS": "200"}  # no wrapped paths in tables
-    gateway_port = free_port()
-    # What `make run PROFILE=tiny` runs, with a data dir set in the environment as a user may.
-    start = subprocess.run(
-        [sys.executable, "serving/stack.py", "start", "--profile", "tiny", "--run-dir", str(run_dir),
-         "--vllm-port", str(free_port()), "--gateway-port", str(gateway_port),
-         "--gateway-python", str(VENV_BIN / "python")],
-        cwd=ROOT, env={**shell, "VISIONRAG_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
-        timeout=420, check=False,
-    )
-    stack = Stack(f"http://127.0.0.1:{gateway_port}", run_dir, data_dir, shell, start.stdout + start.stderr)
+    stack = Stack(f"http://127.0.0.1:{free_port()}", run_dir, data_dir, shell, "")
+    start = stack.start()
+    stack.start_output = start.stdout + start.stderr
     try:
         assert start.returncode == 0, stack.start_output
         yield stack
@@ -180,3 +183,23 @@ def test_after_make_stop_the_cli_uses_the_recorded_models_at_once(stack: Stack, 
     out = stack.bash(memory)
     assert "queued: 1" in out and "2 result(s), target=answer" in out
     assert f"edge at {stack.data_dir}" in out and "2 points" in out
+
+
+def test_memory_in_the_answer_cites_the_quick_start_s_exchange(stack: Stack, tmp_path: Path) -> None:
+    # The reader stopped the stack for the CLI section; this section starts it again on the same data.
+    start = stack.start()
+    assert start.returncode == 0, start.stdout + start.stderr
+    (code,) = [s.code for s in snippets("Memory in the answer") if s.role == "run"]
+    first = stack.python(code, tmp_path).splitlines()
+    reason, sources = first[0].split(" ", 1)
+    assert reason == "used", first
+    cited = sources.split(",")
+    number, exchange_id, rest = first[1].split(" ", 2)
+    assert number == "1" and exchange_id == cited[0]
+    assert rest.startswith(QUESTION) and rest.endswith("/images/" + hashlib.sha256(EXAMPLE_IMAGE.read_bytes()).hexdigest())
+    # The exchange cited is the quick start's: the same image, asked the same question.
+    found = httpx.get(f"{stack.url}/exchanges/{exchange_id}", timeout=10).json()
+    assert found["question"] == QUESTION
+    # Then the document `visionrag ingest` loaded: the same image, its caption as the answer.
+    caption = (ROOT / "examples" / "er-diagram.txt").read_text().strip()
+    assert first[2].startswith(f"2 {cited[1]} {caption} http")
