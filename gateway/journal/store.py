@@ -13,7 +13,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -90,15 +91,16 @@ class Journal:
             exchange.status,
             orjson.dumps(exchange),  # orjson serializes dataclasses natively, ~10x faster than asdict
         )
-        with self._lock:
-            self._db.execute(
+        # One commit for the row and its image references: never a row whose images forgetting could
+        # not see (it would delete a blob this exchange still uses), and one WAL commit, not two.
+        with self._lock, self._transaction():
+            inserted = self._db.execute(
                 "INSERT OR IGNORE INTO exchanges"
                 " (id, created_at, endpoint, model, tenant, user, status, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
-            )
-            if exchange.images:
-                # Harmless when the row was already there: references are counted by existence, not number.
+            ).rowcount
+            if inserted and exchange.images:
                 self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
                                      ((image.sha256, exchange.id) for image in exchange.images))
 
@@ -117,12 +119,10 @@ class Journal:
 
     def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             self._db.executemany(
                 "UPDATE exchanges SET ingested_at = ? WHERE id = ?", ((now, i) for i in exchange_ids)
             )
-            self._db.execute("COMMIT")
 
     def requeue_all(self) -> int:
         """Put every exchange back in the memory path's queue (a store rebuilt from the journal)."""
@@ -184,14 +184,13 @@ class Journal:
     # --- forgetting ------------------------------------------------------------------------------
     def _backfill_images(self) -> None:
         """Fill exchange_images from the records of a journal older than that table (once)."""
-        self._db.execute("BEGIN")
-        self._db.execute("DELETE FROM exchange_images")
-        for exchange_id, record in self._db.execute("SELECT id, record FROM exchanges"):
-            images = orjson.loads(record).get("images") or []
-            self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
-                                 ((image["sha256"], exchange_id) for image in images))
-        self._db.execute(f"PRAGMA user_version={_VERSION}")
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.execute("DELETE FROM exchange_images")
+            for exchange_id, record in self._db.execute("SELECT id, record FROM exchanges"):
+                images = orjson.loads(record).get("images") or []
+                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
+                                     ((image["sha256"], exchange_id) for image in images))
+            self._db.execute(f"PRAGMA user_version={_VERSION}")
 
     def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
                    limit: int = 1000) -> list[str]:
@@ -220,8 +219,7 @@ class Journal:
         deleted: list[str] = []
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction("IMMEDIATE"):
                 for exchange_id in ids:
                     row = self._db.execute("SELECT tenant FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
                     if row is None or row[0] != tenant:
@@ -233,13 +231,20 @@ class Journal:
                     self._db.execute("DELETE FROM exchange_images WHERE exchange_id = ?", (exchange_id,))
                     self._db.execute("DELETE FROM exchanges WHERE id = ?", (exchange_id,))
                     deleted.append(exchange_id)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             if deleted:
                 self._truncate_wal()
         return deleted
+
+    @contextmanager
+    def _transaction(self, mode: str = "") -> Iterator[None]:
+        """One atomic commit (the connection autocommits each statement otherwise). Hold `_lock`."""
+        self._db.execute(f"BEGIN {mode}")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _truncate_wal(self) -> None:
         # The WAL still holds the frames that wrote the deleted rows: copy the zeroed pages into the
@@ -258,10 +263,8 @@ class Journal:
 
     def forgotten(self, exchange_ids: Iterable[str]) -> None:
         """Deletions finished: drop their records (nothing of the exchange is left to name)."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             self._db.executemany("DELETE FROM forgetting WHERE id = ?", ((i,) for i in exchange_ids))
-            self._db.execute("COMMIT")
 
     def referenced(self, shas: Iterable[str]) -> set[str]:
         """The images among `shas` that some exchange in the journal still uses."""
