@@ -142,8 +142,8 @@ bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall
 	$(VENV)/bin/python -m bench.memory_quality
 
 .PHONY: bench-memory-hybrid-latency
-bench-memory-hybrid-latency: install $(MODELS)/clip-tiny/.text-linked ## Memory: fused hybrid store query and text search at 100k (INDEX=1: after optimize)
-	$(VENV)/bin/python -m bench.memory_hybrid_latency 100000 $(if $(INDEX),--index)
+bench-memory-hybrid-latency: install $(MODELS)/clip-full/.text-linked ## Memory: fused hybrid store query and text search at 100k, full-size CLIP (INDEX=1: after optimize)
+	$(VENV)/bin/python -m bench.memory_hybrid_latency 100000 --clip full $(if $(INDEX),--index)
 
 .PHONY: bench-memory-soak
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout

@@ -12,15 +12,16 @@ as the gateway builds it).
 - store: p50/p99 of the fused query of a text search (`target=all`: CLIP text->image, sentence
   passages MAX_SIM, BM25; prefetches + RRF in the store), tenant `main` and a small tenant;
 - each signal's probe alone (tenant `main`);
-- search: p50/p99 of `Searcher.search` (query embedding with the tiny CLIP, the genuine MiniLM and
-  BM25, then the store query), the whole /search minus HTTP and JSON.
+- search: p50/p99 of `Searcher.search` (query embedding with CLIP, the genuine MiniLM and BM25, then
+  the store query), the whole /search minus HTTP and JSON; `--clip full` uses the full-size
+  random-weight CLIP ViT-B/32 (the real FLOPs, `make models/clip-full/.built`), else the tiny one.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,16 +67,20 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def main() -> None:
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    index = "--index" in sys.argv  # also measure after optimize() (HNSW; minutes at 100k)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("size", type=int, nargs="?", default=100_000, help="stored exchanges")
+    parser.add_argument("--index", action="store_true", help="also measure after optimize() (HNSW; minutes at 100k)")
+    parser.add_argument("--clip", choices=("tiny", "full"), default="tiny", help="the CLIP that embeds the query")
+    args = parser.parse_args()
+    size, index, clip_size = args.size, args.index, args.clip
     rng = np.random.default_rng(1)
-    clip = ClipEmbedder(cache_dir=ROOT / "models" / "clip-tiny", threads=1)
+    clip = ClipEmbedder(cache_dir=ROOT / "models" / f"clip-{clip_size}", threads=1)
     text = TextEncoders(cache_dir=ROOT / "models" / "text", threads=1)
     clip.load()
     text.load()
     queries = [f"where does the {w} job write its nightly export for tenant {i}?"
                for i, w in enumerate(["billing", "orders", "refund", "audit", "invoice"] * 40)]
-    results: dict[str, object] = {"exchanges": size}
+    results: dict[str, object] = {"exchanges": size, "clip": clip_size}
     with tempfile.TemporaryDirectory() as tmp:
         store = EdgeStore(Path(tmp) / "shard")
         store.ensure_schema()
@@ -117,7 +122,7 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"memory_hybrid_latency_{size}{'_indexed' if index else ''}.json").write_text(json.dumps(results, indent=2))
+    (out / f"memory_hybrid_latency_{size}_{clip_size}{'_indexed' if index else ''}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
