@@ -129,8 +129,9 @@ class Memory:
         # of concurrent requests share model runs (ingest batches by itself).
         query_clip = Batched(embedder, ("embed_texts", "embed_images"))
         query_text = Batched(self.text, ("sentences",)) if self.text is not None else None
-        self.searcher = Searcher(query_clip, JournalTexts(store, journal), query_text)
-        self.retriever = Retriever(query_clip, JournalTexts(store, journal), worker.reuse, query_text)
+        with_texts = JournalTexts(store, journal)
+        self.searcher = Searcher(query_clip, with_texts, query_text)
+        self.retriever = Retriever(query_clip, with_texts, worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.thresholds = thresholds or Thresholds()

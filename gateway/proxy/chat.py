@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, req
 from gateway.proxy.protocol import MemoryOptions
 from gateway.proxy.recorder import PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
-from gateway.proxy.upstream import UpstreamPool, UpstreamResponse
+from gateway.proxy.upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
 
 log = logging.getLogger("visionrag.chat")
 
@@ -263,13 +264,21 @@ def _relay_body(upstream: UpstreamResponse, raw: bytes) -> Completion:
     if upstream.status >= 500:
         log.error("upstream %s answered %d: %s", upstream.upstream.base_url, upstream.status,
                   raw[:1000].decode("utf-8", "replace"))
-        if upstream.status == 503:
-            error = GatewayError(503, "the model server is unavailable; try again shortly",
-                                 code="upstream_unavailable")
-        else:
-            error = GatewayError(502, "the model server failed to answer this request", code="upstream_error")
+        if upstream.status == 503:  # overloaded or restarting: clients (the OpenAI SDK too) wait and retry
+            raise UpstreamUnavailable("the model server is unavailable; try again shortly",
+                                      retry_after_s=_retry_after(upstream.response.headers.get("Retry-After")))
+        error = GatewayError(502, "the model server failed to answer this request", code="upstream_error")
         return Completion(error.status, orjson.dumps(error.body()))
     return Completion(upstream.status, raw, upstream.response.headers.get("Content-Type", "application/json"))
+
+
+def _retry_after(value: str | None) -> float:
+    """The upstream's own Retry-After in seconds when it sent one (bounded), else one second."""
+    try:
+        seconds = float(value or 1)
+    except ValueError:  # an HTTP date, or garbage: not worth parsing
+        return 1.0
+    return min(max(seconds, 1.0), 60.0) if math.isfinite(seconds) else 1.0
 
 
 def require_prompt(payload: Any) -> str:

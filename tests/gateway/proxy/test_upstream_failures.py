@@ -18,6 +18,8 @@ def test_upstream_5xx_hides_its_internals(start_gateway, fake_upstream, status, 
             "model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
         error = assert_openai_error(response, expected, code)
         assert "NoneType" not in error["message"] and "chat_utils" not in error["message"]
+        if expected == 503:  # overloaded or restarting: the client is told when to retry
+            assert response.headers["Retry-After"] == "1"
     assert "NoneType" in gateway.log_tail()  # the operator still sees what happened
 
 
