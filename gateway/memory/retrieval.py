@@ -18,6 +18,7 @@ import numpy as np
 
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.reuse import VectorReuse
+from gateway.memory.search import image_query_vector
 from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
 from gateway.memory.text_embed import TextEncoders
@@ -70,7 +71,7 @@ class Retriever:
         """Blocking (model + store): call it from a worker thread. Raises EmbedderError/StoreError."""
         probes: list[Probe] = []
         if query.image is not None:
-            image_vector = self.embedder.embed_images([query.image])[0]
+            image_vector = image_query_vector(self.embedder, self.store, flt.tenant, query.image, query.image_sha256)
             probes.append(Probe(image_vector.tolist(), "image", thresholds.image))
             if query.image_sha256:
                 self.reuse.put_image(query.image_sha256, image_vector)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from gateway import metrics
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
@@ -56,6 +58,16 @@ def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: st
     return probes
 
 
+def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, image: bytes,
+                       sha256: str | None = None) -> np.ndarray:
+    """CLIP's vector for a query image. An image asked about again (the same bytes, by sha256) already
+    has its vector in this tenant's memory: that one is taken, and the vision model does not run."""
+    stored = store.image_vector(tenant, sha256) if sha256 else None
+    if stored is not None:
+        return np.asarray(stored, dtype=np.float32)
+    return embedder.embed_images([image])[0]
+
+
 class Searcher:
     def __init__(self, embedder: ClipEmbedder, store: VectorStore, text: TextEncoders | None = None) -> None:
         self.embedder = embedder
@@ -68,10 +80,12 @@ class Searcher:
         *,
         text: str | None = None,
         image: bytes | None = None,
+        image_sha256: str | None = None,
         target: Target = "all",
         limit: int = 10,
     ) -> SearchOutcome:
-        """Exactly one of `text` / `image`. Blocking (model + store): call it from a worker thread."""
+        """Exactly one of `text` / `image` (with its sha256, if known). Blocking (model + store): call it
+        from a worker thread."""
         if (text is None) == (image is None):
             raise ValueError("give exactly one of text or image")
         started = time.perf_counter()
@@ -80,7 +94,7 @@ class Searcher:
         else:
             if target not in (*CLIP_TARGETS, "all"):
                 raise ValueError(f"an image query compares with CLIP's vectors only, not {target!r}")
-            vector = self.embedder.embed_images([image])[0]  # type: ignore[list-item]
+            vector = image_query_vector(self.embedder, self.store, flt.tenant, image, image_sha256)  # type: ignore[arg-type]
             probes = probes_for(vector.tolist(), target)
         embedded = time.perf_counter()
         hits = self.query(probes, flt, limit=limit)

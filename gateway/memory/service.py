@@ -258,16 +258,17 @@ class Memory:
         Raises ImageError (param `image`) or ImageDecodeError for the client's image, Unavailable when
         the model or the store fails.
         """
-        data: bytes | None = None
+        loaded = None
         if image is not None:
             try:
-                data = (await self.image_loader.load(image)).data
+                loaded = await self.image_loader.load(image)
             except ImageError as exc:
                 exc.param = "image"
                 raise
         self.worker.touch()
         try:
-            outcome = await _blocking(self.searcher.search, flt, text=text, image=data, target=target, limit=limit)
+            outcome = await _blocking(self.searcher.search, flt, text=text, image=loaded.data if loaded else None,
+                                      image_sha256=loaded.sha256 if loaded else None, target=target, limit=limit)
         except (EmbedderError, StoreError) as exc:
             metrics.retrieval("search", None)
             raise Unavailable("search") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -65,6 +67,56 @@ def test_a_chat_s_ingest_takes_what_its_retrieval_computed(tmp_path: Path, clip_
     finally:
         memory.store.close()
         journal.close()
+
+
+def test_an_image_asked_about_again_is_not_embedded_again(tmp_path: Path, clip_cache: Path, monkeypatch) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, fastembed_cache_dir=clip_cache)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    blobs = BlobStore(tmp_path / "images")
+    memory = Memory.from_settings(settings, journal, blobs)
+    memory.store.ensure_schema()
+    memory.embedder.load()
+    memory.text.load()
+    try:
+        image = noise_png(8)
+        sha = blobs.put(image)
+        journal.append(_exchange("what does this blueprint show?", "a warehouse floor plan", sha))
+        assert memory.worker.drain() == 1
+
+        # Queries (search, retrieval) run the vision model through their batcher; ingest directly.
+        queries = memory.retriever.embedder.batchers["embed_images"]
+        ingest_runs: list[int] = []
+        real = memory.embedder.embed_images
+        monkeypatch.setattr(memory.embedder, "embed_images",
+                            lambda items: (items and ingest_runs.append(len(items))) or real(items))
+        sources = memory.retriever.recall(RecallQuery("and the loading docks?", image, sha),
+                                          SearchFilter("default"), k=4, thresholds=Thresholds())
+        assert [s.answer for s in sources] == ["a warehouse floor plan"]  # found by its image
+        found = asyncio.run(memory.search(SearchFilter("default"), image=_data_url(image), target="image"))
+        assert found.hits[0].score > 0.999
+        assert queries.runs == 0  # neither the chat's retrieval nor the search ran the vision model
+
+        # The chat's own exchange is then ingested with that vector too.
+        journal.append(_exchange("and the loading docks?", "on the east side", sha))
+        assert memory.worker.drain() == 1 and ingest_runs == []
+        # Another tenant's identical image is embedded: a tenant learns nothing of another's images.
+        memory.retriever.recall(RecallQuery("q", image, sha), SearchFilter("other"), k=4, thresholds=Thresholds())
+        assert queries.runs == 1
+    finally:
+        asyncio.run(memory.image_loader.fetcher.close())
+        memory.store.close()
+        journal.close()
+
+
+def _exchange(question: str, answer: str, sha: str) -> Exchange:
+    return Exchange(
+        id=uuid.uuid4().hex, created_at=time.time(), endpoint="chat.completions", model="m", tenant="default",
+        user=None, messages=[{"role": "user", "text": question}], images=[ImageRef(sha, "image/png")],
+        answer=answer, finish_reason="stop", usage=None, latency_ms=1.0)
+
+
+def _data_url(image: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(image).decode()
 
 
 def _probe(vector: np.ndarray, using: str):

@@ -133,6 +133,10 @@ class VectorStore(Protocol):
         (k = RRF_K, each probe weighted by `fusion_weights`; scored by RRF). Scoped by `flt`; an empty
         list of probes finds nothing."""
 
+    def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
+        """The CLIP vector stored for this image (content-addressed: the same bytes, the same vector) on
+        one of `tenant`'s points, else None."""
+
     def image_mime(self, tenant: str, sha256: str) -> str | None:
         """The image's MIME type if one of `tenant`'s points references it, else None (the /images check)."""
 

@@ -229,15 +229,18 @@ class EdgeStore:
             found = shard.query(request)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
-    def image_mime(self, tenant: str, sha256: str) -> str | None:
-        flt = qe.Filter(
-            must=[
-                qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant)),
-                qe.FieldCondition("image_sha256", match=qe.MatchValue(sha256)),
-            ]
-        )
+    def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         with self._use() as shard:
-            records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=flt, with_payload=True, with_vector=False))
+            records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=_image_filter(tenant, sha256),
+                                                       with_payload=False, with_vector=["image"]))
+        vectors = records[0].vector if records else None
+        found = vectors.get("image") if isinstance(vectors, dict) else None
+        return list(found) if found else None
+
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        with self._use() as shard:
+            records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=_image_filter(tenant, sha256),
+                                                       with_payload=True, with_vector=False))
         return str((records[0].payload or {}).get("image_mime") or "application/octet-stream") if records else None
 
     def count(self, tenant: str | None = None) -> int:
@@ -371,6 +374,11 @@ def _filter(flt: SearchFilter) -> qe.Filter:
     if flt.exclude_exchanges:
         must_not.append(qe.FieldCondition("exchange_id", match=qe.MatchAny(list(flt.exclude_exchanges))))
     return qe.Filter(must=must, must_not=must_not or None)  # type: ignore[arg-type]
+
+
+def _image_filter(tenant: str, sha256: str) -> qe.Filter:
+    return qe.Filter(must=[qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant)),
+                           qe.FieldCondition("image_sha256", match=qe.MatchValue(sha256))])
 
 
 if __name__ == "__main__":

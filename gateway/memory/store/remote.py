@@ -156,17 +156,23 @@ class RemoteStore:
                 )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
-    def image_mime(self, tenant: str, sha256: str) -> str | None:
+    def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         self.ensure_schema()
-        flt = models.Filter(
-            must=[
-                models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
-                models.FieldCondition(key="image_sha256", match=models.MatchValue(value=sha256)),
-            ]
-        )
         with self._call("scroll"):
             records, _ = self._client.scroll(
-                self.collection, scroll_filter=flt, limit=1, with_payload=True, with_vectors=False
+                self.collection, scroll_filter=_image_filter(tenant, sha256), limit=1, with_payload=False,
+                with_vectors=["image"],
+            )
+        vectors = records[0].vector if records else None
+        found = vectors.get("image") if isinstance(vectors, dict) else None
+        return list(found) if found else None
+
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        self.ensure_schema()
+        with self._call("scroll"):
+            records, _ = self._client.scroll(
+                self.collection, scroll_filter=_image_filter(tenant, sha256), limit=1, with_payload=True,
+                with_vectors=False,
             )
         if not records:
             return None
@@ -294,3 +300,8 @@ def _filter(flt: SearchFilter) -> models.Filter:
             models.FieldCondition(key="exchange_id", match=models.MatchAny(any=list(flt.exclude_exchanges)))
         )
     return models.Filter(must=must, must_not=must_not or None)
+
+
+def _image_filter(tenant: str, sha256: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+                               models.FieldCondition(key="image_sha256", match=models.MatchValue(value=sha256))])

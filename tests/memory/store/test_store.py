@@ -188,6 +188,15 @@ def test_image_mime_is_tenant_scoped(store: VectorStore) -> None:
     assert store.image_mime("a", "cd" * 32) is None
 
 
+def test_an_image_s_stored_vector_is_found_by_its_sha256_in_its_tenant_only(store: VectorStore) -> None:
+    sha = "ab" * 32
+    store.upsert([point(1, tenant="a", sha=sha), point(2, tenant="a", names=("question", "answer"), sha="ef" * 32)])
+    np.testing.assert_allclose(store.image_vector("a", sha), unit(10), atol=1e-6)  # the float original
+    assert store.image_vector("b", sha) is None  # another tenant's image is not looked at
+    assert store.image_vector("a", "cd" * 32) is None
+    assert store.image_vector("a", "ef" * 32) is None  # a point of that image without an image vector
+
+
 def test_stats(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(3)])
     stats = store.stats()
