@@ -26,10 +26,11 @@ KEYWORD_FIELDS = ("model", "user", "image_sha256")
 RETIRED_INDEX_FIELDS = ("exchange_id",)
 TENANT_FIELD = "tenant"
 TIME_FIELD = "time"
-# RRF's k, Qdrant's default. Rank r of a probe of weight w scores 1 / (r / w + k - 1), so a small k keeps
-# the top of each ranking decisive. With k = 60 (the RRF paper's, meant for fusing dozens of runs) rank 1
-# and rank 5 score almost alike, a weak signal's ranking counts as much as a strong one's, and a weight
-# above 1 mostly narrows the gaps between its own probe's top ranks instead of lifting them.
+# RRF's k (2 is qdrant-client's own default; chosen with bench/memory_quality.py). Rank r of a probe of
+# weight w scores 1 / (r / w + k - 1), so a small k keeps the top of each ranking decisive. With k = 60
+# (the RRF paper's, meant for fusing dozens of runs) rank 1 and rank 5 score almost alike, a weak
+# signal's ranking counts as much as a strong one's, and a weight above 1 mostly narrows the gaps between
+# its own probe's top ranks instead of lifting them.
 RRF_K = 2
 
 
