@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -151,23 +151,15 @@ class Journal:
         """One tenant's exchanges, newest first, with their `seq`: (created_at, seq) orders them, and
         `before` (the last row's pair) continues after that row, so a page never repeats or skips rows
         appended meanwhile."""
-        where, args = ["tenant = ?"], [tenant]
-        if before is not None:
-            where.append("(created_at < ? OR (created_at = ? AND seq < ?))")
-            args += [before[0], before[0], before[1]]
-        if time_from is not None:
-            where.append("created_at >= ?")
-            args.append(time_from)
-        if time_to is not None:
-            where.append("created_at <= ?")
-            args.append(time_to)
-        if models:
-            where.append(f"model IN ({', '.join('?' * len(models))})")
-            args += list(models)
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        sql = (f"SELECT seq, record FROM exchanges INDEXED BY exchanges_recent WHERE {' AND '.join(where)}"
+        where, args = _where(
+            tenant,
+            ("(created_at < ? OR (created_at = ? AND seq < ?))", (before[0], before[0], before[1]) if before else None),
+            ("created_at >= ?", time_from),
+            ("created_at <= ?", time_to),
+            (f"model IN ({', '.join('?' * len(models))})", tuple(models) or None),
+            ("user = ?", user),
+        )
+        sql = (f"SELECT seq, record FROM exchanges INDEXED BY exchanges_recent WHERE {where}"
                " ORDER BY created_at DESC, seq DESC LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
@@ -195,15 +187,9 @@ class Journal:
     def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
                    limit: int = 1000) -> list[str]:
         """Ids of `tenant`'s exchanges of `user` and/or created before `before` (unix seconds)."""
-        where, args = ["tenant = ?"], [tenant]
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        if before is not None:
-            where.append("created_at < ?")
-            args.append(before)
+        where, args = _where(tenant, ("user = ?", user), ("created_at < ?", before))
         with self._lock:
-            rows = self._db.execute(f"SELECT id FROM exchanges WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            rows = self._db.execute(f"SELECT id FROM exchanges WHERE {where} ORDER BY seq LIMIT ?",
                                     (*args, limit)).fetchall()
         return [row[0] for row in rows]
 
@@ -291,3 +277,15 @@ class Journal:
             exchange = Exchange.from_dict(orjson.loads(record))
             out[exchange_id] = (exchange.question, exchange.answer)
         return out
+
+
+def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause for one tenant's rows: `tenant = ?` and each (clause, value) whose value is not
+    None; a tuple value fills a clause of several `?`."""
+    clauses, args = ["tenant = ?"], [tenant]
+    for clause, value in conditions:
+        if value is None:
+            continue
+        clauses.append(clause)
+        args += list(value) if isinstance(value, tuple) else [value]
+    return " AND ".join(clauses), args
