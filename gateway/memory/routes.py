@@ -15,12 +15,13 @@ without their details (paths, URLs, library messages).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from gateway.deps import AuthDep, CallerDep, MemoryDep, TenantDep
+from gateway.journal import Exchange
 from gateway.memory.browse import ExchangeQuery
 from gateway.memory.protocol import (
     MAX_LIMIT,
@@ -76,25 +77,29 @@ async def get_exchange(
 ) -> ExchangeResponse:
     exchange = await memory.exchange(tenant, exchange_id)
     return ExchangeResponse(
-        id=exchange.id,
-        time=datetime.fromtimestamp(exchange.created_at, tz=UTC),
-        endpoint=exchange.endpoint,
-        model=exchange.model,
-        user=exchange.user,
-        status=exchange.status,
-        question=exchange.question,
-        answer=exchange.answer,
+        **_summary_fields(request, exchange),
         messages=exchange.messages,
-        images=[
-            ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
-                          source_url=i.source_url)
-            for i in exchange.images
-        ],
         finish_reason=exchange.finish_reason,
         usage=exchange.usage,
         latency_ms=exchange.latency_ms,
         sources=(exchange.extra.get("memory") or {}).get("sources", []),
     )
+
+
+def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
+    """What GET /exchanges lists of an exchange (ExchangeSummary); GET /exchanges/{id} adds the rest."""
+    return {
+        "id": exchange.id,
+        "time": datetime.fromtimestamp(exchange.created_at, tz=UTC),
+        "endpoint": exchange.endpoint,
+        "model": exchange.model,
+        "user": exchange.user,
+        "status": exchange.status,
+        "question": exchange.question,
+        "answer": exchange.answer,
+        "images": [ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
+                                 source_url=i.source_url) for i in exchange.images],
+    }
 
 @router.delete("/exchanges/{exchange_id}", status_code=204)
 async def delete_exchange(exchange_id: str, tenant: TenantDep, memory: MemoryDep) -> Response:
@@ -126,12 +131,7 @@ async def list_exchanges(
                           models=tuple(model or ()), user=user)
     page = await memory.list_exchanges(tenant, query)
     return ExchangeList(
-        data=[ExchangeSummary(
-            id=e.id, time=datetime.fromtimestamp(e.created_at, tz=UTC), endpoint=e.endpoint, model=e.model,
-            user=e.user, status=e.status, question=e.question, answer=e.answer,
-            images=[ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
-                                  source_url=i.source_url) for i in e.images],
-        ) for e in page.exchanges],
+        data=[ExchangeSummary(**_summary_fields(request, e)) for e in page.exchanges],
         next_cursor=page.next_cursor,
         has_more=page.next_cursor is not None,
     )
