@@ -44,6 +44,10 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+# Options of every command that can ask a running gateway instead of opening the data dir itself.
+GatewayOption = Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")]
+ApiKeyOption = Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")]
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 # Fixed forever: bulk-ingest exchange ids derive from it, which makes re-running an ingest a no-op.
 _DOCUMENT_NAMESPACE = uuid.UUID("0d6f0f3c-1b1e-4f43-9b8a-6a4c1d9e5b21")
@@ -311,8 +315,8 @@ def search(
     user: Annotated[str | None, typer.Option(help="Only this client `user`.")] = None,
     since: Annotated[datetime | None, typer.Option(help="Only exchanges at or after this time (UTC).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Only exchanges at or before this time (UTC).")] = None,
-    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+    gateway: GatewayOption = None,
+    api_key: ApiKeyOption = None,
     tenant: Annotated[str | None, typer.Option(help="Local search only: tenant to search (default tenant).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
 ) -> None:
@@ -548,8 +552,8 @@ def forget(
     user: Annotated[str | None, typer.Option(help="Forget every exchange of this client `user`.")] = None,
     before: Annotated[datetime | None, typer.Option(help="Forget every exchange older than this (UTC).")] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant whose exchanges these are (default tenant).")] = None,
-    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+    gateway: GatewayOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Forget exchanges everywhere: journal, vector store, and the images no other exchange uses.
 
@@ -660,8 +664,8 @@ def optimize() -> None:
 
 @app.command()
 def status(
-    gateway: Annotated[str | None, typer.Option(help="Ask this running gateway (http://host:port) over HTTP.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="VISIONRAG_CLI_API_KEY", help="Gateway API key.")] = None,
+    gateway: GatewayOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Show the journal's backlog and the vector store's size (from the running gateway when it holds the store)."""
     from gateway.cli_env import gateway_url
