@@ -33,17 +33,21 @@ TEXT_MODELS = ROOT / "models" / "text"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _made(marker: Path, what: str) -> Path:
+    """The model folder whose `marker` make writes last, built now if it is missing."""
+    if not marker.exists():
+        result = subprocess.run(["make", "-C", str(ROOT), str(marker.relative_to(ROOT))],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"building {what} failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")
+    return marker.parent
+
+
 @pytest.fixture(scope="session")
 def clip_cache() -> Path:
     """The tiny CLIP pair in fastembed's cache layout, with the text models linked in (one cache for
     a gateway's every encoder), built by `make memory-test-deps` if missing."""
-    if not (TINY_CLIP / ".text-linked").exists():
-        result = subprocess.run(
-            ["make", "-C", str(ROOT), "models/clip-tiny/.text-linked"], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(f"building the tiny CLIP failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")
-    return TINY_CLIP
+    return _made(TINY_CLIP / ".text-linked", "the tiny CLIP")
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +60,7 @@ def embedder(clip_cache: Path) -> ClipEmbedder:
 @pytest.fixture(scope="session")
 def text_cache() -> Path:
     """The genuine all-MiniLM-L6-v2 (ONNX) and Qdrant/bm25 in fastembed's cache layout (`make memory-test-deps`)."""
-    if not (TEXT_MODELS / ".built").exists():
-        result = subprocess.run(
-            ["make", "-C", str(ROOT), "models/text/.built"], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(f"building the text models failed; run `make memory-test-deps`:\n{result.stderr[-2000:]}")
-    return TEXT_MODELS
+    return _made(TEXT_MODELS / ".built", "the text models")
 
 
 @pytest.fixture(scope="session")
