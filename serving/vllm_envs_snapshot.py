@@ -16,33 +16,24 @@ inject with this list. Like serving/vllm_flags_snapshot.py it reads the sdist's 
 
 from __future__ import annotations
 
-import argparse
 import ast
-import hashlib
 import io
-import json
 import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
 try:
-    from serving.vllm_flags_snapshot import VERSION, sdist_url
+    from serving.vllm_flags_snapshot import VERSION, download_sdist, write_or_check
 except ImportError:  # run as a script: serving/ itself is sys.path[0]
-    from vllm_flags_snapshot import VERSION, sdist_url  # type: ignore[no-redef]
+    from vllm_flags_snapshot import VERSION, download_sdist, write_or_check  # type: ignore[no-redef]
 
 SNAPSHOT = Path(__file__).resolve().parent / f"vllm-{VERSION}-envs.json"
 
 
 def fetch_python_sources(version: str = VERSION) -> dict[str, str]:
-    url, sha256 = sdist_url(version)
-    with urllib.request.urlopen(url, timeout=300) as response:
-        payload = response.read()
-    if hashlib.sha256(payload).hexdigest() != sha256:
-        raise SystemExit(f"sha256 mismatch for {url}")
     prefix = f"vllm-{version}/"
     sources: dict[str, str] = {}
-    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as archive:
+    with tarfile.open(fileobj=io.BytesIO(download_sdist(version)), mode="r:gz") as archive:
         for member in archive.getmembers():
             name = member.name.removeprefix(prefix)
             if member.isfile() and name.startswith("vllm/") and name.endswith(".py"):
@@ -103,18 +94,7 @@ def snapshot(sources: dict[str, str]) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the committed snapshot")
-    options = parser.parse_args(argv)
-    data = snapshot(fetch_python_sources())
-    text = json.dumps(data, indent=1) + "\n"
-    if options.check:
-        same = SNAPSHOT.exists() and SNAPSHOT.read_text() == text
-        print(f"{SNAPSHOT.name}: {'up to date' if same else 'DIFFERS'} ({len(data['names'])} names)")
-        return 0 if same else 1
-    SNAPSHOT.write_text(text)
-    print(f"wrote {SNAPSHOT} ({len(data['names'])} names)")
-    return 0
+    return write_or_check(argv, __doc__.splitlines()[0], SNAPSHOT, lambda: snapshot(fetch_python_sources()), "names")
 
 
 if __name__ == "__main__":

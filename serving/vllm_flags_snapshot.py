@@ -26,6 +26,7 @@ import json
 import sys
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 VERSION = "0.10.2"
@@ -48,14 +49,19 @@ def sdist_url(version: str = VERSION) -> tuple[str, str]:
     raise SystemExit(f"{name} is not on {SIMPLE_INDEX}")
 
 
-def fetch_sources(version: str = VERSION) -> dict[str, str]:
+def download_sdist(version: str = VERSION) -> bytes:
+    """vllm-VERSION.tar.gz, checked against the index's sha256."""
     url, sha256 = sdist_url(version)
     with urllib.request.urlopen(url, timeout=300) as response:
         payload = response.read()
     if hashlib.sha256(payload).hexdigest() != sha256:
         raise SystemExit(f"sha256 mismatch for {url}")
+    return payload
+
+
+def fetch_sources(version: str = VERSION) -> dict[str, str]:
     sources: dict[str, str] = {}
-    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as archive:
+    with tarfile.open(fileobj=io.BytesIO(download_sdist(version)), mode="r:gz") as archive:
         for relative in SOURCES:
             member = archive.extractfile(f"vllm-{version}/{relative}")
             if member is None:
@@ -108,19 +114,27 @@ def snapshot(sources: dict[str, str]) -> dict[str, object]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_or_check(argv: list[str] | None, description: str, path: Path,
+                   build: Callable[[], dict[str, object]], key: str) -> int:
+    """Write the snapshot `build()` makes to `path`, or with --check compare it with the committed one
+    (arguments first: --help downloads nothing)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--check", action="store_true", help="compare with the committed snapshot")
     options = parser.parse_args(argv)
-    data = snapshot(fetch_sources())
+    data = build()
     text = json.dumps(data, indent=1) + "\n"
+    counted = f"{len(data[key])} {key}"  # type: ignore[arg-type]
     if options.check:
-        same = SNAPSHOT.exists() and SNAPSHOT.read_text() == text
-        print(f"{SNAPSHOT.name}: {'up to date' if same else 'DIFFERS'} ({len(data['flags'])} flags)")
+        same = path.exists() and path.read_text() == text
+        print(f"{path.name}: {'up to date' if same else 'DIFFERS'} ({counted})")
         return 0 if same else 1
-    SNAPSHOT.write_text(text)
-    print(f"wrote {SNAPSHOT} ({len(data['flags'])} flags)")
+    path.write_text(text)
+    print(f"wrote {path} ({counted})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(argv, __doc__.splitlines()[0], SNAPSHOT, lambda: snapshot(fetch_sources()), "flags")
 
 
 if __name__ == "__main__":
