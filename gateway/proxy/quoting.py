@@ -18,8 +18,9 @@ depend on the model are structural:
 - Questions are cut like answers, so one stored exchange cannot crowd out the rest.
 
 Control tokens are matched by shape, not read from the served model: vLLM exposes its tokenizer's
-special tokens only behind an opt-in flag, and every chat template in use spells them in angle brackets
-or as an upper-case word in square brackets. A control token cannot straddle stored text and the JSON
+special tokens only behind an opt-in flag (`--enable-tokenizer-info-endpoint`), and the common chat
+templates (Llama, ChatML, Gemma, Mistral, DeepSeek, Phi, Idefics3; the tests list their tokens) spell
+them in angle brackets or as an upper-case word in square brackets. A control token cannot straddle stored text and the JSON
 around it: stored text always meets a `"` there, which no such token contains.
 """
 
