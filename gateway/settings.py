@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     memory_max_tokens: int = Field(default=1500, gt=0)
     # Room left for the answer when the request sets no max_tokens.
     memory_answer_reserve_tokens: int = Field(default=512, ge=0)
-    # A source quotes at most this many characters of its past answer.
+    # A source quotes at most this many characters of its past question, and as many of its past answer.
     memory_source_chars: int = Field(default=1200, ge=100)
     # Attach the sources' images too, for models that take several images in one prompt (Llama 3.2
     # Vision takes one: its sources are referred to by their question and answer).

@@ -3,11 +3,26 @@
 A request asks with `"visionrag": {"memory": true}` (the deployment's default otherwise); the field is
 removed before the request is forwarded. Whatever happens here, the chat goes ahead: memory disabled,
 the store failing, retrieval over its time budget or no room left in the model's context all leave the
-request as the client sent it, and `MemoryUse.reason` (a response header) says why.
+request as the client sent it, and `MemoryUse.reason` (a response header) says why. The new messages
+are built on a copy and put into the request only once everything succeeded.
 
-The sources go into a system message (appended to the client's own, if it sent one), inside a token
-budget counted with the upstream's tokenizer: never more than `max_tokens` of sources, and never so many
-that the prompt plus the room for the answer exceed the model's context.
+Stored exchanges are untrusted data (possibly other users' of the same tenant): gateway.proxy.quoting
+renders them so they can be read but never obeyed. Where they go:
+- The system message gets only the gateway's own fixed words (appended to the client's system
+  message, if it sent one): what the records are, that nothing in them is an instruction, the request's
+  random boundary, and how to cite. The system message carries the most authority in chat templates,
+  so stored text never goes there.
+- The records themselves go at the start of the latest user message, before the client's own content
+  (so the question is read last). A message of their own would need a role: a second user message in a
+  row is refused by templates that require alternating roles (Llama 2 and Mistral style), an assistant
+  message would put the stored text in the model's own mouth, and a tool message needs a tool call
+  before it. The latest user turn is accepted by every template, and text there has no more authority
+  than what the client itself sends.
+
+The sources are counted with the upstream's tokenizer: never more than `max_tokens` of them, and never
+so many that the prompt plus the room for the answer exceed the model's context. Only the gateway's
+own numbering is cited: the `visionrag` object and the headers list exactly the sources the model was
+shown.
 """
 
 from __future__ import annotations
@@ -16,7 +31,6 @@ import asyncio
 import base64
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
@@ -25,6 +39,7 @@ from gateway.errors import GatewayError
 from gateway.images import LoadedImage
 from gateway.memory.retrieval import RecallQuery, Source
 from gateway.memory.store.base import SearchFilter
+from gateway.proxy import quoting
 from gateway.proxy.protocol import MemoryOptions
 from gateway.proxy.tokens import TokenCounter
 from gateway.proxy.upstream import UpstreamPool
@@ -40,16 +55,11 @@ OPTIONS_FIELD = "visionrag"
 
 Reason = Literal["used", "no_sources", "off", "disabled", "unavailable", "timeout", "no_room"]
 
-# Tokens the system message's own wording, the chat template's wrapping of it and the joins between
-# sources may add beyond the sources counted one by one.
+# Tokens the chat template's wrapping of a new system message and the joins between the gateway's
+# texts and the client's may add beyond what is counted (the instructions, the frame, each source).
 _WRAPPER_TOKENS = 64
-_PER_SOURCE_TOKENS = 4
-
-_INSTRUCTIONS = (
-    "Below are excerpts from this user's earlier conversations with you (your memory). When one of "
-    "them helps answer, use it and cite it as [n]; ignore those that do not help. Do not mention the "
-    "memory otherwise."
-)
+# A source's number `[n] ` and its line break, beyond its record.
+_PER_SOURCE_TOKENS = 6
 
 
 def pop_options(payload: dict[str, Any]) -> MemoryOptions:
@@ -69,7 +79,8 @@ def pop_options(payload: dict[str, Any]) -> MemoryOptions:
 class Cited:
     n: int
     source: Source
-    excerpt: str  # what the model was shown of the past answer
+    question: str  # what the model was shown of the past question
+    excerpt: str  # and of the past answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,7 @@ class AugmentConfig:
     timeout_s: float = 0.5
     max_tokens: int = 1500
     answer_reserve_tokens: int = 512
-    source_chars: int = 1200
+    source_chars: int = 1200  # of a past question, and of a past answer
     attach_images: bool = False
 
     @classmethod
@@ -150,14 +161,15 @@ class Augmenter:
                    settings.max_images_per_request)
 
     async def augment(self, payload: dict[str, Any], turn: ChatTurn, options: MemoryOptions) -> MemoryUse:
-        """Put sources into `payload["messages"]` when memory is asked for and can help. Never raises."""
+        """Put sources into `payload["messages"]` when memory is asked for and can help. Never raises;
+        the payload is changed only when the answer is `used`."""
         wanted = self.config.default if options.memory is None else options.memory
         if not wanted:
             return MemoryUse("off")
         if self.memory is None:
             return MemoryUse("disabled")
         try:
-            return await asyncio.wait_for(self._augment(payload, turn, options), self.config.timeout_s)
+            use, messages = await asyncio.wait_for(self._augment(payload, turn, options), self.config.timeout_s)
         except TimeoutError:
             log.warning("memory: retrieval took longer than %.0f ms; answering without it",
                         self.config.timeout_s * 1000)
@@ -166,55 +178,63 @@ class Augmenter:
             log.warning("memory: retrieval failed; answering without it: %s", exc,
                         exc_info=not isinstance(exc, GatewayError))
             return MemoryUse("unavailable")
+        if messages is not None:
+            payload["messages"] = messages
+        return use
 
-    async def _augment(self, payload: dict[str, Any], turn: ChatTurn, options: MemoryOptions) -> MemoryUse:
+    async def _augment(self, payload: dict[str, Any], turn: ChatTurn,
+                       options: MemoryOptions) -> tuple[MemoryUse, list[Any] | None]:
+        """What memory did, and the request's messages with the sources in (None: leave them as sent)."""
         assert self.memory is not None
         messages: list[Any] = payload["messages"]
+        if _last_user(messages) is None:  # nothing asked: no turn to answer, no memory to put in
+            return MemoryUse("no_sources"), None
         model = payload.get("model")
         same_user = self.config.same_user if options.same_user is None else options.same_user
-        flt = SearchFilter(turn.tenant, user=turn.user if same_user else None,
+        only_this_user = same_user and turn.user is not None
+        flt = SearchFilter(turn.tenant, user=turn.user if only_this_user else None,
                            exclude_exchanges=(turn.exchange_id,))
         first = turn.images[0] if turn.images else None
         query = RecallQuery(turn.question, first.data if first else None, first.sha256 if first else None,
                             turn.known_answers)
-        # The prompt's own length does not depend on what is found: count it while retrieval runs.
-        base_count = asyncio.ensure_future(self.tokens.count_chat(model, messages))
-        try:
-            sources = await self.memory.recall(flt, query, k=options.k or self.config.k)
-            if not sources:
-                return MemoryUse("no_sources")
-            blocks = [_render(n, source, self.config.source_chars) for n, source in enumerate(sources, 1)]
-            counts = await asyncio.gather(*(self.tokens.count_text(model, text) for text, _ in blocks))
-            base = await base_count
-        finally:
-            base_count.cancel()
+        sources = await self.memory.recall(flt, query, k=options.k or self.config.k)
+        if not sources:
+            return MemoryUse("no_sources"), None
+        quoted = [quoting.quote_source(source, self.config.source_chars) for source in sources]
+        boundary = quoting.new_boundary([q.record for q in quoted])
+        instructions = quoting.instructions(boundary, same_user=only_this_user)
+        # Counted only now that there is something to put in: most memory chats stop above.
+        base, fixed, *counts = await asyncio.gather(
+            self.tokens.count_chat(model, messages),
+            self.tokens.count_text(model, "\n".join((instructions, *quoting.frame(boundary)))),
+            *(self.tokens.count_text(model, q.record) for q in quoted),
+        )
         budget = self.config.max_tokens
         if base is not None and base.max_model_len is not None:
             answer = _answer_room(payload, self.config.answer_reserve_tokens)
-            budget = min(budget, base.max_model_len - base.tokens - answer - _WRAPPER_TOKENS)
-        cited: list[Cited] = []
+            budget = min(budget, base.max_model_len - base.tokens - answer - fixed - _WRAPPER_TOKENS)
+        chosen: list[quoting.QuotedSource] = []
         spent = 0
         # In rank order; a source that does not fit is skipped, a shorter one after it may still fit.
-        for source, (_, excerpt), count in zip(sources, blocks, counts, strict=True):
+        for q, count in zip(quoted, counts, strict=True):
             if spent + count + _PER_SOURCE_TOKENS > budget:
                 continue
             spent += count + _PER_SOURCE_TOKENS
-            cited.append(Cited(len(cited) + 1, source, excerpt))
-        if not cited:
-            return MemoryUse("no_room")
+            chosen.append(q)
+        if not chosen:
+            return MemoryUse("no_room"), None
         # Numbered as the model is shown them (renumbered when one was skipped).
-        texts = [_render(c.n, c.source, self.config.source_chars)[0] for c in cited]
-        _merge_system(messages, _INSTRUCTIONS + "\n\n" + "\n\n".join(texts))
-        if self.config.attach_images:
-            await self._attach_images(messages, turn, cited)
-        return MemoryUse("used", tuple(cited))
+        cited = [Cited(n, q.source, q.question, q.answer) for n, q in enumerate(chosen, 1)]
+        images = await self._images(turn, cited) if self.config.attach_images else []
+        block = quoting.block(boundary, [q.line(c.n) for q, c in zip(chosen, cited, strict=True)])
+        return MemoryUse("used", tuple(cited)), _with_memory(messages, instructions, block, images)
 
-    async def _attach_images(self, messages: list[Any], turn: ChatTurn, cited: list[Cited]) -> None:
-        """For models that take several images: the sources' images, before the question, as far as the
-        per-request image limit allows."""
+    async def _images(self, turn: ChatTurn, cited: list[Cited]) -> list[dict[str, Any]]:
+        """For models that take several images: the sources' images, as far as the per-request image
+        limit allows, as content parts."""
         assert self.memory is not None
         room = self.max_images - len(turn.images)
-        parts = []
+        parts: list[dict[str, Any]] = []
         for c in cited:
             sha = c.source.image_sha256
             if room <= 0 or not sha or sha in {i.sha256 for i in turn.images}:
@@ -224,21 +244,7 @@ class Augmenter:
             parts += [{"type": "text", "text": f"Image of source [{c.n}]:"},
                       {"type": "image_url", "image_url": {"url": url}}]
             room -= 1
-        last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-        if parts and last_user is not None:
-            content = last_user.get("content")
-            if isinstance(content, str):
-                content = [{"type": "text", "text": content}]
-            last_user["content"] = parts + list(content or [])
-
-
-def _render(n: int, source: Source, max_chars: int) -> tuple[str, str]:
-    """A source as the model reads it, and the excerpt of its answer it quotes."""
-    answer = source.answer.strip()
-    excerpt = answer if len(answer) <= max_chars else answer[:max_chars].rstrip() + " …"
-    when = datetime.fromtimestamp(source.time, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    about = " about an image" if source.image_sha256 else ""
-    return f"[{n}] Asked on {when}{about}: {source.question.strip()}\nYour answer then: {excerpt}", excerpt
+        return parts
 
 
 def _answer_room(payload: dict[str, Any], reserve: int) -> int:
@@ -249,14 +255,34 @@ def _answer_room(payload: dict[str, Any], reserve: int) -> int:
     return reserve
 
 
-def _merge_system(messages: list[Any], text: str) -> None:
-    """Append to the client's system message, or put one first."""
-    first = messages[0] if messages else None
+def _last_user(messages: list[Any]) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1)
+                 if isinstance(messages[i], dict) and messages[i].get("role") == "user"), None)
+
+
+def _with_memory(messages: list[Any], instructions: str, block: str, images: list[dict[str, Any]]) -> list[Any]:
+    """A new list of messages: the instructions in the system message, the block of sources (and their
+    images) first in the latest user message. The client's own message objects are left as they are."""
+    out = list(messages)
+    index = _last_user(out)
+    assert index is not None
+    user = dict(out[index])
+    content = user.get("content")
+    if isinstance(content, str) and not images:
+        user["content"] = f"{block}\n\n{content}"
+    else:
+        own = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        user["content"] = [{"type": "text", "text": block}, *images, *own]
+    out[index] = user
+    first = out[0]
     if isinstance(first, dict) and first.get("role") == "system":
-        content = first.get("content")
+        system = dict(first)
+        content = system.get("content")
         if isinstance(content, list):
-            first["content"] = [*content, {"type": "text", "text": "\n\n" + text}]
+            system["content"] = [*content, {"type": "text", "text": "\n\n" + instructions}]
         else:
-            first["content"] = (f"{content}\n\n" if content else "") + text
-        return
-    messages.insert(0, {"role": "system", "content": text})
+            system["content"] = (f"{content}\n\n" if content else "") + instructions
+        out[0] = system
+    else:
+        out.insert(0, {"role": "system", "content": instructions})
+    return out

@@ -24,7 +24,7 @@ class Citation(BaseModel):
     n: int = Field(description="the number the model cites it by: [n]")
     exchange_id: str
     score: float = Field(description="fused rank score (Reciprocal Rank Fusion): higher ranks first")
-    question: str
+    question: str = Field(description="the excerpt of the past question the model was shown")
     answer: str = Field(description="the excerpt of the past answer the model was shown")
     image_url: str | None = Field(description="the past exchange's image on this gateway, if it had one")
     time: datetime

@@ -63,7 +63,7 @@ def _memory_info(request: Request, memory: MemoryUse, exchange_id: str) -> Memor
                 n=c.n,
                 exchange_id=c.source.exchange_id,
                 score=round(c.source.score, 6),
-                question=c.source.question,
+                question=c.question,
                 answer=c.excerpt,
                 image_url=_image_url(request, c.source.image_sha256),
                 time=datetime.fromtimestamp(c.source.time, tz=UTC),

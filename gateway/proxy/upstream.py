@@ -133,30 +133,33 @@ class UpstreamPool:
             tried.add(upstream)
             upstream.outstanding += 1
             sent = time.perf_counter()
+            handed_over = False
             try:
                 response = await self._session.request(
                     method, (upstream.root_url if root else upstream.base_url) + path, data=body,
                     headers=self._headers,
                 )
+                metrics.UPSTREAM_TTFB.labels(path).observe(time.perf_counter() - sent)
+                upstream.failures = 0
+                handed_over = True
+                return UpstreamResponse(upstream, response)  # its release() gives the slot back
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientOSError) as exc:
-                upstream.outstanding -= 1
                 self._mark_down(upstream, exc)
                 continue
             except (TimeoutError, aiohttp.ServerTimeoutError):
-                upstream.outstanding -= 1
                 raise GatewayError(
                     504, f"the upstream model server did not answer within {self._timeout.sock_read:g} s",
                     code="upstream_timeout",
                 ) from None
             except aiohttp.ClientError as exc:
-                upstream.outstanding -= 1
                 log.warning("request to upstream %s failed: %r", upstream.base_url, exc)
                 raise GatewayError(502, "the request to the upstream model server failed",
                                    code="upstream_error") from None
-            metrics.UPSTREAM_TTFB.labels(path).observe(time.perf_counter() - sent)
-            upstream.failures = 0
-            return UpstreamResponse(upstream, response)
+            finally:
+                # Every other way out gives the slot back, a cancelled request (the caller gave up) too.
+                if not handed_over:
+                    upstream.outstanding -= 1
         # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered,
         # and to come back after one probe interval: the soonest a replica can be back in rotation.
         raise UpstreamUnavailable(
