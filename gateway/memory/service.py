@@ -349,8 +349,7 @@ class Memory:
                                time_from=query.time_from, time_to=query.time_to, models=query.models,
                                user=query.user)
         page, more = rows[: query.limit], len(rows) > query.limit
-        cursor = encode_cursor(page[-1][1].created_at, page[-1][0]) if more else None
-        return ExchangePage([exchange for _, exchange in page], cursor)
+        return ExchangePage(page, encode_cursor(page[-1]) if more else None)
 
     async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
         """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
