@@ -339,8 +339,8 @@ class Memory:
 
     @functools.cached_property
     def thumbnails(self) -> Thumbnails:
-        # Beside the originals, under the data dir.
-        return Thumbnails(self.blobs.root.parent / "thumbnails")
+        # Beside the originals, under the data dir; decoded within the budget CLIP's decodes share.
+        return Thumbnails(self.blobs.root.parent / "thumbnails", self.embedder.decoder)
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
         """The tenant's exchanges, newest first, one page; ServiceError for a cursor it did not make."""
@@ -356,8 +356,8 @@ class Memory:
         NotFound exactly where `image` answers it."""
         await self._image_mime(tenant, sha256)
         try:
-            data = await _blocking(self.thumbnails.get, sha256, size, lambda: self.blobs.get(sha256))
-        except OSError as exc:  # Pillow cannot read the stored bytes (verified once, so not expected)
+            data = await self.thumbnails.get(sha256, size, self.blobs)
+        except (ImageError, OSError) as exc:  # stored bytes were verified once: not expected
             log.warning("thumbnail of %s failed: %s", sha256, exc)
             raise _image_not_found() from exc
         if data is None:
