@@ -177,6 +177,10 @@ bench-metrics: install ## CPU that metrics and log context add per request (midd
 bench-image-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS with 16+16 concurrent worst-case images (OLD_REV= to compare)
 	$(VENV)/bin/python -m bench.image_memory $(if $(OLD_REV),--old-rev $(OLD_REV))
 
+.PHONY: bench-thumbnail-memory
+bench-thumbnail-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS making 64 cold thumbnails of 16 large PNGs, 16 at once, vs the old gateway (OLD_REV=)
+	$(VENV)/bin/python -m bench.thumbnail_memory $(if $(OLD_REV),--old-rev $(OLD_REV))
+
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
 

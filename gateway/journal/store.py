@@ -37,8 +37,11 @@ CREATE TABLE IF NOT EXISTS exchanges (
     ingested_at  REAL
 );
 CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
--- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor.
-CREATE INDEX IF NOT EXISTS exchanges_recent ON exchanges (tenant, created_at, seq);
+-- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor
+-- of the row's own keys. It replaces exchanges_recent, ordered by seq: a cursor holding seq told a
+-- tenant how many rows every tenant had written.
+DROP INDEX IF EXISTS exchanges_recent;
+CREATE INDEX IF NOT EXISTS exchanges_browse ON exchanges (tenant, created_at, id);
 -- Which exchanges use which image: forgetting an exchange deletes each blob no remaining row uses.
 CREATE TABLE IF NOT EXISTS exchange_images (
     sha256       TEXT    NOT NULL,
@@ -142,28 +145,27 @@ class Journal:
         tenant: str,
         *,
         limit: int,
-        before: tuple[float, int] | None = None,
+        before: tuple[float, str] | None = None,
         time_from: float | None = None,
         time_to: float | None = None,
         models: tuple[str, ...] = (),
         user: str | None = None,
-    ) -> list[tuple[int, Exchange]]:
-        """One tenant's exchanges, newest first, with their `seq`: (created_at, seq) orders them, and
-        `before` (the last row's pair) continues after that row, so a page never repeats or skips rows
-        appended meanwhile."""
+    ) -> list[Exchange]:
+        """One tenant's exchanges, newest first: (created_at, id) orders them, and `before` (the last
+        row's pair) continues after that row, so a page never repeats or skips rows appended meanwhile."""
         where, args = _where(
             tenant,
-            ("(created_at < ? OR (created_at = ? AND seq < ?))", (before[0], before[0], before[1]) if before else None),
+            ("(created_at < ? OR (created_at = ? AND id < ?))", (before[0], before[0], before[1]) if before else None),
             ("created_at >= ?", time_from),
             ("created_at <= ?", time_to),
             (f"model IN ({', '.join('?' * len(models))})", tuple(models) or None),
             ("user = ?", user),
         )
-        sql = (f"SELECT seq, record FROM exchanges INDEXED BY exchanges_recent WHERE {where}"
-               " ORDER BY created_at DESC, seq DESC LIMIT ?")
+        sql = (f"SELECT record FROM exchanges INDEXED BY exchanges_browse WHERE {where}"
+               " ORDER BY created_at DESC, id DESC LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [(seq, Exchange.from_dict(orjson.loads(record))) for seq, record in rows]
+        return [Exchange.from_dict(orjson.loads(row[0])) for row in rows]
 
     def count(self) -> int:
         with self._lock:

@@ -1,19 +1,29 @@
 """Browsing a tenant's exchanges newest first, a page at a time (`Memory.list_exchanges`).
 
-The cursor is opaque to clients: the last row's (created_at, seq), so the next page starts right
-after it even while new exchanges are recorded (they sort before the first page, not into later ones).
+The cursor is opaque to clients: the last row's own keys, (created_at, exchange id), so the next page
+starts right after it even while new exchanges are recorded (they sort before the first page, not into
+later ones), and rows with the same created_at are split by id. It names nothing but a row the caller
+was just shown: a journal-wide row number would tell a tenant how many exchanges every tenant recorded.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import orjson
 
 from gateway.service_errors import ServiceError
 
 if TYPE_CHECKING:
     from gateway.journal import Exchange
+
+# Longer than any cursor this gateway makes (a timestamp and a 32-character id, base64): decoding
+# stops there.
+_MAX_CURSOR = 256
+_MAX_ID = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +42,25 @@ class ExchangePage:
     next_cursor: str | None = None  # None: this was the last page
 
 
-def encode_cursor(created_at: float, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{created_at!r}:{seq}".encode()).decode().rstrip("=")
+def encode_cursor(last: Exchange) -> str:
+    """Where the page after the one ending with `last` starts."""
+    return base64.urlsafe_b64encode(orjson.dumps([last.created_at, last.id])).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, int]:
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """(created_at, exchange id) of the row a page ended with; ServiceError for anything else."""
+    if len(cursor) > _MAX_CURSOR:
+        raise _invalid()
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, seq = raw.split(":")
-        return float(created_at), int(seq)
-    except ValueError:  # bad base64, bad UTF-8, wrong shape and bad numbers alike
-        raise ServiceError("`cursor` is not one this gateway returned", param="cursor",
-                           code="invalid_cursor") from None
+        created_at, exchange_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):  # bad base64 or JSON (infinities too), wrong shape alike
+        raise _invalid() from None
+    # Numbers SQLite cannot compare as the row's REAL, and ids no row has, are not cursors either.
+    if (isinstance(created_at, bool) or not isinstance(created_at, int | float) or not math.isfinite(created_at)
+            or not isinstance(exchange_id, str) or not 0 < len(exchange_id) <= _MAX_ID):
+        raise _invalid()
+    return float(created_at), exchange_id
+
+
+def _invalid() -> ServiceError:
+    return ServiceError("`cursor` is not one this gateway returned", param="cursor", code="invalid_cursor")

@@ -339,8 +339,8 @@ class Memory:
 
     @functools.cached_property
     def thumbnails(self) -> Thumbnails:
-        # Beside the originals, under the data dir.
-        return Thumbnails(self.blobs.root.parent / "thumbnails")
+        # Beside the originals, under the data dir; decoded within the budget CLIP's decodes share.
+        return Thumbnails(self.blobs.root.parent / "thumbnails", self.embedder.decoder)
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
         """The tenant's exchanges, newest first, one page; ServiceError for a cursor it did not make."""
@@ -349,16 +349,15 @@ class Memory:
                                time_from=query.time_from, time_to=query.time_to, models=query.models,
                                user=query.user)
         page, more = rows[: query.limit], len(rows) > query.limit
-        cursor = encode_cursor(page[-1][1].created_at, page[-1][0]) if more else None
-        return ExchangePage([exchange for _, exchange in page], cursor)
+        return ExchangePage(page, encode_cursor(page[-1]) if more else None)
 
     async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
         """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
         NotFound exactly where `image` answers it."""
         await self._image_mime(tenant, sha256)
         try:
-            data = await _blocking(self.thumbnails.get, sha256, size, lambda: self.blobs.get(sha256))
-        except OSError as exc:  # Pillow cannot read the stored bytes (verified once, so not expected)
+            data = await self.thumbnails.get(sha256, size, self.blobs)
+        except (ImageError, OSError) as exc:  # stored bytes were verified once: not expected
             log.warning("thumbnail of %s failed: %s", sha256, exc)
             raise _image_not_found() from exc
         if data is None:

@@ -56,7 +56,8 @@ _IMAGE_PART = {
         "type": {"type": "string", "enum": ["image_url", "input_image"]},
         "image_url": {
             "anyOf": [
-                {"type": "string", "description": "The URL itself."},
+                {"type": "string", "description": "The URL itself, in `input_image` and typeless parts only: "
+                                                  "`\"type\": \"image_url\"` takes the object, as in vLLM and OpenAI."},
                 {"type": "object", "required": ["url"], "properties": {
                     "url": {"type": "string",
                             "description": "`data:image/...;base64,...` or an http(s) URL the gateway fetches "

@@ -90,6 +90,8 @@ def _normalize_part(part: Any, param: str, images: list[ImagePart]) -> dict[str,
     if not isinstance(part, dict):
         raise _invalid(param, "a content part must be an object")
     kind = part.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise _invalid(f"{param}.type", "must be a string")
     if kind in _TEXT_TYPES:
         text = part.get("text")
         if not isinstance(text, str):
@@ -107,8 +109,6 @@ def _normalize_part(part: Any, param: str, images: list[ImagePart]) -> dict[str,
         return _image_part(part, param, images)
     if kind is None:
         raise _invalid(param, "content part has no `type`; send text or image_url parts")
-    if not isinstance(kind, str):
-        raise _invalid(f"{param}.type", "must be a string")
     raise _invalid(
         f"{param}.type",
         f"content part type {kind[:40]!r} is not supported by this gateway; send text or image_url parts",
@@ -135,7 +135,12 @@ def _image_part(part: dict[str, Any], param: str, images: list[ImagePart]) -> di
                        "because the gateway checks and records every image the model sees"
                        if part.get("uuid") is not None and url is None else "`url` must be a string")
             raise _invalid(f"{param}.url", message, code="invalid_image_url")
-    elif isinstance(value, str):
+    elif isinstance(value, str) and part.get("type") == "image_url":
+        # vLLM (its pydantic part type) and OpenAI refuse this shape; passing it would make a client
+        # that works here fail against the API the gateway imitates.
+        raise _invalid(param, 'input should be an object with a `url` (`{"url": "https://..."}`), not a '
+                       'string, in an "image_url" part', code="invalid_image_url")
+    elif isinstance(value, str):  # `input_image` parts, and vLLM's typeless shorthand
         url = value
     elif value is None and part.get("uuid") is not None:
         raise _invalid(param, "a part that names a cached image by `uuid` alone is refused, because the "

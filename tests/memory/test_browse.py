@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import io
 from datetime import UTC, datetime
 
+import orjson
+import pytest
 from PIL import Image
 
+from gateway.journal import Journal
 from tests.memory import test_routes
 from tests.memory.conftest import noise_png
 from tests.memory.test_routes import A, Api, B, ingest
@@ -81,6 +86,70 @@ def test_list_refuses_bad_parameters_and_missing_keys(api: Api) -> None:
     assert api.client.get("/exchanges").status_code == 401
 
 
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", [
+    # The old `created_at:seq` shape (numbers SQLite cannot bind were a 500), no longer made at all.
+    b64(b"1772323200.0:%d" % 2**70), b64(b"1772323200.0:-%d" % 2**64), b64(b"%s:1" % (b"9" * 400)),
+    b64(b"1772323200.0:1"),
+    # Not a (finite number, id) pair.
+    b64(b"[1e400, \"x\"]"), b64(b"[NaN, \"x\"]"), b64(b"[true, \"x\"]"), b64(b"[\"1\", \"x\"]"),
+    b64(b"[1.0, 5]"), b64(b"[1.0, \"\"]"), b64(b"[1.0, \"%s\"]" % (b"a" * 65)), b64(b"[1.0]"),
+    b64(b"{\"a\": 1}"), b64(b"[1.0, \"x\", 3]"), "A" * 300,
+])
+def test_cursors_it_did_not_make_are_invalid(api: Api, make_exchange, cursor: str) -> None:
+    api.journal.append(make_exchange("q", "a", tenant="acme", created_at=T0))
+    response = api.client.get("/exchanges", headers=A, params={"cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_cursor" and response.json()["error"]["param"] == "cursor"
+
+
+def test_cursors_reveal_nothing_of_other_tenants(api: Api, make_exchange, tmp_path, monkeypatch) -> None:
+    """The same rows of one tenant page with the same cursors whatever the other tenants wrote between
+    them: a cursor holding the journal's row number let a tenant count (and, polling, follow) the rest."""
+    mine = [dataclasses.replace(make_exchange(f"q{n}", "a", tenant="acme", created_at=T0 + n), id=f"{n:032x}")
+            for n in range(5)]
+
+    def cursors(name: str, others_between: int) -> list[str]:
+        journal = Journal(tmp_path / f"{name}.sqlite3")
+        for exchange in mine:
+            for _ in range(others_between):
+                journal.append(make_exchange("theirs", "theirs", tenant="bravo", created_at=exchange.created_at))
+            journal.append(exchange)
+        monkeypatch.setattr(api.memory, "journal", journal)
+        found, seen, cursor = [], [], None
+        while True:
+            body = page(api, limit=2, **({"cursor": cursor} if cursor else {}))
+            seen += [row["id"] for row in body["data"]]
+            if not (cursor := body["next_cursor"]):
+                break
+            found.append(cursor)
+        journal.close()
+        assert seen == [e.id for e in reversed(mine)]
+        return found
+
+    quiet, busy = cursors("quiet", 0), cursors("busy", 40)
+    assert quiet == busy and len(quiet) == 2
+    # What a cursor holds is the last row shown: its own time and id.
+    assert [orjson.loads(base64.urlsafe_b64decode(c + "=" * (-len(c) % 4))) for c in quiet] == [
+        [mine[3].created_at, mine[3].id], [mine[1].created_at, mine[1].id]]
+
+
+def test_pages_split_rows_of_the_same_time(api: Api, make_exchange) -> None:
+    mine = [make_exchange(f"q{n}", "a", tenant="acme", created_at=T0) for n in range(7)]
+    for exchange in mine:
+        api.journal.append(exchange)
+    seen, cursor = [], None
+    while True:
+        body = page(api, limit=3, **({"cursor": cursor} if cursor else {}))
+        seen += [row["id"] for row in body["data"]]
+        if not (cursor := body["next_cursor"]):
+            break
+    assert len(seen) == 7 and set(seen) == {e.id for e in mine}
+
+
 def test_thumbnails_are_small_cached_and_tenant_scoped(api: Api, make_exchange, tmp_path) -> None:
     big = noise_png(7, size=(900, 600))
     mine = make_exchange("q", "a", [big], tenant="acme")
@@ -114,4 +183,5 @@ def test_thumbnails_are_small_cached_and_tenant_scoped(api: Api, make_exchange, 
     for size in (0, 513, "big"):
         bad = api.client.get(f"/images/{sha}", headers=A, params={"size": size})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "query.size", bad.text
-    assert sorted(p.name for p in (tmp_path / "thumbnails").iterdir()) == ["128", "512"]
+    # One render made every size, and only those: an image never fills the disk with variants.
+    assert sorted(int(p.name) for p in (tmp_path / "thumbnails").iterdir()) == [64, 128, 256, 512]

@@ -28,7 +28,6 @@ IMAGE_SHAPES = {
     "image_url with uuid": lambda u: {"type": "image_url", "image_url": {"url": u}, "uuid": "cached-1"},
     "no type with uuid": lambda u: {"uuid": "cached-2", "image_url": {"url": u}},
     "input_image": lambda u: {"type": "input_image", "image_url": u},
-    "image_url string": lambda u: {"type": "image_url", "image_url": u},
 }
 
 # Shapes the gateway does not turn into a checked image: all refused with a 400.
@@ -63,6 +62,9 @@ REFUSED_SHAPES = {
     "image_url object without url": lambda u: {"type": "image_url", "image_url": {"uuid": "c"}, "uuid": "c"},
     "no type, no media": lambda u: {"text": u},
     "a list": lambda u: [{"type": "image_url", "image_url": u}],
+    # vLLM and OpenAI refuse a string here (only an object with a `url`): so does the gateway.
+    "image_url string": lambda u: {"type": "image_url", "image_url": u},
+    "image_url string with uuid": lambda u: {"type": "image_url", "image_url": u, "uuid": "cached-6"},
 }
 
 
@@ -181,3 +183,16 @@ def test_tokenize_checks_images_too(shared_gateway, vllm_server, listener, shape
     tokens = httpx.post(shared_gateway.url + "/tokenize", json=body, timeout=60)
     assert tokens.status_code == 200, tokens.text
     assert tokens.json()["count"] > 16  # the image's tokens are in the prompt
+
+
+def test_image_url_string_is_refused_as_vllm_refuses_it(shared_gateway, vllm_server):
+    """A client that works through the gateway must work against the API it imitates: vLLM's own part
+    type takes an object with a `url` (pydantic: "Input should be a valid dictionary"), never a string."""
+    body = body_with({"type": "image_url", "image_url": data_url(png_bytes())}, "user", vllm_server.model)
+    direct = httpx.post(vllm_server.base_url + "/chat/completions", json=body, timeout=60)
+    assert direct.status_code == 400, direct.text
+    assert "valid dictionary" in direct.text
+    error = assert_openai_error(httpx.post(shared_gateway.url + "/v1/chat/completions", json=body, timeout=60),
+                                400, "invalid_image_url")
+    assert error["param"] == "messages[0].content[0].image_url"
+    assert "object with a `url`" in error["message"] and "not a string" in error["message"]

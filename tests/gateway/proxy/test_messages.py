@@ -34,6 +34,15 @@ def test_parts_are_rebuilt_and_images_listed_in_order() -> None:
     ([{"type": "image_url", "image_url": {"uuid": "u"}}], "messages[0].content[0].image_url.url",
      "invalid_image_url"),
     ([{"foo": 1}], "messages[0].content[0]", "invalid_content_part"),
+    # Unhashable types once reached a set lookup: a TypeError, answered 500.
+    ([{"type": {}, "text": "hi"}], "messages[0].content[0].type", "invalid_content_part"),
+    ([{"type": [None], "image_url": {"url": "data:a"}}], "messages[0].content[0].type", "invalid_content_part"),
+    (["ok", {"type": {"nested": []}}], "messages[0].content[1].type", "invalid_content_part"),
+    # vLLM and OpenAI take an object here, never a string.
+    ([{"type": "image_url", "image_url": "https://example.com/a.png"}], "messages[0].content[0].image_url",
+     "invalid_image_url"),
+    ([{"type": "image_url", "image_url": "data:a", "uuid": "u"}], "messages[0].content[0].image_url",
+     "invalid_image_url"),
     (7, "messages[0].content", "invalid_value"),
 ])
 def test_refused_parts_name_where_they_are(content: object, param: str, code: str) -> None:
@@ -41,3 +50,10 @@ def test_refused_parts_name_where_they_are(content: object, param: str, code: st
         normalize_messages([{"role": "user", "content": content}])
     assert (refused.value.status, refused.value.param, refused.value.code) == (400, param, code)
     assert refused.value.message.startswith(param)
+
+
+def test_image_url_strings_stay_accepted_where_the_apis_take_them() -> None:
+    """A string is the URL itself in Responses-style `input_image` parts and in vLLM's typeless shorthand."""
+    messages = [{"role": "user", "content": [{"type": "input_image", "image_url": "data:a"},
+                                             {"image_url": "data:b"}, {"type": None, "image_url": "data:c"}]}]
+    assert [image.url for image in normalize_messages(messages)] == ["data:a", "data:b", "data:c"]

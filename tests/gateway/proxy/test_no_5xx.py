@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.gateway.proxy.test_errors import assert_openai_error
 from tests.plugins.media import data_url, png_bytes
 
 IMAGE = data_url(png_bytes(color=(70, 80, 90)))
@@ -53,7 +54,15 @@ CHAT_CASES = {
             {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]},
         {"role": "user", "content": "hi"}]},
     "stream with n=2": {"messages": user("hi"), "stream": True, "n": 2},
+    "part type an object": {"messages": user([{"type": {}, "text": "hi"}])},
+    "part type a list": {"messages": user([{"type": [None], "text": "hi"}])},
+    "image part type a list": {"messages": user([{"type": ["image_url"], "image_url": {"url": IMAGE}}])},
+    "image_url a string": {"messages": user([{"type": "image_url", "image_url": IMAGE}])},
 }
+
+# Content parts whose `type` is not a string: once a TypeError (unhashable) in the gateway, a 500.
+ODD_TYPE_PARTS = {"object": {"type": {}, "text": "hi"}, "list": {"type": [None], "text": "hi"},
+                  "nested": {"type": {"type": "text"}, "text": "hi"}}
 
 
 @pytest.mark.parametrize("case", sorted(CHAT_CASES))
@@ -63,6 +72,17 @@ def test_odd_chat_requests_are_never_5xx(shared_gateway, vllm_server, case):
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert {"message", "type", "param", "code"} <= response.json()["error"].keys()
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_TYPE_PARTS))
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/tokenize", "/detokenize"])
+def test_part_types_that_are_not_strings_are_400(shared_gateway, vllm_server, path, kind):
+    body = {"model": vllm_server.model, "messages": user(["first", ODD_TYPE_PARTS[kind]])}
+    if path == "/detokenize":
+        body["tokens"] = [1, 2]
+    response = httpx.post(shared_gateway.url + path, json=body, timeout=60)
+    error = assert_openai_error(response, 400, "invalid_content_part")
+    assert error["param"] == "messages[0].content[1].type"
 
 
 @pytest.mark.parametrize("raw", [
