@@ -46,8 +46,8 @@ MIB = 1 << 20
 KINDS = {
     "short": "a short question (sources found)",
     "kib": "1 KiB: a question, then a pasted log (sources found)",
-    "long_found": "8 MiB: a question, then a pasted log (sources found)",
-    "long_none": "8 MiB of pasted log (nothing found)",
+    "long_found": "{mib} MiB: a question, then a pasted log (sources found)",
+    "long_none": "{mib} MiB of pasted log (nothing found)",
 }
 
 
@@ -174,7 +174,7 @@ def main() -> None:
     try:
         for label, tree, samples in runs:
             for kind, what in KINDS.items():
-                print(f"{label}: {what} ...", file=sys.stderr, flush=True)
+                print(f"{label}: {what.format(mib=args.mib)} ...", file=sys.stderr, flush=True)
                 report["runs"].setdefault(label, {})[kind] = child(tree, kind, upstream.url, args, samples)
     finally:
         upstream.stop()
@@ -185,16 +185,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 
-    print("| code | message | memory off p50 / max ms | memory on p50 / max ms | of which retrieval p50 / max ms "
+    print("| code | message | memory off p50 / max ms | memory on p50 / max ms | retrieval alone p50 / max ms "
           "| RSS added: off / on / retrieval (max MB) | memory's answer |")
     print("|---|---|---|---|---|---|---|")
     for label, rows in report["runs"].items():
         for kind, row in rows.items():
             off, on, alone = row["off"], row["on"], row["recall"]
-            print(f"| {label} | {KINDS[kind]} | {off['ms'][0]} / {off['ms'][1]} | {on['ms'][0]} / {on['ms'][1]} | "
+            print(f"| {label} | {KINDS[kind].format(mib=args.mib)} | {off['ms'][0]} / {off['ms'][1]} | {on['ms'][0]} / {on['ms'][1]} | "
                   f"{alone['ms'][0]} / {alone['ms'][1]} | {off['rss_added_mb']} / {on['rss_added_mb']} / "
                   f"{alone['rss_added_mb']} | {', '.join(on['reasons'])} |")
-    print(f"\ntarget: an {args.mib} MiB message with memory on adds under 50 ms and under 50 MB RSS")
+    print(f"\ntarget: a {args.mib} MiB message with memory on adds under 50 ms and under 50 MB RSS")
 
 
 if __name__ == "__main__":
