@@ -194,7 +194,7 @@ def main() -> None:
             print(f"| {label} | {KINDS[kind].format(mib=args.mib)} | {off['ms'][0]} / {off['ms'][1]} | {on['ms'][0]} / {on['ms'][1]} | "
                   f"{alone['ms'][0]} / {alone['ms'][1]} | {off['rss_added_mb']} / {on['rss_added_mb']} / "
                   f"{alone['rss_added_mb']} | {', '.join(on['reasons'])} |")
-    print(f"\ntarget: a {args.mib} MiB message with memory on adds under 50 ms and under 50 MB RSS")
+    print(f"\ntarget: with memory on, a message of {args.mib} MiB adds under 50 ms and under 50 MB RSS")
 
 
 if __name__ == "__main__":
