@@ -137,6 +137,10 @@ bench-memory-chat: install $(MODELS)/clip-full/.built ## Memory: chat p50/p99 wi
 bench-memory-retrieval: install $(MODELS)/clip-full/.text-linked ## Memory in the answer: added latency at 10k/100k, CPU per exchange vs ingest alone
 	$(VENV)/bin/python -m bench.memory_chat_retrieval
 
+.PHONY: bench-memory-long-message
+bench-memory-long-message: install $(MODELS)/clip-full/.text-linked ## Memory in the answer: time and RSS an 8 MiB message adds before forwarding, vs memory off (OLD_REV= to compare)
+	$(VENV)/bin/python -m bench.memory_chat_long_message $(if $(OLD_REV),--old-rev $(OLD_REV))
+
 .PHONY: bench-memory-quality
 bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall@1/@5/MRR@10 per query kind, per signal and fused
 	$(VENV)/bin/python -m bench.memory_quality

@@ -8,6 +8,12 @@ nothing; calls that arrive when every core is busy queue and go together into th
 continuous batching does for generation. It has no thread of its own: waiting callers take turns
 running batches, each until its own items are done. A failed batch is run again call by call, so one
 caller's bad input fails only that caller.
+
+Rows are handed out by position, so a run must give exactly one row per item: a run that gives more or
+fewer fails every caller of that batch (which row belongs to whom cannot be known) rather than hand one
+caller another's vectors. Whatever a run raises, every caller in it is released: an interrupt
+(KeyboardInterrupt, SystemExit, a cancellation) goes up the thread that ran the batch and fails the
+others, who would otherwise wait for rows no one is computing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from gateway.memory.embed import EmbedderError
 
 
 class _Call:
@@ -49,19 +57,24 @@ class Batcher:
             return self.fn([])
         with self._cond:
             self._queue.append(call)
-            while not call.done:
-                if self._running >= self.parallel or not self._queue:
-                    self._cond.wait()  # a run going holds this call (or will take it next)
-                    continue
-                self._running += 1
-                batch = self._take()
-                self._cond.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cond.acquire()
-                    self._running -= 1
-                    self._cond.notify_all()
+            try:
+                while not call.done:
+                    if self._running >= self.parallel or not self._queue:
+                        self._cond.wait()  # a run going holds this call (or will take it next)
+                        continue
+                    self._running += 1
+                    batch = self._take()
+                    self._cond.release()
+                    try:
+                        self._run(batch)
+                    finally:
+                        self._cond.acquire()
+                        self._running -= 1
+                        self._cond.notify_all()
+            except BaseException:
+                if call in self._queue:  # interrupted while waiting: no one is left to take the rows
+                    self._queue.remove(call)
+                raise
         if call.error is not None:
             raise call.error
         assert call.rows is not None
@@ -77,15 +90,32 @@ class Batcher:
         return batch
 
     def _run(self, batch: list[_Call]) -> None:
-        self.runs += 1
         try:
-            rows = self.fn([item for call in batch for item in call.items])
+            self._run_batch(batch)
+        except BaseException as exc:
+            for call in batch:
+                if not call.done:
+                    call.error = EmbedderError(f"a model run was interrupted ({type(exc).__name__})")
+                    call.error.__cause__ = exc
+                    call.done = True
+            raise
+
+    def _run_batch(self, batch: list[_Call]) -> None:
+        self.runs += 1
+        items = [item for call in batch for item in call.items]
+        try:
+            rows = self.fn(items)
         except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
             if len(batch) > 1:  # whose input was it? each call alone, so only its caller fails
                 for call in batch:
-                    self._run([call])
+                    self._run_batch([call])
                 return
             batch[0].error, batch[0].done = exc, True  # raised in the caller's own thread
+            return
+        if len(rows) != len(items):
+            for call in batch:
+                call.error = EmbedderError(f"a model run gave {len(rows)} rows for {len(items)} inputs")
+                call.done = True
             return
         start = 0
         for call in batch:

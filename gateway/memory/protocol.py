@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.memory.search import QUERY_MAX_CHARS
+
 # CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
 # BM25 terms ("terms", text queries only); or all of them fused.
 Target = Literal["image", "question", "answer", "text", "terms", "all"]
@@ -47,7 +49,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(default=None, min_length=1, max_length=20_000)
+    text: str | None = Field(default=None, min_length=1, max_length=QUERY_MAX_CHARS)
     # A `data:` URL or an http(s) URL, fetched through the same guarded fetch as chat images.
     image: str | None = Field(default=None, min_length=1)
     # Which stored vector to compare with; "all" fuses every ranking the query can use (Reciprocal

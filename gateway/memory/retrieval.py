@@ -8,6 +8,10 @@ per exchange; the conversation's own earlier turns are left out (the model alrea
 
 The query vectors are handed to `VectorReuse`, so ingesting this exchange later does not embed the
 same question and image again.
+
+Bounded whatever the client sends: the question is read up to /search's text cap (the models read only
+its head anyway, CLIP 77 tokens and the sentence model 256, yet tokenize all of it first), and the store
+is asked for a bounded number of hits however long the conversation is.
 """
 
 from __future__ import annotations
@@ -18,17 +22,21 @@ import numpy as np
 
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.reuse import VectorReuse
-from gateway.memory.search import image_query_vector
+from gateway.memory.search import QUERY_MAX_CHARS, image_query_vector
 from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
 from gateway.memory.text_embed import TextEncoders
+
+# Over-fetch for the conversation's own answers, which are found and dropped (see `recall`): at most this
+# many, so a client's long history does not make the store query (and the journal reads of its hits) grow.
+MAX_KNOWN_FETCH = 32
 
 
 @dataclass(frozen=True, slots=True)
 class RecallQuery:
     """What is being asked now."""
 
-    question: str
+    question: str  # the last user message; only its first QUERY_MAX_CHARS are searched by
     image: bytes | None = None  # the first image of the request, if any
     image_sha256: str | None = None
     # Answers already in the conversation: exchanges with these answers are not sources again.
@@ -75,7 +83,7 @@ class Retriever:
             probes.append(Probe(image_vector.tolist(), "image", thresholds.image))
             if query.image_sha256:
                 self.reuse.put_image(query.image_sha256, image_vector)
-        question = query.question.strip()
+        question = query.question[:QUERY_MAX_CHARS].strip()
         if question:
             # CLIP's near-duplicate questions/answers (its high threshold), the sentence model, BM25.
             text_probes = hybrid_text_probes(self.embedder, self.text, question, ("question", "answer", "text", "terms"),
@@ -89,7 +97,7 @@ class Retriever:
         if not probes:
             return []
         # Over-fetch: an exchange with several images has several points, and known turns are dropped.
-        hits = self.store.query(probes, flt, k * 2 + len(query.known_answers))
+        hits = self.store.query(probes, flt, k * 2 + min(len(query.known_answers), MAX_KNOWN_FETCH))
         sources: list[Source] = []
         seen: set[str] = set()
         for hit in hits:

@@ -25,6 +25,10 @@ CLIP_TARGETS = ("image", "question", "answer")
 # model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
 # ranking dilutes the good ones (bench/memory_quality.py measures it).
 
+# The longest text a query embeds: /search refuses a longer one, a chat's retrieval reads no further into
+# its message. Every model's work grows with the text it is given (tokenizing comes before truncating).
+QUERY_MAX_CHARS = 20_000
+
 
 @dataclass(slots=True)
 class SearchOutcome:

@@ -6,6 +6,7 @@ Both store adapters run the same tests: `store` is parametrized over the embedde
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -20,10 +21,12 @@ from PIL import Image
 
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.memory.embed import ClipEmbedder
+from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
 from gateway.memory.text_embed import TextEncoders
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CLIP = ROOT / "models" / "clip-tiny"
@@ -91,6 +94,22 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
     return BlobStore(tmp_path / "images")
+
+
+@pytest.fixture
+def memory(tmp_path: Path, clip_cache: Path) -> Iterator[Memory]:
+    """Memory built as the gateway builds it (an empty VectorReuse once read as "none" there, and the
+    worker kept nothing), its models loaded, its worker not started: tests drain it themselves."""
+    settings = Settings(_env_file=None, data_dir=tmp_path, fastembed_cache_dir=clip_cache)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    memory = Memory.from_settings(settings, journal, BlobStore(tmp_path / "images"))
+    memory.store.ensure_schema()
+    memory.embedder.load()
+    memory.text.load()
+    yield memory
+    asyncio.run(memory.image_loader.fetcher.close())
+    memory.store.close()
+    journal.close()
 
 
 def noise_png(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
