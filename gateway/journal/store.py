@@ -10,6 +10,7 @@ and marked with `mark_ingested` once the vector store acknowledged them.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -22,6 +23,8 @@ import orjson
 
 from gateway import metrics
 from gateway.journal.records import Exchange
+
+log = logging.getLogger("visionrag.journal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -39,12 +42,17 @@ CREATE TABLE IF NOT EXISTS exchanges (
 CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
 -- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor.
 CREATE INDEX IF NOT EXISTS exchanges_recent ON exchanges (tenant, created_at, seq);
--- Which exchanges use which image: forgetting an exchange deletes each blob no remaining row uses.
+-- Which exchanges use which image, written and deleted with the exchange's row: who may read an image
+-- (a tenant one of whose rows names it: `image_mime`) and which blobs forgetting deletes (those no
+-- remaining row names). `tenant` repeats the row's so that the access check is one index lookup, however
+-- many other tenants' rows use the same image.
 CREATE TABLE IF NOT EXISTS exchange_images (
     sha256       TEXT    NOT NULL,
-    exchange_id  TEXT    NOT NULL
+    exchange_id  TEXT    NOT NULL,
+    tenant       TEXT    NOT NULL,
+    mime         TEXT    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS exchange_images_sha ON exchange_images (sha256);
+CREATE INDEX IF NOT EXISTS exchange_images_access ON exchange_images (sha256, tenant);
 CREATE INDEX IF NOT EXISTS exchange_images_exchange ON exchange_images (exchange_id);
 -- Deletions under way (gateway.memory.forget): the exchange row is already gone; what is left to
 -- delete elsewhere (store points, image blobs) is named here until it is done, so a restart finishes it.
@@ -55,8 +63,14 @@ CREATE TABLE IF NOT EXISTS forgetting (
     forgotten_at REAL    NOT NULL
 );
 """
-# user_version 1: exchange_images filled for every row (older journals are backfilled once at open).
-_VERSION = 1
+_INSERT_IMAGE = "INSERT INTO exchange_images (sha256, exchange_id, tenant, mime) VALUES (?, ?, ?, ?)"
+# user_version 1: exchange_images filled for every row; 2: with each image's tenant and MIME type. Older
+# journals get the table rebuilt from their records once, at open.
+_VERSION = 2
+# Rows per transaction when forgetting: a chat's append waits for one chunk at most, never a whole
+# bulk deletion.
+FORGET_CHUNK = 64
+_FORGET_PAUSE_S = 0.001
 
 
 class Journal:
@@ -72,11 +86,19 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
             # Deleted rows are overwritten with zeros, in their pages and on the free list: a forgotten
-            # exchange's text does not linger in the file (the WAL is truncated after each deletion).
+            # exchange's text does not linger in the file (`scrub` then empties the WAL).
             self._db.execute("PRAGMA secure_delete=ON")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+                # An older shape of the table: rebuilt below (its indexes go with it).
+                self._db.execute("DROP TABLE IF EXISTS exchange_images")
             self._db.executescript(_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
                 self._backfill_images()
+        # Checkpoints that empty the WAL after a deletion (`scrub`) run here, not on the connection
+        # appends use: its copying goes on while chats append.
+        self._scrubber = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._scrubber.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
+        self._scrub_lock = threading.Lock()
 
     @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
@@ -101,8 +123,8 @@ class Journal:
                 row,
             ).rowcount
             if inserted and exchange.images:
-                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
-                                     ((image.sha256, exchange.id) for image in exchange.images))
+                self._db.executemany(_INSERT_IMAGE, ((image.sha256, exchange.id, exchange.tenant, image.mime)
+                                                     for image in exchange.images))
 
     def get(self, exchange_id: str) -> Exchange | None:
         with self._lock:
@@ -170,18 +192,28 @@ class Journal:
             return self._db.execute("SELECT count(*) FROM exchanges").fetchone()[0]
 
     def close(self) -> None:
+        with self._scrub_lock:
+            self._scrubber.close()
         with self._lock:
             self._db.close()
 
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        """The MIME type of the image if one of `tenant`'s exchanges carries it, else None: who may read
+        an image. A forgotten exchange's images answer None from the moment its row is deleted."""
+        with self._lock:
+            row = self._db.execute("SELECT mime FROM exchange_images WHERE sha256 = ? AND tenant = ? LIMIT 1",
+                                   (sha256, tenant)).fetchone()
+        return row[0] if row else None
+
     # --- forgetting ------------------------------------------------------------------------------
     def _backfill_images(self) -> None:
-        """Fill exchange_images from the records of a journal older than that table (once)."""
+        """Fill exchange_images from the records of a journal older than its current shape (once)."""
         with self._transaction():
             self._db.execute("DELETE FROM exchange_images")
-            for exchange_id, record in self._db.execute("SELECT id, record FROM exchanges"):
+            for exchange_id, tenant, record in self._db.execute("SELECT id, tenant, record FROM exchanges"):
                 images = orjson.loads(record).get("images") or []
-                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
-                                     ((image["sha256"], exchange_id) for image in images))
+                self._db.executemany(_INSERT_IMAGE, ((image["sha256"], exchange_id, tenant, image["mime"])
+                                                     for image in images))
             self._db.execute(f"PRAGMA user_version={_VERSION}")
 
     def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
@@ -198,28 +230,56 @@ class Journal:
             return [row[0] for row in self._db.execute("SELECT DISTINCT tenant FROM exchanges")]
 
     def forget(self, exchange_ids: Iterable[str], tenant: str) -> list[str]:
-        """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere, in
-        one transaction; then truncate the WAL so the rows' text is gone from every file. Returns the
-        ids deleted (others' and unknown ids are left alone)."""
+        """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere (the
+        `forgetting` table), each row with its record in one transaction, FORGET_CHUNK rows per
+        transaction. Returns the ids deleted (others' and unknown ids are left alone), in the given order.
+
+        The rows' pages are zeroed (secure_delete), but earlier copies stay in the WAL and the database
+        file until `scrub()`."""
         ids = list(dict.fromkeys(exchange_ids))
-        deleted: list[str] = []
+        deleted: set[str] = set()
+        for start in range(0, len(ids), FORGET_CHUNK):
+            if start:
+                # threading.Lock is not fair: released and taken again at once, it would come back here
+                # before a waiting append even woke up. The pause lets every waiter in first.
+                time.sleep(_FORGET_PAUSE_S)
+            with self._lock, self._transaction("IMMEDIATE"):
+                deleted.update(self._forget_chunk(ids[start:start + FORGET_CHUNK], tenant))
+        return [exchange_id for exchange_id in ids if exchange_id in deleted]
+
+    def _forget_chunk(self, ids: list[str], tenant: str) -> list[str]:
+        """One chunk of `forget`, inside its transaction."""
+        found = [row[0] for row in self._db.execute(
+            f"SELECT id FROM exchanges WHERE tenant = ? AND id IN ({_marks(ids)})", (tenant, *ids))]
+        if not found:
+            return []
+        images: dict[str, list[str]] = {exchange_id: [] for exchange_id in found}
+        for exchange_id, sha in self._db.execute(
+                f"SELECT DISTINCT exchange_id, sha256 FROM exchange_images WHERE exchange_id IN ({_marks(found)})",
+                found):
+            images[exchange_id].append(sha)
         now = time.time()
-        with self._lock:
-            with self._transaction("IMMEDIATE"):
-                for exchange_id in ids:
-                    row = self._db.execute("SELECT tenant FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
-                    if row is None or row[0] != tenant:
-                        continue
-                    shas = [r[0] for r in self._db.execute(
-                        "SELECT DISTINCT sha256 FROM exchange_images WHERE exchange_id = ?", (exchange_id,))]
-                    self._db.execute("INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at)"
-                                     " VALUES (?, ?, ?, ?)", (exchange_id, tenant, orjson.dumps(shas), now))
-                    self._db.execute("DELETE FROM exchange_images WHERE exchange_id = ?", (exchange_id,))
-                    self._db.execute("DELETE FROM exchanges WHERE id = ?", (exchange_id,))
-                    deleted.append(exchange_id)
-            if deleted:
-                self._truncate_wal()
-        return deleted
+        self._db.executemany("INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at) VALUES (?, ?, ?, ?)",
+                             ((i, tenant, orjson.dumps(shas), now) for i, shas in images.items()))
+        self._db.execute(f"DELETE FROM exchange_images WHERE exchange_id IN ({_marks(found)})", found)
+        self._db.execute(f"DELETE FROM exchanges WHERE id IN ({_marks(found)})", found)
+        return found
+
+    def scrub(self) -> bool:
+        """Make deleted rows leave the files: copy the zeroed pages into the database file and empty the
+        WAL, whose older frames still hold what the rows were. Returns False when a reader in another
+        process kept the WAL from being emptied (the next scrub does it).
+
+        The copying runs on a connection of its own, so appends go on meanwhile; only the final step,
+        which finds little left to copy and cuts the WAL file to nothing, holds the appends' lock (it
+        must see no write of this process in progress)."""
+        with self._scrub_lock:
+            self._scrubber.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with self._lock:
+                busy = self._scrubber.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            log.warning("journal WAL not emptied (another process is reading it); retried at the next deletion")
+        return not busy
 
     @contextmanager
     def _transaction(self, mode: str = "") -> Iterator[None]:
@@ -232,19 +292,12 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
-    def _truncate_wal(self) -> None:
-        # The WAL still holds the frames that wrote the deleted rows: copy the zeroed pages into the
-        # database and empty the WAL file. Busy (another process reading) -> retried at the next one.
-        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            import logging
-
-            logging.getLogger("visionrag.journal").warning("journal WAL not truncated (a reader is active)")
-
-    def forgetting(self) -> list[tuple[str, str, list[str]]]:
-        """Deletions not finished yet: (exchange id, tenant, image sha256s)."""
+    def forgetting(self, limit: int = -1) -> list[tuple[str, str, list[str]]]:
+        """Deletions not finished yet, oldest first, at most `limit` (-1: all): (exchange id, tenant,
+        image sha256s)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, images FROM forgetting ORDER BY forgotten_at").fetchall()
+            rows = self._db.execute("SELECT id, tenant, images FROM forgetting ORDER BY rowid LIMIT ?",
+                                    (limit,)).fetchall()
         return [(i, t, orjson.loads(images)) for i, t, images in rows]
 
     def forgotten(self, exchange_ids: Iterable[str]) -> None:
@@ -277,6 +330,11 @@ class Journal:
             exchange = Exchange.from_dict(orjson.loads(record))
             out[exchange_id] = (exchange.question, exchange.answer)
         return out
+
+
+def _marks(values: list[str]) -> str:
+    """`?, ?, ...`: one placeholder per value, for an IN (...) list."""
+    return ", ".join("?" * len(values))
 
 
 def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
