@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -59,18 +59,28 @@ CREATE INDEX IF NOT EXISTS exchange_images_exchange ON exchange_images (exchange
 CREATE TABLE IF NOT EXISTS forgetting (
     id           TEXT    PRIMARY KEY,
     tenant       TEXT    NOT NULL,
-    images       TEXT    NOT NULL,  -- JSON list of the exchange's image sha256s
-    forgotten_at REAL    NOT NULL
+    images       TEXT    NOT NULL,  -- JSON list of the exchange's distinct image sha256s
+    forgotten_at REAL    NOT NULL,
+    image_refs   INTEGER            -- how many images it carried, repeats included (NULL: not recorded)
 );
 """
 _INSERT_IMAGE = "INSERT INTO exchange_images (sha256, exchange_id, tenant, mime) VALUES (?, ?, ?, ?)"
-# user_version 1: exchange_images filled for every row; 2: with each image's tenant and MIME type. Older
-# journals get the table rebuilt from their records once, at open.
+# user_version 1: exchange_images filled for every row; 2: with each image's tenant and MIME type (older
+# journals get the table rebuilt from their records once, at open), and forgetting.image_refs.
 _VERSION = 2
 # Rows per transaction when forgetting: a chat's append waits for one chunk at most, never a whole
 # bulk deletion.
 FORGET_CHUNK = 64
 _FORGET_PAUSE_S = 0.001
+
+
+class Unfinished(NamedTuple):
+    """A deletion whose journal part is done (`Journal.forget`) and whose rest is not."""
+
+    id: str
+    tenant: str
+    images: list[str]  # the exchange's distinct image sha256s
+    image_refs: int | None  # how many images it carried, repeats included; None if recorded before this was
 
 
 class Journal:
@@ -89,16 +99,20 @@ class Journal:
             # exchange's text does not linger in the file (`scrub` then empties the WAL).
             self._db.execute("PRAGMA secure_delete=ON")
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
-                # An older shape of the table: rebuilt below (its indexes go with it).
+                # Older shapes: image references rebuilt below (their indexes go with them); deletions
+                # recorded without `image_refs` keep NULL there.
                 self._db.execute("DROP TABLE IF EXISTS exchange_images")
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(forgetting)")}
+                if columns and "image_refs" not in columns:
+                    self._db.execute("ALTER TABLE forgetting ADD COLUMN image_refs INTEGER")
             self._db.executescript(_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
                 self._backfill_images()
-        # Checkpoints that empty the WAL after a deletion (`scrub`) run here, not on the connection
-        # appends use: its copying goes on while chats append.
-        self._scrubber = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._scrubber.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
-        self._scrub_lock = threading.Lock()
+        # Checkpoints after deletions run here, not on the connection appends use: their copying and
+        # fsyncs go on while chats append.
+        self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._checkpointer.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
+        self._checkpoint_lock = threading.Lock()
 
     @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
@@ -192,8 +206,8 @@ class Journal:
             return self._db.execute("SELECT count(*) FROM exchanges").fetchone()[0]
 
     def close(self) -> None:
-        with self._scrub_lock:
-            self._scrubber.close()
+        with self._checkpoint_lock:
+            self._checkpointer.close()
         with self._lock:
             self._db.close()
 
@@ -221,9 +235,9 @@ class Journal:
         """Ids of `tenant`'s exchanges of `user` and/or created before `before` (unix seconds)."""
         where, args = _where(tenant, ("user = ?", user), ("created_at < ?", before))
         with self._lock:
-            rows = self._db.execute(f"SELECT id FROM exchanges WHERE {where} ORDER BY seq LIMIT ?",
-                                    (*args, limit)).fetchall()
-        return [row[0] for row in rows]
+            # In no particular order: stops at `limit` along the index instead of sorting every match.
+            return self._one_json(f"SELECT json_group_array(id) FROM (SELECT id FROM exchanges WHERE {where}"
+                                  " LIMIT ?)", (*args, limit))
 
     def tenants(self) -> list[str]:
         with self._lock:
@@ -231,8 +245,8 @@ class Journal:
 
     def forget(self, exchange_ids: Iterable[str], tenant: str) -> list[str]:
         """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere (the
-        `forgetting` table), each row with its record in one transaction, FORGET_CHUNK rows per
-        transaction. Returns the ids deleted (others' and unknown ids are left alone), in the given order.
+        `forgetting` table), FORGET_CHUNK rows per transaction (a row and its record always in the same
+        one). Returns the ids deleted (others' and unknown ids are left alone), in the given order.
 
         The rows' pages are zeroed (secure_delete), but earlier copies stay in the WAL and the database
         file until `scrub()`."""
@@ -248,21 +262,21 @@ class Journal:
         return [exchange_id for exchange_id in ids if exchange_id in deleted]
 
     def _forget_chunk(self, ids: list[str], tenant: str) -> list[str]:
-        """One chunk of `forget`, inside its transaction."""
-        found = [row[0] for row in self._db.execute(
-            f"SELECT id FROM exchanges WHERE tenant = ? AND id IN ({_marks(ids)})", (tenant, *ids))]
+        """One chunk of `forget`, inside its transaction: a few statements, none a row at a time."""
+        # `+tenant`: found by id (unique), the tenant only checked; by the tenant's index it would scan them all.
+        found = self._one_json("SELECT json_group_array(id) FROM exchanges WHERE +tenant = ? AND id IN"
+                               " (SELECT value FROM json_each(?))", (tenant, orjson.dumps(ids)))
         if not found:
             return []
-        images: dict[str, list[str]] = {exchange_id: [] for exchange_id in found}
-        for exchange_id, sha in self._db.execute(
-                f"SELECT DISTINCT exchange_id, sha256 FROM exchange_images WHERE exchange_id IN ({_marks(found)})",
-                found):
-            images[exchange_id].append(sha)
-        now = time.time()
-        self._db.executemany("INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at) VALUES (?, ?, ?, ?)",
-                             ((i, tenant, orjson.dumps(shas), now) for i, shas in images.items()))
-        self._db.execute(f"DELETE FROM exchange_images WHERE exchange_id IN ({_marks(found)})", found)
-        self._db.execute(f"DELETE FROM exchanges WHERE id IN ({_marks(found)})", found)
+        chunk = orjson.dumps(found)
+        self._db.execute(
+            "INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at, image_refs)"
+            " SELECT value, ?,"
+            " (SELECT json_group_array(DISTINCT sha256) FROM exchange_images WHERE exchange_id = value), ?,"
+            " (SELECT count(*) FROM exchange_images WHERE exchange_id = value)"
+            " FROM json_each(?)", (tenant, time.time(), chunk))
+        self._db.execute("DELETE FROM exchange_images WHERE exchange_id IN (SELECT value FROM json_each(?))", (chunk,))
+        self._db.execute("DELETE FROM exchanges WHERE id IN (SELECT value FROM json_each(?))", (chunk,))
         return found
 
     def scrub(self) -> bool:
@@ -273,13 +287,23 @@ class Journal:
         The copying runs on a connection of its own, so appends go on meanwhile; only the final step,
         which finds little left to copy and cuts the WAL file to nothing, holds the appends' lock (it
         must see no write of this process in progress)."""
-        with self._scrub_lock:
-            self._scrubber.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            with self._lock:
-                busy = self._scrubber.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        self._checkpoint("PASSIVE")
+        with self._lock:
+            busy = self._checkpoint("TRUNCATE")
         if busy:
             log.warning("journal WAL not emptied (another process is reading it); retried at the next deletion")
         return not busy
+
+    def _one_json(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """The JSON value of a one-row, one-column query, parsed. Hold `_lock`. The forgetting path reads
+        its many rows this way, in one step: the sqlite3 module gives up the GIL at every step, and each
+        wait to get it back (up to the interpreter's switch interval) would be spent holding the lock."""
+        return orjson.loads(self._db.execute(sql, args).fetchone()[0])
+
+    def _checkpoint(self, mode: str) -> bool:
+        """A checkpoint on its own connection; True when it could not finish (another process reading)."""
+        with self._checkpoint_lock:
+            return bool(self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0])
 
     @contextmanager
     def _transaction(self, mode: str = "") -> Iterator[None]:
@@ -292,24 +316,24 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
-    def forgetting(self, limit: int = -1) -> list[tuple[str, str, list[str]]]:
-        """Deletions not finished yet, oldest first, at most `limit` (-1: all): (exchange id, tenant,
-        image sha256s)."""
+    def forgetting(self, limit: int = -1) -> list[Unfinished]:
+        """Deletions not finished yet, oldest first, at most `limit` (-1: all)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, images FROM forgetting ORDER BY rowid LIMIT ?",
-                                    (limit,)).fetchall()
-        return [(i, t, orjson.loads(images)) for i, t, images in rows]
+            rows = self._one_json("SELECT json_group_array(json_array(id, tenant, json(images), image_refs))"
+                                  " FROM (SELECT * FROM forgetting ORDER BY rowid LIMIT ?)", (limit,))
+        return [Unfinished(*row) for row in rows]
 
     def forgotten(self, exchange_ids: Iterable[str]) -> None:
         """Deletions finished: drop their records (nothing of the exchange is left to name)."""
-        with self._lock, self._transaction():
-            self._db.executemany("DELETE FROM forgetting WHERE id = ?", ((i,) for i in exchange_ids))
+        with self._lock:
+            self._db.execute("DELETE FROM forgetting WHERE id IN (SELECT value FROM json_each(?))",
+                             (orjson.dumps(list(exchange_ids)),))
 
     def referenced(self, shas: Iterable[str]) -> set[str]:
         """The images among `shas` that some exchange in the journal still uses."""
         with self._lock:
-            return {sha for sha in set(shas)
-                    if self._db.execute("SELECT 1 FROM exchange_images WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()}
+            return set(self._one_json("SELECT json_group_array(DISTINCT sha256) FROM exchange_images"
+                                      " WHERE sha256 IN (SELECT value FROM json_each(?))", (orjson.dumps(list(shas)),)))
 
     def present(self, exchange_ids: Iterable[str]) -> set[str]:
         """The ids among `exchange_ids` whose rows exist (the ingest worker's check for deletions)."""
@@ -330,11 +354,6 @@ class Journal:
             exchange = Exchange.from_dict(orjson.loads(record))
             out[exchange_id] = (exchange.question, exchange.answer)
         return out
-
-
-def _marks(values: list[str]) -> str:
-    """`?, ?, ...`: one placeholder per value, for an IN (...) list."""
-    return ", ".join("?" * len(values))
 
 
 def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:

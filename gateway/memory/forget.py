@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from gateway.journal import BlobStore, Journal
+from gateway.journal.store import Unfinished
+from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
 from gateway.memory.thumbnails import SIZES, Thumbnails
 
 log = logging.getLogger("visionrag.memory.forget")
 
-# Rows per selection and per store call in bulk deletions.
+# Ids per selection in bulk deletions (the journal deletes them FORGET_CHUNK at a time).
 BATCH = 500
+# Deletions finished per round: what each of the journal's calls holds its lock for.
+FINISH_BATCH = 64
+# Points per store call. Qdrant Edge holds the GIL for a whole update, freezing the event loop: small
+# calls with a pause between keep each freeze short.
+STORE_CHUNK = 32
+_STORE_PAUSE_S = 0.001
 
 
 class Forgetter:
@@ -59,28 +68,43 @@ class Forgetter:
     def finish(self) -> int:
         """Step 2 for every deletion the journal records as unfinished; returns how many were finished.
         Raises StoreError while the store fails (what is done stays done)."""
-        pending = self.journal.forgetting(limit=BATCH)
+        pending = self.journal.forgetting(limit=FINISH_BATCH)
         if not pending:
             return 0
         done = 0
         try:
             while pending:
-                shas = {sha for _, _, images in pending for sha in images}
+                shas = {sha for one in pending for sha in one.images}
                 for sha in shas - self.journal.referenced(shas):
                     self._delete_image(sha)
-                by_tenant: dict[str, list[str]] = {}
-                for exchange_id, tenant, _ in pending:
-                    by_tenant.setdefault(tenant, []).append(exchange_id)
-                for tenant, ids in by_tenant.items():
-                    self.store.delete_exchanges(tenant, ids)
-                self.journal.forgotten(exchange_id for exchange_id, _, _ in pending)
+                self._delete_points(pending)
+                self.journal.forgotten(one.id for one in pending)
                 done += len(pending)
-                pending = self.journal.forgetting(limit=BATCH)
+                pending = self.journal.forgetting(limit=FINISH_BATCH)
         finally:
             # Once per pass, not per batch: every row deleted before this point leaves the journal's files
             # (also when the store failed: the journal's part does not wait for it).
             self.journal.scrub()
         return done
+
+    def _delete_points(self, pending: list[Unfinished]) -> None:
+        """Every point of these exchanges: by id (points.point_id: one per image, or one without), or by
+        exchange id for a deletion recorded before the journal counted images (a scan of the store)."""
+        by_tenant: dict[str, list[str]] = {}
+        unknown: dict[str, list[str]] = {}
+        for one in pending:
+            if one.image_refs is None:
+                unknown.setdefault(one.tenant, []).append(one.id)
+            else:
+                ids = by_tenant.setdefault(one.tenant, [])
+                ids += [point_id(one.id, index) for index in range(max(1, one.image_refs))]
+        for tenant, ids in by_tenant.items():
+            for start in range(0, len(ids), STORE_CHUNK):
+                if start:
+                    time.sleep(_STORE_PAUSE_S)
+                self.store.delete_points(tenant, ids[start:start + STORE_CHUNK])
+        for tenant, exchange_ids in unknown.items():
+            self.store.delete_exchanges(tenant, exchange_ids)
 
     def _delete_image(self, sha: str) -> None:
         self.blobs.delete(sha)

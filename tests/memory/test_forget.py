@@ -126,11 +126,18 @@ class RefusingStore:
         self.refusing = threading.Event()
         self.refused = 0
 
+    def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
+        self._refuse()
+        self.store.delete_points(tenant, point_ids)
+
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        self._refuse()
+        self.store.delete_exchanges(tenant, exchange_ids)
+
+    def _refuse(self) -> None:
         if self.refusing.is_set():
             self.refused += 1
             raise StoreUnavailable("the embedded vector store is being indexed; retry shortly")
-        self.store.delete_exchanges(tenant, exchange_ids)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -544,3 +551,36 @@ def test_images_are_revalidated_at_each_use_and_a_forgotten_one_is_refused(api: 
     assert api.client.delete(f"/exchanges/{target.id}", headers=A).status_code == 204
     for path, etag in ((f"/images/{sha}", f'"{sha}"'), (f"/images/{sha}?size=100", f'W/"{sha}-128"')):
         assert api.client.get(path, headers={**A, "If-None-Match": etag}).status_code == 404
+
+
+def test_every_point_is_deleted_by_id_repeated_images_and_older_records_included(data: Data,
+                                                                                 embedder: ClipEmbedder) -> None:
+    journal, blobs, store = data.journal(), data.blobs(), data.store()
+    png = noise_png(99)
+    twice = exchange(secret("q"), secret("a"), [png, png], blobs)  # one blob, two images, two points
+    text_only = exchange(secret("q"), secret("a"), [], blobs)
+    older = exchange(secret("q"), secret("a"), [noise_png(100)], blobs)
+    theirs = exchange("their q", "their a", [noise_png(101)], blobs, tenant="bravo")
+    for one in (twice, text_only, older, theirs):
+        journal.append(one)
+    IngestWorker(journal, blobs, embedder, store).drain()
+    assert store.count("acme") == 4 and store.count("bravo") == 1
+    forgetter = Forgetter(journal, blobs, store, Thumbnails(data.root / "thumbnails"))
+    try:
+        assert forgetter.forget("acme", [twice.id, text_only.id, older.id, theirs.id]) == [twice.id, text_only.id,
+                                                                                          older.id]
+        assert {row.id: row.image_refs for row in journal.forgetting()} == {twice.id: 2, text_only.id: 0, older.id: 1}
+        # As a version that did not count images recorded it: found by exchange id instead.
+        journal._db.execute("UPDATE forgetting SET image_refs = NULL WHERE id = ?", (older.id,))
+        assert forgetter.finish() == 3
+        assert store.count("acme") == 0 and store.count("bravo") == 1
+        # By id, yet only the tenant's own points: another tenant's point ids change nothing.
+        from gateway.memory.points import point_id
+
+        store.delete_points("acme", [point_id(theirs.id, 0)])
+        assert store.count("bravo") == 1
+        store.delete_points("bravo", [point_id(theirs.id, 0)])
+        assert store.count("bravo") == 0
+    finally:
+        store.close()
+        journal.close()
