@@ -22,8 +22,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway.journal import BlobStore, Journal
-from gateway.journal.store import Unfinished
+from gateway.journal import BlobStore, Journal, Unfinished
 from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
 from gateway.memory.thumbnails import SIZES, Thumbnails
@@ -131,10 +130,6 @@ class Finisher:
         self.idle_s = idle_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         if self._thread is not None:

@@ -140,8 +140,9 @@ async def list_exchanges(
 # Who may read an image is decided at each request (the caller's tenant, and never again once its
 # exchanges are forgotten), so no cache may answer for us: `no-cache` makes a browser ask every time,
 # `private` keeps shared caches out, and `Vary: Authorization` keeps a copy fetched with one key from
-# answering a request made with another. Asking stays cheap: the ETag is the content's own hash, so a
-# copy the caller may still see costs a 304 without the bytes, and a forgotten one gets a 404.
+# answering a request made with another. Asking stays cheap, where `no-store` would download every view
+# again: the ETag is the content's own hash, so a copy the caller may still see costs a 304 without the
+# bytes, and a forgotten one gets a 404.
 IMAGE_CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
 
 
