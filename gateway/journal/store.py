@@ -72,6 +72,8 @@ _VERSION = 2
 # bulk deletion.
 FORGET_CHUNK = 64
 _FORGET_PAUSE_S = 0.001
+# Chunks between checkpoints of a long forget: about half of SQLite's auto-checkpoint (1000 pages).
+_CHECKPOINT_CHUNKS = 8
 
 
 class Unfinished(NamedTuple):
@@ -259,6 +261,10 @@ class Journal:
                 time.sleep(_FORGET_PAUSE_S)
             with self._lock, self._transaction("IMMEDIATE"):
                 deleted.update(self._forget_chunk(ids[start:start + FORGET_CHUNK], tenant))
+            if (start // FORGET_CHUNK) % _CHECKPOINT_CHUNKS == _CHECKPOINT_CHUNKS - 1:
+                # Off the appends' lock, before the WAL reaches the auto-checkpoint size: that checkpoint
+                # (copying and two fsyncs) would run inside a commit, under the lock, a chat's maybe.
+                self._checkpoint("PASSIVE")
         return [exchange_id for exchange_id in ids if exchange_id in deleted]
 
     def _forget_chunk(self, ids: list[str], tenant: str) -> list[str]:
