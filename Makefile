@@ -149,6 +149,10 @@ bench-memory-quality: install $(MODELS)/clip-tiny/.text-linked ## Memory: recall
 bench-memory-hybrid-latency: install $(MODELS)/clip-full/.text-linked ## Memory: fused hybrid store query and text search at 100k, full-size CLIP (INDEX=1: after optimize)
 	$(VENV)/bin/python -m bench.memory_hybrid_latency 100000 --clip full $(if $(INDEX),--index)
 
+.PHONY: bench-memory-forget
+bench-memory-forget: install ## Memory: journal append p50/p99 while 10k exchanges are forgotten at c=16, vs none (OLD_REV= to compare)
+	$(VENV)/bin/python -m bench.memory_forget_while_chatting $(if $(OLD_REV),--old-rev $(OLD_REV))
+
 .PHONY: bench-memory-soak
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout
 	$(VENV)/bin/python -m bench.memory_soak

@@ -597,19 +597,26 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
     except StoreLocked:
         store.close()
         return None
+    except StoreError:
+        pass  # the journal's part needs no store; finishing, below, says what is left
     journal = Journal(settings.journal_path)
     blobs = BlobStore(settings.images_dir)
     forgetter = Forgetter(journal, blobs, store, Thumbnails(blobs.root.parent / "thumbnails"))
     try:
-        forgetter.resume()
         if ids:
-            missing = sorted(set(ids) - set(forgetter.forget(tenant, ids)))
-            if missing:
+            deleted = forgetter.forget(tenant, ids)
+            if missing := sorted(set(ids) - set(deleted)):
                 err.print(f"not found in tenant {tenant!r}: {', '.join(missing)}")
-            return len(ids) - len(missing)
-        return forgetter.forget_where(tenant, user=user, before=before)
-    except StoreError as exc:
-        raise _fail(f"{exc} (the journal part is done; the rest finishes at the next start)") from None
+            count = len(deleted)
+        else:
+            count = forgetter.forget_where(tenant, user=user, before=before)
+        try:
+            forgetter.finish()  # with what an earlier run or a stopped gateway left unfinished
+        except StoreError as exc:
+            err.print(f"[yellow]warning:[/yellow] the vector store refused to delete the points ({exc}). "
+                      "The exchanges are forgotten already (nothing reads them); their points are deleted "
+                      "at the gateway's next start or by the next `visionrag forget`.")
+        return count
     finally:
         journal.close()
         store.close()

@@ -2,6 +2,6 @@
 
 from gateway.journal.blobs import BlobStore
 from gateway.journal.records import Exchange, ImageRef
-from gateway.journal.store import Journal
+from gateway.journal.store import Journal, Unfinished
 
-__all__ = ["BlobStore", "Exchange", "ImageRef", "Journal"]
+__all__ = ["BlobStore", "Exchange", "ImageRef", "Journal", "Unfinished"]

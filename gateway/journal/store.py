@@ -10,18 +10,21 @@ and marked with `mark_ingested` once the vector store acknowledged them.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
 from gateway import metrics
 from gateway.journal.records import Exchange
+
+log = logging.getLogger("visionrag.journal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -42,24 +45,47 @@ CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_a
 -- tenant how many rows every tenant had written.
 DROP INDEX IF EXISTS exchanges_recent;
 CREATE INDEX IF NOT EXISTS exchanges_browse ON exchanges (tenant, created_at, id);
--- Which exchanges use which image: forgetting an exchange deletes each blob no remaining row uses.
+-- Which exchanges use which image, written and deleted with the exchange's row: who may read an image
+-- (a tenant one of whose rows names it: `image_mime`) and which blobs forgetting deletes (those no
+-- remaining row names). `tenant` repeats the row's so that the access check is one index lookup, however
+-- many other tenants' rows use the same image.
 CREATE TABLE IF NOT EXISTS exchange_images (
     sha256       TEXT    NOT NULL,
-    exchange_id  TEXT    NOT NULL
+    exchange_id  TEXT    NOT NULL,
+    tenant       TEXT    NOT NULL,
+    mime         TEXT    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS exchange_images_sha ON exchange_images (sha256);
+CREATE INDEX IF NOT EXISTS exchange_images_access ON exchange_images (sha256, tenant);
 CREATE INDEX IF NOT EXISTS exchange_images_exchange ON exchange_images (exchange_id);
 -- Deletions under way (gateway.memory.forget): the exchange row is already gone; what is left to
 -- delete elsewhere (store points, image blobs) is named here until it is done, so a restart finishes it.
 CREATE TABLE IF NOT EXISTS forgetting (
     id           TEXT    PRIMARY KEY,
     tenant       TEXT    NOT NULL,
-    images       TEXT    NOT NULL,  -- JSON list of the exchange's image sha256s
-    forgotten_at REAL    NOT NULL
+    images       TEXT    NOT NULL,  -- JSON list of the exchange's distinct image sha256s
+    forgotten_at REAL    NOT NULL,
+    image_refs   INTEGER            -- how many images it carried, repeats included (NULL: not recorded)
 );
 """
-# user_version 1: exchange_images filled for every row (older journals are backfilled once at open).
-_VERSION = 1
+_INSERT_IMAGE = "INSERT INTO exchange_images (sha256, exchange_id, tenant, mime) VALUES (?, ?, ?, ?)"
+# user_version 1: exchange_images filled for every row; 2: with each image's tenant and MIME type (older
+# journals get the table rebuilt from their records once, at open), and forgetting.image_refs.
+_VERSION = 2
+# Rows per transaction when forgetting: a chat's append waits for one chunk at most, never a whole
+# bulk deletion.
+FORGET_CHUNK = 64
+_FORGET_PAUSE_S = 0.001
+# Chunks between checkpoints of a long forget: about half of SQLite's auto-checkpoint (1000 pages).
+_CHECKPOINT_CHUNKS = 8
+
+
+class Unfinished(NamedTuple):
+    """A deletion whose journal part is done (`Journal.forget`) and whose rest is not."""
+
+    id: str
+    tenant: str
+    images: list[str]  # the exchange's distinct image sha256s
+    image_refs: int | None  # how many images it carried, repeats included; None if recorded before this was
 
 
 class Journal:
@@ -75,11 +101,23 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
             # Deleted rows are overwritten with zeros, in their pages and on the free list: a forgotten
-            # exchange's text does not linger in the file (the WAL is truncated after each deletion).
+            # exchange's text does not linger in the file (`scrub` then empties the WAL).
             self._db.execute("PRAGMA secure_delete=ON")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+                # Older shapes: image references rebuilt below (their indexes go with them); deletions
+                # recorded without `image_refs` keep NULL there.
+                self._db.execute("DROP TABLE IF EXISTS exchange_images")
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(forgetting)")}
+                if columns and "image_refs" not in columns:
+                    self._db.execute("ALTER TABLE forgetting ADD COLUMN image_refs INTEGER")
             self._db.executescript(_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
                 self._backfill_images()
+        # Checkpoints after deletions run here, not on the connection appends use: their copying and
+        # fsyncs go on while chats append.
+        self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._checkpointer.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
+        self._checkpoint_lock = threading.Lock()
 
     @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
@@ -104,8 +142,8 @@ class Journal:
                 row,
             ).rowcount
             if inserted and exchange.images:
-                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
-                                     ((image.sha256, exchange.id) for image in exchange.images))
+                self._db.executemany(_INSERT_IMAGE, ((image.sha256, exchange.id, exchange.tenant, image.mime)
+                                                     for image in exchange.images))
 
     def get(self, exchange_id: str) -> Exchange | None:
         with self._lock:
@@ -172,18 +210,28 @@ class Journal:
             return self._db.execute("SELECT count(*) FROM exchanges").fetchone()[0]
 
     def close(self) -> None:
+        with self._checkpoint_lock:
+            self._checkpointer.close()
         with self._lock:
             self._db.close()
 
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        """The MIME type of the image if one of `tenant`'s exchanges carries it, else None: who may read
+        an image. A forgotten exchange's images answer None from the moment its row is deleted."""
+        with self._lock:
+            row = self._db.execute("SELECT mime FROM exchange_images WHERE sha256 = ? AND tenant = ? LIMIT 1",
+                                   (sha256, tenant)).fetchone()
+        return row[0] if row else None
+
     # --- forgetting ------------------------------------------------------------------------------
     def _backfill_images(self) -> None:
-        """Fill exchange_images from the records of a journal older than that table (once)."""
+        """Fill exchange_images from the records of a journal older than its current shape (once)."""
         with self._transaction():
             self._db.execute("DELETE FROM exchange_images")
-            for exchange_id, record in self._db.execute("SELECT id, record FROM exchanges"):
+            for exchange_id, tenant, record in self._db.execute("SELECT id, tenant, record FROM exchanges"):
                 images = orjson.loads(record).get("images") or []
-                self._db.executemany("INSERT INTO exchange_images (sha256, exchange_id) VALUES (?, ?)",
-                                     ((image["sha256"], exchange_id) for image in images))
+                self._db.executemany(_INSERT_IMAGE, ((image["sha256"], exchange_id, tenant, image["mime"])
+                                                     for image in images))
             self._db.execute(f"PRAGMA user_version={_VERSION}")
 
     def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
@@ -191,37 +239,79 @@ class Journal:
         """Ids of `tenant`'s exchanges of `user` and/or created before `before` (unix seconds)."""
         where, args = _where(tenant, ("user = ?", user), ("created_at < ?", before))
         with self._lock:
-            rows = self._db.execute(f"SELECT id FROM exchanges WHERE {where} ORDER BY seq LIMIT ?",
-                                    (*args, limit)).fetchall()
-        return [row[0] for row in rows]
+            # In no particular order: stops at `limit` along the index instead of sorting every match.
+            return self._one_json(f"SELECT json_group_array(id) FROM (SELECT id FROM exchanges WHERE {where}"
+                                  " LIMIT ?)", (*args, limit))
 
     def tenants(self) -> list[str]:
         with self._lock:
             return [row[0] for row in self._db.execute("SELECT DISTINCT tenant FROM exchanges")]
 
     def forget(self, exchange_ids: Iterable[str], tenant: str) -> list[str]:
-        """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere, in
-        one transaction; then truncate the WAL so the rows' text is gone from every file. Returns the
-        ids deleted (others' and unknown ids are left alone)."""
+        """Delete `tenant`'s rows among `exchange_ids` and record what remains to delete elsewhere (the
+        `forgetting` table), FORGET_CHUNK rows per transaction (a row and its record always in the same
+        one). Returns the ids deleted (others' and unknown ids are left alone), in the given order.
+
+        The rows' pages are zeroed (secure_delete), but earlier copies stay in the WAL and the database
+        file until `scrub()`."""
         ids = list(dict.fromkeys(exchange_ids))
-        deleted: list[str] = []
-        now = time.time()
+        deleted: set[str] = set()
+        for start in range(0, len(ids), FORGET_CHUNK):
+            if start:
+                # threading.Lock is not fair: released and taken again at once, it would come back here
+                # before a waiting append even woke up. The pause lets every waiter in first.
+                time.sleep(_FORGET_PAUSE_S)
+            with self._lock, self._transaction("IMMEDIATE"):
+                deleted.update(self._forget_chunk(ids[start:start + FORGET_CHUNK], tenant))
+            if (start // FORGET_CHUNK) % _CHECKPOINT_CHUNKS == _CHECKPOINT_CHUNKS - 1:
+                # Off the appends' lock, before the WAL reaches the auto-checkpoint size: that checkpoint
+                # (copying and two fsyncs) would run inside a commit, under the lock, a chat's maybe.
+                self._checkpoint("PASSIVE")
+        return [exchange_id for exchange_id in ids if exchange_id in deleted]
+
+    def _forget_chunk(self, ids: list[str], tenant: str) -> list[str]:
+        """One chunk of `forget`, inside its transaction: a few statements, none a row at a time."""
+        # `+tenant`: found by id (unique), the tenant only checked; by the tenant's index it would scan them all.
+        found = self._one_json("SELECT json_group_array(id) FROM exchanges WHERE +tenant = ? AND id IN"
+                               " (SELECT value FROM json_each(?))", (tenant, orjson.dumps(ids)))
+        if not found:
+            return []
+        chunk = orjson.dumps(found)
+        self._db.execute(
+            "INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at, image_refs)"
+            " SELECT value, ?,"
+            " (SELECT json_group_array(DISTINCT sha256) FROM exchange_images WHERE exchange_id = value), ?,"
+            " (SELECT count(*) FROM exchange_images WHERE exchange_id = value)"
+            " FROM json_each(?)", (tenant, time.time(), chunk))
+        self._db.execute("DELETE FROM exchange_images WHERE exchange_id IN (SELECT value FROM json_each(?))", (chunk,))
+        self._db.execute("DELETE FROM exchanges WHERE id IN (SELECT value FROM json_each(?))", (chunk,))
+        return found
+
+    def scrub(self) -> bool:
+        """Make deleted rows leave the files: copy the zeroed pages into the database file and empty the
+        WAL, whose older frames still hold what the rows were. Returns False when a reader in another
+        process kept the WAL from being emptied (the next scrub does it).
+
+        The copying runs on a connection of its own, so appends go on meanwhile; only the final step,
+        which finds little left to copy and cuts the WAL file to nothing, holds the appends' lock (it
+        must see no write of this process in progress)."""
+        self._checkpoint("PASSIVE")
         with self._lock:
-            with self._transaction("IMMEDIATE"):
-                for exchange_id in ids:
-                    row = self._db.execute("SELECT tenant FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
-                    if row is None or row[0] != tenant:
-                        continue
-                    shas = [r[0] for r in self._db.execute(
-                        "SELECT DISTINCT sha256 FROM exchange_images WHERE exchange_id = ?", (exchange_id,))]
-                    self._db.execute("INSERT OR REPLACE INTO forgetting (id, tenant, images, forgotten_at)"
-                                     " VALUES (?, ?, ?, ?)", (exchange_id, tenant, orjson.dumps(shas), now))
-                    self._db.execute("DELETE FROM exchange_images WHERE exchange_id = ?", (exchange_id,))
-                    self._db.execute("DELETE FROM exchanges WHERE id = ?", (exchange_id,))
-                    deleted.append(exchange_id)
-            if deleted:
-                self._truncate_wal()
-        return deleted
+            busy = self._checkpoint("TRUNCATE")
+        if busy:
+            log.warning("journal WAL not emptied (another process is reading it); retried at the next deletion")
+        return not busy
+
+    def _one_json(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """The JSON value of a one-row, one-column query, parsed. Hold `_lock`. The forgetting path reads
+        its many rows this way, in one step: the sqlite3 module gives up the GIL at every step, and each
+        wait to get it back (up to the interpreter's switch interval) would be spent holding the lock."""
+        return orjson.loads(self._db.execute(sql, args).fetchone()[0])
+
+    def _checkpoint(self, mode: str) -> bool:
+        """A checkpoint on its own connection; True when it could not finish (another process reading)."""
+        with self._checkpoint_lock:
+            return bool(self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0])
 
     @contextmanager
     def _transaction(self, mode: str = "") -> Iterator[None]:
@@ -234,31 +324,24 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
-    def _truncate_wal(self) -> None:
-        # The WAL still holds the frames that wrote the deleted rows: copy the zeroed pages into the
-        # database and empty the WAL file. Busy (another process reading) -> retried at the next one.
-        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            import logging
-
-            logging.getLogger("visionrag.journal").warning("journal WAL not truncated (a reader is active)")
-
-    def forgetting(self) -> list[tuple[str, str, list[str]]]:
-        """Deletions not finished yet: (exchange id, tenant, image sha256s)."""
+    def forgetting(self, limit: int = -1) -> list[Unfinished]:
+        """Deletions not finished yet, oldest first, at most `limit` (-1: all)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, images FROM forgetting ORDER BY forgotten_at").fetchall()
-        return [(i, t, orjson.loads(images)) for i, t, images in rows]
+            rows = self._one_json("SELECT json_group_array(json_array(id, tenant, json(images), image_refs))"
+                                  " FROM (SELECT * FROM forgetting ORDER BY rowid LIMIT ?)", (limit,))
+        return [Unfinished(*row) for row in rows]
 
     def forgotten(self, exchange_ids: Iterable[str]) -> None:
         """Deletions finished: drop their records (nothing of the exchange is left to name)."""
-        with self._lock, self._transaction():
-            self._db.executemany("DELETE FROM forgetting WHERE id = ?", ((i,) for i in exchange_ids))
+        with self._lock:
+            self._db.execute("DELETE FROM forgetting WHERE id IN (SELECT value FROM json_each(?))",
+                             (orjson.dumps(list(exchange_ids)),))
 
     def referenced(self, shas: Iterable[str]) -> set[str]:
         """The images among `shas` that some exchange in the journal still uses."""
         with self._lock:
-            return {sha for sha in set(shas)
-                    if self._db.execute("SELECT 1 FROM exchange_images WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()}
+            return set(self._one_json("SELECT json_group_array(DISTINCT sha256) FROM exchange_images"
+                                      " WHERE sha256 IN (SELECT value FROM json_each(?))", (orjson.dumps(list(shas)),)))
 
     def present(self, exchange_ids: Iterable[str]) -> set[str]:
         """The ids among `exchange_ids` whose rows exist (the ingest worker's check for deletions)."""

@@ -1,32 +1,42 @@
 """Forgetting: an exchange deleted from the journal, the store, and the image files only it used.
 
-Order, chosen so that a SIGKILL at any point never brings anything back:
-1. Journal, one transaction: the exchange's row (its text) is deleted and a `forgetting` record names
-   what remains (tenant, image sha256s); the WAL is then truncated (secure_delete zeroed the pages).
-   From here on search and retrieval cannot return it (texts come from the journal, gateway.memory.texts),
-   the ingest worker cannot re-add it (it deletes points of batch rows that vanished), and a reindex
-   from the journal cannot find it.
-2. Store: every point of the exchange (by tenant and exchange id).
-3. Images: each blob no remaining exchange uses, with its cached thumbnails.
-4. Journal: the `forgetting` record is dropped.
-A process killed after 1 leaves the record; `resume()` (at the memory service's start) does 2-4 again,
-each step being harmless to repeat.
+Order, chosen so that a SIGKILL or a store outage at any point never brings anything back:
+1. Journal (`Forgetter.forget`, what a DELETE waits for): the exchange's row (its text) and its image
+   references are deleted and a `forgetting` record names what remains (tenant, image sha256s), in one
+   transaction. From here on nothing reads it: search and retrieval take texts from the journal
+   (gateway.memory.texts), images are served only to a tenant whose rows name them
+   (`Journal.image_mime`), the ingest worker cannot re-add it (it deletes points of batch rows that
+   vanished), and a reindex from the journal cannot find it.
+2. The rest (`Forgetter.finish`, run by the `Finisher` thread, which retries it until it succeeds):
+   each image no remaining exchange uses, with its cached thumbnails; every point of the exchange in
+   the store; the `forgetting` record; and the journal's WAL emptied of the rows' old copies.
+Each step of 2 is harmless to repeat, so a process killed half-way, or a store that refuses writes for
+minutes (Qdrant Edge while it builds an index), only delays it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway.journal import BlobStore, Journal
+from gateway.journal import BlobStore, Journal, Unfinished
+from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
 from gateway.memory.thumbnails import SIZES, Thumbnails
 
 log = logging.getLogger("visionrag.memory.forget")
 
-# Rows per journal transaction and store call in bulk deletions.
+# Ids per selection in bulk deletions (the journal deletes them FORGET_CHUNK at a time).
 BATCH = 500
+# Deletions finished per round: what each of the journal's calls holds its lock for.
+FINISH_BATCH = 64
+# Points per store call. Qdrant Edge holds the GIL for a whole update, freezing the event loop: small
+# calls with a pause between keep each freeze short.
+STORE_CHUNK = 32
+_STORE_PAUSE_S = 0.001
 
 
 class Forgetter:
@@ -35,17 +45,18 @@ class Forgetter:
         self.blobs = blobs
         self.store = store
         self.thumbnails = thumbnails
+        # Set whenever a deletion is recorded: the finisher's cue.
+        self.recorded = threading.Event()
 
     def forget(self, tenant: str, exchange_ids: Iterable[str]) -> list[str]:
-        """Forget `tenant`'s exchanges among `exchange_ids`; return those that were forgotten.
-        Raises StoreError if the store fails after step 1: the rest is then finished by `resume()`."""
+        """Step 1 for `tenant`'s exchanges among `exchange_ids`; return those that were forgotten."""
         deleted = self.journal.forget(exchange_ids, tenant)
         if deleted:
-            self.finish()
+            self.recorded.set()
         return deleted
 
     def forget_where(self, tenant: str, *, user: str | None = None, before: float | None = None) -> int:
-        """Forget every exchange of `tenant` of `user` and/or created before `before` (unix seconds)."""
+        """Step 1 for every exchange of `tenant` of `user` and/or created before `before` (unix seconds)."""
         if user is None and before is None:
             raise ValueError("give a user, a time, or both")
         total = 0
@@ -54,26 +65,45 @@ class Forgetter:
         return total
 
     def finish(self) -> int:
-        """Steps 2-4 for every deletion the journal records as unfinished; returns how many."""
-        pending = self.journal.forgetting()
-        by_tenant: dict[str, list[str]] = {}
-        for exchange_id, tenant, _ in pending:
-            by_tenant.setdefault(tenant, []).append(exchange_id)
-        for tenant, ids in by_tenant.items():
-            for start in range(0, len(ids), BATCH):
-                self.store.delete_exchanges(tenant, ids[start:start + BATCH])
-        shas = {sha for _, _, images in pending for sha in images}
-        for sha in shas - self.journal.referenced(shas):
-            self._delete_image(sha)
-        self.journal.forgotten(exchange_id for exchange_id, _, _ in pending)
-        return len(pending)
-
-    def resume(self) -> int:
-        """Finish deletions a stopped or killed process left unfinished (at start-up)."""
-        done = self.finish()
-        if done:
-            log.info("memory: finished %d interrupted deletion(s)", done)
+        """Step 2 for every deletion the journal records as unfinished; returns how many were finished.
+        Raises StoreError while the store fails (what is done stays done)."""
+        pending = self.journal.forgetting(limit=FINISH_BATCH)
+        if not pending:
+            return 0
+        done = 0
+        try:
+            while pending:
+                shas = {sha for one in pending for sha in one.images}
+                for sha in shas - self.journal.referenced(shas):
+                    self._delete_image(sha)
+                self._delete_points(pending)
+                self.journal.forgotten(one.id for one in pending)
+                done += len(pending)
+                pending = self.journal.forgetting(limit=FINISH_BATCH)
+        finally:
+            # Once per pass, not per batch: every row deleted before this point leaves the journal's files
+            # (also when the store failed: the journal's part does not wait for it).
+            self.journal.scrub()
         return done
+
+    def _delete_points(self, pending: list[Unfinished]) -> None:
+        """Every point of these exchanges: by id (points.point_id: one per image, or one without), or by
+        exchange id for a deletion recorded before the journal counted images (a scan of the store)."""
+        by_tenant: dict[str, list[str]] = {}
+        unknown: dict[str, list[str]] = {}
+        for one in pending:
+            if one.image_refs is None:
+                unknown.setdefault(one.tenant, []).append(one.id)
+            else:
+                ids = by_tenant.setdefault(one.tenant, [])
+                ids += [point_id(one.id, index) for index in range(max(1, one.image_refs))]
+        for tenant, ids in by_tenant.items():
+            for start in range(0, len(ids), STORE_CHUNK):
+                if start:
+                    time.sleep(_STORE_PAUSE_S)
+                self.store.delete_points(tenant, ids[start:start + STORE_CHUNK])
+        for tenant, exchange_ids in unknown.items():
+            self.store.delete_exchanges(tenant, exchange_ids)
 
     def _delete_image(self, sha: str) -> None:
         self.blobs.delete(sha)
@@ -87,3 +117,51 @@ class Forgetter:
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
     return list(folder.glob(pattern)) if folder.is_dir() else []
+
+
+class Finisher:
+    """A daemon thread that finishes recorded deletions (`Forgetter.finish`): at start (what a stopped or
+    killed process left), whenever a deletion is recorded, and every `idle_s` (a deletion recorded by
+    another process). While a pass fails it is retried after `first_retry_s`, doubling up to `idle_s`."""
+
+    def __init__(self, forgetter: Forgetter, *, first_retry_s: float = 0.5, idle_s: float = 60.0) -> None:
+        self.forgetter = forgetter
+        self.first_retry_s = first_retry_s
+        self.idle_s = idle_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self.forgetter.recorded.set()  # a first pass at once
+        self._thread = threading.Thread(target=self._run, name="memory-forget", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the pass under way, if any; what is left stays recorded for the next start."""
+        self._stop.set()
+        self.forgetter.recorded.set()  # out of the idle wait
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
+        retry_s = 0.0
+        while not self._stop.is_set():
+            # Waits for work only when the last pass succeeded: a failing store is retried on its own
+            # schedule, not once per new deletion.
+            if not retry_s:
+                self.forgetter.recorded.wait(self.idle_s)
+                if self._stop.is_set():
+                    return
+            self.forgetter.recorded.clear()  # before the pass: a deletion recorded during it gets another
+            try:
+                if done := self.forgetter.finish():
+                    log.info("memory: finished forgetting %d exchange(s)", done)
+                retry_s = 0.0
+            except Exception as exc:  # noqa: BLE001 - the store (or a file) failed: retried, nothing is lost
+                retry_s = min(max(retry_s * 2, self.first_retry_s), self.idle_s)
+                log.warning("memory: finishing deletions failed (retried in %.1f s): %s", retry_s, exc)
+                self._stop.wait(retry_s)

@@ -78,9 +78,9 @@ class RetentionSweeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.forgetter.finish()  # deletions a store outage left unfinished
+                # The journal's part; the memory service's finisher does the rest (forget.Finisher).
                 if forgotten := sweep(self.policy, self.journal, self.forgetter):
                     log.info("memory retention: forgot %d exchange(s)", forgotten)
-            except Exception as exc:  # noqa: BLE001 - retried at the next sweep; unfinished work is recorded
+            except Exception as exc:  # noqa: BLE001 - retried at the next sweep
                 log.warning("memory retention sweep failed: %s", exc)
             self._stop.wait(self.policy.interval_s)

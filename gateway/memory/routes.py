@@ -36,7 +36,7 @@ from gateway.memory.protocol import (
     SearchResponse,
 )
 from gateway.memory.store.base import Hit, SearchFilter
-from gateway.memory.thumbnails import SIZES
+from gateway.memory.thumbnails import SIZES, snap
 from gateway.proxy.body import openapi_body, read_model
 
 router = APIRouter(tags=["memory"])
@@ -103,7 +103,8 @@ def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
 
 @router.delete("/exchanges/{exchange_id}", status_code=204)
 async def delete_exchange(exchange_id: str, tenant: TenantDep, memory: MemoryDep) -> Response:
-    """Forget the exchange everywhere: its text, its points, and each image no other exchange uses."""
+    """Forget the exchange everywhere: its text, its points, and each image no other exchange uses.
+    204 as soon as nothing reads it any more; its points and files go right after, whatever the store's state."""
     await memory.forget(tenant, exchange_id)
     return Response(status_code=204)
 
@@ -136,9 +137,19 @@ async def list_exchanges(
         has_more=page.next_cursor is not None,
     )
 
+# Who may read an image is decided at each request (the caller's tenant, and never again once its
+# exchanges are forgotten), so no cache may answer for us: `no-cache` makes a browser ask every time,
+# `private` keeps shared caches out, and `Vary: Authorization` keeps a copy fetched with one key from
+# answering a request made with another. Asking stays cheap, where `no-store` would download every view
+# again: the ETag is the content's own hash, so a copy the caller may still see costs a 304 without the
+# bytes, and a forgotten one gets a 404.
+IMAGE_CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
+
+
 @router.get("/images/{sha256}", name="memory_image")
 async def get_image(
     sha256: str,
+    request: Request,
     tenant: TenantDep,
     memory: MemoryDep,
     size: Annotated[int | None, Query(ge=1, le=SIZES[-1], description=(
@@ -146,15 +157,27 @@ async def get_image(
         f"{', '.join(map(str, SIZES))}; without it, the original")),
     ] = None,
 ) -> Response:
+    # Content-addressed: the bytes behind a hash never change. A thumbnail is weak: its bytes depend on
+    # the renderer, its picture does not.
+    etag = f'"{sha256}"' if size is None else f'W/"{sha256}-{snap(size)}"'
+    headers = {**IMAGE_CACHING, "ETag": etag}
+    if _matches(request.headers.get("if-none-match"), etag):
+        await memory.image_access(tenant, sha256)
+        return Response(status_code=304, headers=headers)
     if size is not None:
         image = await memory.thumbnail(tenant, sha256, size)
     else:
         image = await memory.image(tenant, sha256)
-    # Content-addressed: the bytes behind a hash never change. `private`: access is per tenant.
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
-    return Response(image.data, media_type=image.mime,
-                    headers={"Cache-Control": "private, max-age=31536000, immutable",
-                             "X-Content-Type-Options": "nosniff"})
+    return Response(image.data, media_type=image.mime, headers={**headers, "X-Content-Type-Options": "nosniff"})
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (compared weakly, as RFC 9110 says for it)."""
+    if not if_none_match:
+        return False
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") in ("*", opaque) for tag in if_none_match.split(","))
 
 @router.get("/memory/stats")
 async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str, object]:

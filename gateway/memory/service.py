@@ -3,7 +3,8 @@
     app.include_router(gateway.memory.routes.router)            # at construction
     # in the lifespan, after Services (journal, blobs, image loader) exist:
     memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
-    memory.start()                 # opens the store (StoreLocked if held elsewhere), starts ingest
+    memory.start()                 # opens the store (StoreLocked if held elsewhere), starts ingest and
+                                   # the thread that finishes deletions
     app.state.memory = memory
     ...
     await memory.stop()            # before the journal closes; unfinished work stays queued
@@ -26,7 +27,7 @@ from gateway.journal import BlobStore, Journal
 from gateway.memory.batching import Batched
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError
-from gateway.memory.forget import Forgetter
+from gateway.memory.forget import Finisher, Forgetter
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
 from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
@@ -133,6 +134,7 @@ class Memory:
         self.searcher = Searcher(query_clip, with_texts, query_text)
         self.retriever = Retriever(query_clip, with_texts, worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
+        self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
@@ -183,8 +185,9 @@ class Memory:
                    retention=retention, text=text)
 
     def start(self) -> None:
-        """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
-        embedded store. A Qdrant server that is down is not an error here: the worker retries."""
+        """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
+        another process holds the embedded store. A Qdrant server that is down is not an error here: the
+        worker and the finisher retry."""
         if self._started:
             return
         try:
@@ -194,18 +197,17 @@ class Memory:
 
             if isinstance(exc, SchemaMismatch):
                 # Chats still work and are journaled; memory waits for the rebuild instead of writing
-                # points the store cannot take.
+                # points the store cannot take. Deletions are still finished as far as they can be.
                 log.error("memory: search and ingest are OFF until the store is rebuilt: %s", exc)
                 self.schema_error = str(exc)
+                self.finisher.start()
                 return
             if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
-        else:
-            try:
-                self.forgetter.resume()  # deletions a killed process left half done
-            except StoreError as exc:
-                log.warning("memory: finishing interrupted deletions failed (retried at the next one): %s", exc)
+        # Its first pass finishes what a stopped or killed process left; it then runs whenever a
+        # deletion is recorded, with or without retention.
+        self.finisher.start()
         self.retention.start()
         # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
         # search does not pay the load.
@@ -217,6 +219,7 @@ class Memory:
             await asyncio.to_thread(self.retention.stop)
             await asyncio.to_thread(self.worker.stop)
             self._started = False
+        await asyncio.to_thread(self.finisher.stop)  # unfinished deletions stay recorded for the next start
         await asyncio.to_thread(self.store.close)
         if self._owns_loader:
             await self.image_loader.fetcher.close()
@@ -297,40 +300,37 @@ class Memory:
         return exchange
 
     async def forget(self, tenant: str, exchange_id: str) -> None:
-        """Forget the tenant's exchange everywhere (gateway.memory.forget). NotFound for one that does not
-        exist and for another tenant's alike; Unavailable if the store fails (the journal part is done
-        then, and the rest is finished at the next deletion or start)."""
-        try:
-            forgotten = await _blocking(self.forgetter.forget, tenant, [exchange_id])
-        except StoreError as exc:
-            raise Unavailable("forget") from exc
+        """Forget the tenant's exchange (gateway.memory.forget): gone from every read path when this
+        returns; its points and image files are deleted by the finisher right after, retried for as long
+        as the store refuses. NotFound for one that does not exist and for another tenant's alike."""
+        forgotten = await _blocking(self.forgetter.forget, tenant, [exchange_id])
         if not forgotten:
             raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
 
     async def forget_where(self, tenant: str, *, user: str | None = None, before: float | None = None) -> int:
-        """Forget every exchange of the tenant's `user` and/or created before `before` (unix seconds)."""
-        try:
-            return await _blocking(self.forgetter.forget_where, tenant, user=user, before=before)
-        except StoreError as exc:
-            raise Unavailable("forget") from exc
+        """Forget every exchange of the tenant's `user` and/or created before `before` (unix seconds), as
+        `forget` does; returns how many."""
+        return await _blocking(self.forgetter.forget_where, tenant, user=user, before=before)
 
     async def image(self, tenant: str, sha256: str) -> StoredImage:
-        """An image one of the tenant's exchanges carried; NotFound otherwise, Unavailable if the store fails."""
+        """An image one of the tenant's exchanges carries; NotFound otherwise."""
         mime = await self._image_mime(tenant, sha256)
         data = await _blocking(self.blobs.get, sha256)
         if data is None:
             raise _image_not_found()
         return StoredImage(data, mime)
 
+    async def image_access(self, tenant: str, sha256: str) -> None:
+        """NotFound unless one of the tenant's exchanges carries the image: what a conditional request
+        (the caller holds the bytes already) still has to pass."""
+        await self._image_mime(tenant, sha256)
+
     async def _image_mime(self, tenant: str, sha256: str) -> str:
-        """The image's MIME type if one of the tenant's exchanges carried it; NotFound otherwise (another
-        tenant's image alike), Unavailable if the store fails."""
+        """The image's MIME type if one of the tenant's exchanges carries it, ingested or not; NotFound
+        otherwise (another tenant's image alike, and a forgotten exchange's from the moment it is)."""
         if not _SHA256.match(sha256):
             raise _image_not_found()
-        try:
-            mime = await _blocking(self.store.image_mime, tenant, sha256)
-        except StoreError as exc:
-            raise Unavailable("images") from exc
+        mime = await _blocking(self.journal.image_mime, tenant, sha256)
         if not mime:
             raise _image_not_found()
         return mime

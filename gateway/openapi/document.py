@@ -117,18 +117,22 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
         failures=(F.EXCHANGE_NOT_FOUND,),
         description="One recorded exchange of the caller's tenant (another tenant's answers 404)."),
     ("delete", "/exchanges/{exchange_id}"): RouteDoc(
-        failures=(F.EXCHANGE_NOT_FOUND, F.memory_unavailable("forget")),
+        failures=(F.EXCHANGE_NOT_FOUND,),
         description="Forget one exchange of the caller's tenant everywhere: its text, its vectors, and each "
-                    "image no other exchange uses (another tenant's id answers 404)."),
+                    "image no other exchange uses (another tenant's id answers 404). The 204 comes as soon as "
+                    "nothing reads it any more; its vectors and files are deleted right after, retried in the "
+                    "background while the vector store refuses."),
     ("post", "/exchanges/forget"): RouteDoc(
         body=ForgetRequest,
-        failures=(F.Failure(400, "invalid_value", "give `user`, `before`, or both", "invalid_value"),
-                  F.memory_unavailable("forget")),
-        description="Forget every exchange of the caller's tenant of one `user` and/or older than `before`."),
+        failures=(F.Failure(400, "invalid_value", "give `user`, `before`, or both", "invalid_value"),),
+        description="Forget every exchange of the caller's tenant of one `user` and/or older than `before`, "
+                    "as DELETE /exchanges/{exchange_id} does each."),
     ("get", "/images/{sha256}"): RouteDoc(
-        failures=(F.IMAGE_NOT_FOUND, F.memory_unavailable("images")),
-        description="An image the model saw, by its sha256, if the caller's tenant sent it (else 404). "
-                    "With `size`, a WebP thumbnail (made once, cached) instead of the original."),
+        failures=(F.IMAGE_NOT_FOUND,),
+        responses={"304": {"description": "Not modified: `If-None-Match` names the ETag and the caller may "
+                                          "still see the image (a forgotten one answers 404)."}},
+        description="An image the model saw, by its sha256, if one of the caller's tenant's exchanges carries "
+                    "it (else 404). With `size`, a WebP thumbnail (made once, cached) instead of the original."),
     ("get", "/ready"): RouteDoc(optional_operator_key=True, responses={
         "200": {"description": "The gateway serves; `upstreams` says how many model server replicas answer "
                                "(chats answer 503 with Retry-After while none does).",
@@ -270,8 +274,12 @@ def _image_response(image_types: list[str]) -> dict[str, Any]:
     return {
         "description": "The image's bytes exactly as the model saw them, with their own content type.",
         "headers": {
-            "Cache-Control": {"schema": {"type": "string"}, "description": "`private, max-age=31536000, immutable`"
-                              ": content-addressed bytes never change; access is per tenant."},
+            "Cache-Control": {"schema": {"type": "string"}, "description": "`private, no-cache`: access is "
+                              "decided at each request (per tenant, and never again once forgotten), so a "
+                              "copy is revalidated every time."},
+            "Vary": {"schema": {"type": "string", "const": "Authorization"}},
+            "ETag": {"schema": {"type": "string"}, "description": "The image's sha256 (a thumbnail's: weak, "
+                     "with its size): send it back as `If-None-Match` for a 304 without the bytes."},
             "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
         },
         "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in image_types},

@@ -1,5 +1,6 @@
-"""Forgetting (issue 9 §3) on both store adapters: DELETE /exchanges/{id}, POST /exchanges/forget,
-retention, deletion while ingest is behind, and a SIGKILL in the middle of a deletion.
+"""Forgetting (issue 9 §3, issue 16 §2) on both store adapters: DELETE /exchanges/{id}, POST
+/exchanges/forget, retention, deletion while ingest is behind, a SIGKILL in the middle of a deletion, a
+store that refuses the deletion for a while, and who may still read (and cache) the images.
 
 "Gone" is checked the hard way: after a deletion every file under the data directory (journal and its
 WAL, the store's segments and WAL, images, thumbnails) is scanned for the question's and the answer's
@@ -14,12 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -36,7 +39,7 @@ from gateway.memory.ingest import IngestWorker
 from gateway.memory.retention import DAY_S, Retention, sweep
 from gateway.memory.routes import router as memory_router
 from gateway.memory.service import Memory
-from gateway.memory.store.base import VectorStore
+from gateway.memory.store.base import StoreUnavailable, VectorStore
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
 from gateway.memory.thumbnails import Thumbnails
@@ -113,10 +116,48 @@ class Api(SimpleNamespace):
     store: VectorStore
 
 
+class RefusingStore:
+    """The real store, except that while `refusing` is set its deletions fail with StoreUnavailable, as
+    Qdrant Edge's do while it builds an index (minutes at 100k points, too slow to provoke here). A
+    double only for that failure: everything else, the deletion once allowed included, is the real store."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
+        self.refusing = threading.Event()
+        self.refused = 0
+
+    def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
+        self._refuse()
+        self.store.delete_points(tenant, point_ids)
+
+    def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
+        self._refuse()
+        self.store.delete_exchanges(tenant, exchange_ids)
+
+    def _refuse(self) -> None:
+        if self.refusing.is_set():
+            self.refused += 1
+            raise StoreUnavailable("the embedded vector store is being indexed; retry shortly")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
 @pytest.fixture
 def api(data: Data, embedder: ClipEmbedder) -> Iterator[Api]:
+    yield from _serve(data, embedder, data.store())
+
+
+@pytest.fixture
+def refusing(data: Data, embedder: ClipEmbedder) -> Iterator[tuple[Api, RefusingStore]]:
+    store = RefusingStore(data.store())
+    for api in _serve(data, embedder, store):  # type: ignore[arg-type]
+        yield api, store
+
+
+def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[Api]:
     settings = Settings(_env_file=None, max_body_bytes=1 << 20)
-    journal, blobs, store = data.journal(), data.blobs(), data.store()
+    journal, blobs = data.journal(), data.blobs()
     memory = Memory(journal, blobs, embedder, store, IngestWorker(journal, blobs, embedder, store),
                     ImageLoader.from_settings(settings))
 
@@ -129,10 +170,21 @@ def api(data: Data, embedder: ClipEmbedder) -> Iterator[Api]:
     install_error_handlers(app)
     wire(app, settings=settings, auth=Authenticator(KEYS, "default", []), memory=memory)
     app.include_router(memory_router)
+    # What Memory.start runs beside ingest (which these tests drive themselves): the finisher of deletions.
+    memory.finisher.start()
     with TestClient(app) as client:
         yield Api(client=client, memory=memory, journal=journal, blobs=blobs, store=store)
+    memory.finisher.stop()
     store.close()
     journal.close()
+
+
+def settled(journal: Journal, timeout_s: float = 20.0) -> None:
+    """Wait until the finisher has finished every recorded deletion (images, points, the journal's WAL)."""
+    deadline = time.monotonic() + timeout_s
+    while journal.forgetting():
+        assert time.monotonic() < deadline, f"deletions left unfinished: {journal.forgetting()}"
+        time.sleep(0.02)
 
 
 def ingest(api: Api, *exchanges: Exchange) -> None:
@@ -169,6 +221,8 @@ def test_delete_removes_the_exchange_everywhere_and_leaves_no_bytes(api: Api, da
 
     assert api.client.get(f"/exchanges/{target.id}", headers=A).status_code == 404
     assert api.client.delete(f"/exchanges/{target.id}", headers=A).status_code == 404
+    assert api.client.get(f"/images/{sha}", headers=A).status_code == 404  # at once, finished or not
+    settled(api.journal)
     assert target.id not in search_ids(api, A, text=answer, target="answer")
     assert target.id not in search_ids(api, A, text=question)
     assert target.id not in search_ids(api, A, image=data_url(png))
@@ -222,6 +276,7 @@ def test_forget_in_bulk_by_user_and_by_date(api: Api, data: Data) -> None:
     assert api.client.post("/exchanges/forget", headers=A, json={"before": cutoff}).json()["deleted"] == 1
     refused = api.client.post("/exchanges/forget", headers=A, json={})
     assert refused.status_code == 400
+    settled(api.journal)
 
     assert api.store.count("acme") == 1 and api.journal.get(recent.id) is not None
     assert api.journal.get(theirs.id) is not None and api.store.count("bravo") == 1  # another tenant's alice
@@ -252,6 +307,7 @@ def test_deleting_while_ingest_is_behind_does_not_bring_it_back(api: Api, data: 
     api.store.upsert(worker._prepared.points)
     assert api.client.delete(f"/exchanges/{later.id}", headers=A).status_code == 204
     worker.drain()
+    settled(api.journal)
     assert api.store.count("acme") == 0 and api.journal.backlog() == 0
     api.store.close()
     api.journal.close()
@@ -270,6 +326,7 @@ def test_retention_forgets_what_is_older_than_its_days(data: Data, embedder: Cli
     forgetter = Forgetter(journal, blobs, store, Thumbnails(data.root / "thumbnails"))
     policy = Retention.parse(7, ["bravo:0"], 3600)
     assert sweep(policy, journal, forgetter, now=now) == 1
+    assert forgetter.finish() == 1  # the finisher's part (Memory runs it in the background)
     assert journal.get(old_acme.id) is None and store.count("acme") == 1
     assert journal.get(old_bravo.id) is not None and store.count("bravo") == 1
     assert sweep(Retention(days=0), journal, forgetter) == 0
@@ -317,13 +374,14 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
     memory.start()
     try:
-        assert journal.forgetting() == []
+        settled(journal)
         assert journal.get(target.id) is None and store.count("acme") == 1
         assert not blobs.path(target.images[0].sha256).exists()
         worker.drain()  # re-ingesting from the journal finds nothing of it
         hits = memory.searcher.search(_filter(), text=answer, target="answer", limit=10).hits
         assert [hit.payload["exchange_id"] for hit in hits] == [other.id]
     finally:
+        memory.finisher.stop()
         worker.stop()
         store.close()
         journal.close()
@@ -350,7 +408,8 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
     memory.start()
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (journal.get(old.id) is not None or journal.backlog()):
+        while time.monotonic() < deadline and (journal.get(old.id) is not None or journal.backlog()
+                                               or journal.forgetting()):
             time.sleep(0.05)
         assert journal.get(old.id) is None and journal.get(new.id) is not None
         assert not blobs.path(old.images[0].sha256).exists()
@@ -391,4 +450,137 @@ def test_a_journal_older_than_image_references_is_backfilled(tmp_path: Path) -> 
     try:
         assert journal.referenced(i.sha256 for i in one.images) == {i.sha256 for i in one.images}
     finally:
+        journal.close()
+
+
+# --- issue 16 §2: forgetting finishes without the client; images follow the journal -----------------
+
+
+def wait_until(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_delete_the_store_refuses_answers_at_once_and_is_finished_in_the_background(
+        refusing: tuple[Api, RefusingStore], data: Data) -> None:
+    api, store = refusing
+    question, answer, png = secret("q"), secret("a"), noise_png(91)
+    target = exchange(question, answer, [png], api.blobs)
+    other = exchange("other question", "other answer", [noise_png(92)], api.blobs)
+    ingest(api, target, other)
+    sha = target.images[0].sha256
+    assert api.client.get(f"/images/{sha}?size=64", headers=A).status_code == 200  # a cached thumbnail
+    points = api.store.count("acme")
+
+    store.refusing.set()
+    # Today's 503 made the client retry, and the retry's 404 left the rest undone: now the answer is the
+    # same as with a healthy store.
+    assert api.client.delete(f"/exchanges/{target.id}", headers=A).status_code == 204
+    # Gone from every read path at once, while the store still holds its points.
+    assert api.client.get(f"/exchanges/{target.id}", headers=A).status_code == 404
+    assert api.client.get(f"/images/{sha}", headers=A).status_code == 404
+    assert api.client.get(f"/images/{sha}?size=64", headers=A).status_code == 404
+    assert target.id not in search_ids(api, A, text=answer, target="answer")
+    # The finisher keeps trying, with growing pauses, while the store refuses; the files go meanwhile.
+    wait_until(lambda: store.refused >= 2)
+    assert api.store.count("acme") == points
+    assert [row[0] for row in api.journal.forgetting()] == [target.id]
+    assert not api.blobs.path(sha).exists() and not Thumbnails(data.root / "thumbnails").path(sha, 64).exists()
+
+    store.refusing.clear()
+    settled(api.journal)
+    assert api.store.count("acme") == points - 1
+    assert search_ids(api, A, text="other answer", target="answer") == [other.id]
+    api.store.close()
+    api.journal.close()
+    assert found_in(data.root, needles_of(question, answer, png)) == {}
+
+
+def test_a_bulk_forget_the_store_refuses_forgets_every_match(refusing: tuple[Api, RefusingStore]) -> None:
+    api, store = refusing
+    alice = [exchange(secret("q"), secret("a"), [noise_png(93 + n)], api.blobs, user="alice") for n in range(3)]
+    kept = exchange("bob's question", "bob's answer", [noise_png(96)], api.blobs, user="bob")
+    ingest(api, *alice, kept)
+    store.refusing.set()
+    response = api.client.post("/exchanges/forget", headers=A, json={"user": "alice"})
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"] == 3
+    assert api.client.get("/exchanges", headers=A, params={"user": "alice"}).json()["data"] == []
+    for one in alice:
+        assert api.client.get(f"/images/{one.images[0].sha256}", headers=A).status_code == 404
+    wait_until(lambda: store.refused >= 1)
+    assert api.store.count("acme") == 4
+    store.refusing.clear()
+    settled(api.journal)
+    assert api.store.count("acme") == 1 and api.journal.get(kept.id) is not None
+
+
+def test_an_image_is_served_before_its_exchange_is_ingested(api: Api) -> None:
+    png = noise_png(97)
+    fresh = exchange("just asked", "just answered", [png], api.blobs)
+    api.journal.append(fresh)  # recorded; the ingest worker has not embedded it
+    sha = fresh.images[0].sha256
+    response = api.client.get(f"/images/{sha}", headers=A)
+    assert response.status_code == 200 and response.content == png
+    assert response.headers["content-type"] == "image/png"
+    assert api.client.get(f"/images/{sha}?size=64", headers=A).headers["content-type"] == "image/webp"
+    assert api.client.get(f"/images/{sha}", headers=B).status_code == 404  # another tenant's, still
+    assert api.store.count("acme") == 0
+
+
+def test_images_are_revalidated_at_each_use_and_a_forgotten_one_is_refused(api: Api) -> None:
+    target = exchange("q", "a", [noise_png(98)], api.blobs)
+    ingest(api, target)
+    sha = target.images[0].sha256
+    for path, etag in ((f"/images/{sha}", f'"{sha}"'), (f"/images/{sha}?size=100", f'W/"{sha}-128"')):
+        response = api.client.get(path, headers=A)
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "private, no-cache"
+        assert response.headers["vary"] == "Authorization"
+        assert response.headers["etag"] == etag
+        # What a browser sends to revalidate its copy: a 304 without the bytes, same headers.
+        again = api.client.get(path, headers={**A, "If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == etag and again.headers["cache-control"] == "private, no-cache"
+        # A second key in the same browser gets its own answer, not the first key's copy.
+        assert api.client.get(path, headers={**B, "If-None-Match": etag}).status_code == 404
+    assert api.client.get(f"/images/{sha}", headers={**A, "If-None-Match": '"other", W/"' + sha + '"'}).status_code == 304
+
+    assert api.client.delete(f"/exchanges/{target.id}", headers=A).status_code == 204
+    for path, etag in ((f"/images/{sha}", f'"{sha}"'), (f"/images/{sha}?size=100", f'W/"{sha}-128"')):
+        assert api.client.get(path, headers={**A, "If-None-Match": etag}).status_code == 404
+
+
+def test_every_point_is_deleted_by_id_repeated_images_and_older_records_included(data: Data,
+                                                                                 embedder: ClipEmbedder) -> None:
+    journal, blobs, store = data.journal(), data.blobs(), data.store()
+    png = noise_png(99)
+    twice = exchange(secret("q"), secret("a"), [png, png], blobs)  # one blob, two images, two points
+    text_only = exchange(secret("q"), secret("a"), [], blobs)
+    older = exchange(secret("q"), secret("a"), [noise_png(100)], blobs)
+    theirs = exchange("their q", "their a", [noise_png(101)], blobs, tenant="bravo")
+    for one in (twice, text_only, older, theirs):
+        journal.append(one)
+    IngestWorker(journal, blobs, embedder, store).drain()
+    assert store.count("acme") == 4 and store.count("bravo") == 1
+    forgetter = Forgetter(journal, blobs, store, Thumbnails(data.root / "thumbnails"))
+    try:
+        assert forgetter.forget("acme", [twice.id, text_only.id, older.id, theirs.id]) == [twice.id, text_only.id,
+                                                                                          older.id]
+        assert {row.id: row.image_refs for row in journal.forgetting()} == {twice.id: 2, text_only.id: 0, older.id: 1}
+        # As a version that did not count images recorded it: found by exchange id instead.
+        journal._db.execute("UPDATE forgetting SET image_refs = NULL WHERE id = ?", (older.id,))
+        assert forgetter.finish() == 3
+        assert store.count("acme") == 0 and store.count("bravo") == 1
+        # By id, yet only the tenant's own points: another tenant's point ids change nothing.
+        from gateway.memory.points import point_id
+
+        store.delete_points("acme", [point_id(theirs.id, 0)])
+        assert store.count("bravo") == 1
+        store.delete_points("bravo", [point_id(theirs.id, 0)])
+        assert store.count("bravo") == 0
+    finally:
+        store.close()
         journal.close()

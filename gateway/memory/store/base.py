@@ -157,3 +157,8 @@ class VectorStore(Protocol):
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
         """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns."""
+
+    def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
+        """Delete those of these points that are `tenant`'s; durable when this returns. Found by id, where
+        `delete_exchanges` filters on a payload field with no index: Qdrant Edge scans every point (and
+        holds the GIL meanwhile) for that."""

@@ -328,6 +328,14 @@ class EdgeStore:
         with self._use() as shard:
             shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
+    def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
+        if not point_ids:
+            return
+        flt = qe.Filter(must=[qe.HasIdCondition(set(point_ids)),
+                              qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant))])
+        with self._use() as shard:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
 
 def _become_maintenance_child(parent_pid: int, nice: int) -> None:
     """In the indexing child: lower its priority, and die with the gateway (so a restarted gateway does

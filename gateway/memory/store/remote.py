@@ -219,6 +219,17 @@ class RemoteStore:
         with self._call("delete"):
             self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
 
+    def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
+        if not point_ids:
+            return
+        self.ensure_schema()
+        flt = models.Filter(must=[
+            models.HasIdCondition(has_id=list(point_ids)),
+            models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+        ])
+        with self._call("delete"):
+            self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+
 
 def collection_layout() -> dict[str, Any]:
     """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32

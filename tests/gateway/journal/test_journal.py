@@ -1,3 +1,4 @@
+import threading
 import time
 
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
@@ -48,3 +49,55 @@ def test_blob_store_is_content_addressed(tmp_path):
     assert blobs.get("0" * 64) is None
     assert "../etc/passwd" not in blobs
     assert not list((tmp_path / "images").rglob("*.tmp"))
+
+
+def test_image_access_follows_the_journals_rows(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    sha = "b" * 64
+    journal.append(make_exchange(1, tenant="acme", images=[ImageRef(sha, "image/webp")]))
+    journal.append(make_exchange(2, tenant="bravo", images=[ImageRef(sha, "image/webp")]))
+    assert journal.image_mime("acme", sha) == journal.image_mime("bravo", sha) == "image/webp"
+    assert journal.image_mime("other", sha) is None and journal.image_mime("acme", "c" * 64) is None
+    assert journal.forget(["ex-1"], "acme") == ["ex-1"]
+    # From the moment the row is gone, whatever is left elsewhere (blob, store points).
+    assert journal.image_mime("acme", sha) is None
+    assert journal.image_mime("bravo", sha) == "image/webp" and journal.referenced([sha]) == {sha}
+
+
+def test_a_journal_of_the_previous_shape_gets_image_types_and_tenants(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.append(make_exchange(1, tenant="acme", images=[ImageRef("d" * 64, "image/jpeg")]))
+    # As version 1 left it: image references without tenant or type.
+    journal._db.executescript("""
+        DROP TABLE exchange_images;
+        CREATE TABLE exchange_images (sha256 TEXT NOT NULL, exchange_id TEXT NOT NULL);
+        CREATE INDEX exchange_images_sha ON exchange_images (sha256);
+        INSERT INTO exchange_images VALUES ('dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd', 'ex-1');
+        PRAGMA user_version=1;
+    """)
+    journal.close()
+    journal = Journal(path)
+    assert journal.image_mime("acme", "d" * 64) == "image/jpeg"
+    assert journal.referenced(["d" * 64]) == {"d" * 64}
+    journal.close()
+
+
+def test_a_long_forget_lets_appends_in_between_its_transactions(tmp_path):
+    """A bulk deletion commits in chunks: an append (a chat, on the event loop) waits for one chunk, not for
+    the whole deletion. Seen from outside: a count taken between appends finds it half done."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    total = 4000
+    for i in range(total):
+        journal.append(make_exchange(i))
+    forgetting = threading.Thread(target=journal.forget, args=([f"ex-{i}" for i in range(total)], "default"))
+    forgetting.start()
+    appended, left = 0, set()
+    while forgetting.is_alive():
+        journal.append(make_exchange(total + appended))
+        appended += 1
+        left.add(journal.count() - appended)
+    forgetting.join()
+    assert journal.count() == appended and len(journal.forgetting()) == total
+    assert any(0 < n < total for n in left), sorted(left)
+    journal.close()
