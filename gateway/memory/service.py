@@ -33,6 +33,7 @@ from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.store.purge import PurgeScheduler
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
@@ -118,6 +119,7 @@ class Memory:
         thresholds: Thresholds | None = None,
         retention: Retention | None = None,
         text: TextEncoders | None = None,
+        purge_after_s: float = 600.0,
     ) -> None:
         self.journal = journal
         self.blobs = blobs
@@ -134,6 +136,7 @@ class Memory:
         self.retriever = Retriever(query_clip, with_texts, worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
+        self.purger = PurgeScheduler(store, purge_after_s)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
         self._owns_loader = owns_loader
@@ -180,7 +183,7 @@ class Memory:
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
-                   retention=retention, text=text)
+                   retention=retention, text=text, purge_after_s=settings.memory_purge_after_s)
 
     def start(self) -> None:
         """Open the store and start the ingest worker. Raises StoreLocked if another process holds the
@@ -207,6 +210,7 @@ class Memory:
             except StoreError as exc:
                 log.warning("memory: finishing interrupted deletions failed (retried at the next one): %s", exc)
         self.retention.start()
+        self.purger.start()
         # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
         # search does not pay the load.
         self.worker.start()
@@ -215,6 +219,7 @@ class Memory:
     async def stop(self) -> None:
         if self._started:
             await asyncio.to_thread(self.retention.stop)
+            await asyncio.to_thread(self.purger.stop)
             await asyncio.to_thread(self.worker.stop)
             self._started = False
         await asyncio.to_thread(self.store.close)

@@ -156,4 +156,17 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
-        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns."""
+        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns.
+
+        Qdrant only marks deleted points: their vectors (the BM25 one is a hashed bag of the exchange's
+        words) and payload stay in its files until a vacuum, their upserts in its WAL until it rotates.
+        `purge_deleted` is what removes them."""
+
+    def purge_pending_since(self) -> float | None:
+        """Unix time of the oldest deletion whose data may still be in the store's files and that
+        `purge_deleted` would remove; None when there is none (or the store purges by itself)."""
+
+    def purge_deleted(self) -> bool:
+        """Rewrite the store's files without what deletions left in them (see `delete_exchanges`).
+        May block for long and make the store unavailable meanwhile (see `store.purge.PurgeScheduler`,
+        which calls it). Returns whether there was anything to purge."""
