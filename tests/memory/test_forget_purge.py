@@ -39,7 +39,7 @@ from gateway.memory.points import StorePoint
 from gateway.memory.schema import Sparse
 from gateway.memory.search import Searcher
 from gateway.memory.service import Memory
-from gateway.memory.store.base import SearchFilter
+from gateway.memory.store.base import Probe, SearchFilter
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.purge import PurgeScheduler
 from gateway.memory.store.remote import VACUUM, WAL, RemoteStore
@@ -223,6 +223,47 @@ def test_a_purge_after_an_earlier_purge_and_an_index_build(
     assert setup.store.purge_deleted() is True
     assert found_in(setup.root, needles) == {}
     assert setup.found_ids("router reset button") == [kept[0].id]
+
+
+def test_a_purge_that_drops_an_index_has_the_next_quiet_maintenance_rebuild_it(
+        tmp_path: Path, embedder: ClipEmbedder) -> None:
+    """The purge rewrites an indexed segment without building its index (minutes at 100k, with the store
+    unavailable): searches of it are brute force until the ingest worker's maintenance rebuilds it,
+    which it does at its next quiet time even with no new points."""
+    import numpy as np
+
+    from gateway.memory.ingest import MaintenancePolicy
+    from gateway.memory.points import point_id, rfc3339
+
+    journal, blobs = Journal(tmp_path / "journal.sqlite3"), BlobStore(tmp_path / "images")
+    store = EdgeStore(tmp_path / "shard")
+    store.ensure_schema()
+    # Past Qdrant's indexing threshold (~10 MB of vectors), so that optimize() builds an HNSW index.
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((6000, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.upsert([StorePoint(point_id(f"ex{n}", 0), {"image": vectors[n].tolist()},
+                             {"exchange_id": f"ex{n}", "tenant": TENANT, "ts": 0.0, "time": rfc3339(0)})
+                  for n in range(6000)])
+    worker = IngestWorker(journal, blobs, embedder, store,
+                          maintenance=MaintenancePolicy(min_new_points=1_000_000, quiet_s=0.01))
+    try:
+        store.optimize()
+        indexed = store.stats().indexed_vectors
+        assert indexed is not None and indexed >= 6000 and not store.stats().index_wanted
+        store.delete_exchanges(TENANT, ["ex7"])
+        assert store.purge_deleted() is True
+        assert store.stats().index_wanted  # the indexed segment it rewrote has no index now
+        assert (store.stats().indexed_vectors or 0) < indexed
+        time.sleep(0.05)
+        worker._maybe_maintain()  # quiet, and far fewer than min_new_points new points: builds anyway
+        assert worker.stats.optimizations == 1
+        assert not store.stats().index_wanted and (store.stats().indexed_vectors or 0) >= indexed - 1
+        hits = store.query([Probe(vectors[42].tolist(), "image")], SearchFilter(TENANT), 1)
+        assert hits[0].payload["exchange_id"] == "ex42"
+    finally:
+        store.close()
+        journal.close()
 
 
 def test_the_memory_service_purges_by_itself_once_the_time_is_up(

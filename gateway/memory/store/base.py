@@ -119,6 +119,8 @@ class StoreStats:
     indexed_vectors: int | None  # None where the store does not report it (a server indexes itself)
     backend: str
     location: str
+    # The embedded store: a purge left a segment that had an HNSW index without one (see EdgeStore).
+    index_wanted: bool = False
 
 
 @runtime_checkable

@@ -24,7 +24,8 @@ No server to run. Facts this adapter is built around (measured, see shared/notes
   `purge.PurgeScheduler` within a set time) rewrites just the segments that hold deleted points and
   rotates the WAL past their records: in a child process, like `optimize()`, and without building an
   index, so it costs a rewrite of those segments instead of minutes of HNSW (bench/memory_purge.py).
-  An indexed segment it rewrites is searched by brute force until the next index build.
+  An indexed segment it rewrites is searched by brute force until the next index build, which
+  `stats().index_wanted` asks the ingest worker's maintenance for.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ Task = Literal["optimize", "purge"]
 # Present in the shard directory while a deletion may have left data in its files; its mtime is the
 # first such deletion's time.
 _PURGE_MARKER = "purge-pending"
+# Present while a purge has left a segment that had an HNSW index without one (searched by brute force):
+# the maintenance policy then builds indexes at its next quiet time, however few points are new.
+_INDEX_MARKER = "index-wanted"
 # WAL segment files of 1 MiB instead of Qdrant's 32 MiB: a purge rotates the WAL with records that
 # fill a segment (_forget_wal_history), so this is what a purge writes to it. One closed segment kept:
 # the engine's minimum.
@@ -294,6 +298,7 @@ class EdgeStore:
             indexed_vectors=info.indexed_vectors_count,
             backend=self.backend,
             location=str(self.path),
+            index_wanted=(self.path / _INDEX_MARKER).exists(),
         )
 
     def optimize(self) -> bool:
@@ -377,14 +382,20 @@ class EdgeStore:
         self.close()
         with self._lock:
             shard = self._open_locked(task)
+        indexed = _indexed_segments(self.path)
         try:
             changed = shard.optimize()
             if self.purge_pending_since() is not None:
                 _forget_wal_history(shard, self.path / "wal")
                 self._purge_marker.unlink()
-            return changed
         finally:
             self.close()  # reopened, when used again, with the serving settings
+        # (Segments replaced by an optimization leave the disk when the shard closes.)
+        if task == "optimize":
+            (self.path / _INDEX_MARKER).unlink(missing_ok=True)
+        elif indexed - _indexed_segments(self.path):
+            (self.path / _INDEX_MARKER).touch()
+        return changed
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
         """Delete every point of these exchanges of `tenant`; durable (in the WAL) when this returns.
@@ -433,6 +444,15 @@ def _set_wal_options(path: Path) -> bool:
     tmp.write_text(json.dumps({**current, "wal_options": _WAL_OPTIONS}))
     os.replace(tmp, config)
     return True
+
+
+def _indexed_segments(path: Path) -> set[str]:
+    """The shard's segments with an HNSW index (as each segment's own config file says)."""
+    def hnsw(config: Path) -> bool:
+        vectors = json.loads(config.read_text())["config"]["vector_data"].values()
+        return any(vector["index"]["type"] == "hnsw" for vector in vectors)
+
+    return {config.parent.name for config in path.glob("segments/*/segment.json") if hnsw(config)}
 
 
 def _forget_wal_history(shard: qe.EdgeShard, wal: Path) -> int:
