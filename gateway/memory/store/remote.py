@@ -99,8 +99,8 @@ class RemoteStore:
             info = self._client.get_collection(self.collection)
             _check_vectors(info, f"{self.location} (collection {self.collection})")
             if not self.local and _vacuums_late(info):
-                # Made by an earlier version with Qdrant's defaults: cheap to change (only segments that
-                # hold deleted points are rewritten). Local mode ignores optimizer settings.
+                # Made by an earlier version with Qdrant's defaults. The server rewrites each segment that
+                # holds a deleted point once, and leaves the others alone. Local mode ignores these.
                 self._client.update_collection(self.collection, optimizers_config=VACUUM)
             existing = info.payload_schema or {}
             for name, schema in payload_indexes():
