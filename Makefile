@@ -157,6 +157,10 @@ bench-memory-forget: install ## Memory: journal append p50/p99 while 10k exchang
 bench-memory-soak: install $(MODELS)/clip-tiny/.built ## Memory: gateway RSS over 20k chats, store RSS at 20k/100k, old vs new layout
 	$(VENV)/bin/python -m bench.memory_soak
 
+.PHONY: bench-memory-purge
+bench-memory-purge: install ## Memory: purging forgotten exchanges from the embedded store at 10k/100k (time, refused queries, freeze)
+	$(VENV)/bin/python -m bench.memory_purge $(if $(INDEX_SIZES),--index-sizes $(INDEX_SIZES))
+
 bench-memory: bench-memory-ingest bench-memory-search bench-memory-chat ## All memory benchmarks
 
 # ---- web page: Debian's chromium for the browser tests (Playwright drives it; its own download is not used)

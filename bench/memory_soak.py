@@ -201,7 +201,7 @@ def use_layout_before() -> None:
 
     from gateway.memory.store import edge
 
-    def config() -> qe.EdgeConfig:
+    def config(task: object = None) -> qe.EdgeConfig:  # the maintenance task's settings: Qdrant's defaults too
         return qe.EdgeConfig(vectors={name: qe.EdgeVectorParams(size=512, distance=qe.Distance.Cosine)
                                       for name in ("image", "question", "answer")})
 

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # quiet_s <= 0: never from the gateway; run `visionrag optimize` while it is stopped.
     memory_optimize_min_points: int = 20_000
     memory_optimize_quiet_s: float = 600.0
+    # Embedded store only: a forgotten exchange's vectors and payload stay in the store's files until a
+    # purge rewrites them; one runs this many seconds after the first deletion it covers (in a child
+    # process; search answers 503 meanwhile). A Qdrant server purges by itself (deploy/qdrant-cloud.md).
+    memory_purge_after_s: float = Field(default=600.0, gt=0)
     # Retention: exchanges older than this many days are forgotten (journal, store, images) by a sweep
     # every memory_retention_interval_s; 0 keeps them forever. Per tenant: `tenant:days` entries.
     memory_retention_days: float = Field(default=0.0, ge=0)

@@ -349,20 +349,6 @@ class Journal:
             return {i for i in set(exchange_ids)
                     if self._db.execute("SELECT 1 FROM exchanges WHERE id = ?", (i,)).fetchone()}
 
-    def texts(self, exchange_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """(question, answer) of each of `exchange_ids` still in the journal."""
-        found: dict[str, tuple[str, str]] = {}
-        with self._lock:
-            for exchange_id in set(exchange_ids):
-                row = self._db.execute("SELECT record FROM exchanges WHERE id = ?", (exchange_id,)).fetchone()
-                if row:
-                    found[exchange_id] = row[0]
-        out = {}
-        for exchange_id, record in found.items():
-            exchange = Exchange.from_dict(orjson.loads(record))
-            out[exchange_id] = (exchange.question, exchange.answer)
-        return out
-
 
 def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
     """A WHERE clause for one tenant's rows: `tenant = ?` and each (clause, value) whose value is not

@@ -49,7 +49,8 @@ class MaintenancePolicy:
     chats) and /search answers 503. That is still an outage of search, hence only when both hold:
     - at least `min_new_points` points were written since the last index build: below that, filtered
       brute force is fast enough (measured here: a 9k-point tenant p99 ~3 ms for one vector, a 100-point
-      tenant <1 ms even in a 100k shard; see bench/memory_search.py);
+      tenant <1 ms even in a 100k shard; see bench/memory_search.py); or a purge of deleted points left
+      an indexed segment without its index (the store's `stats().index_wanted`);
     - nothing happened (no new exchange, no search) for `quiet_s` seconds.
     `quiet_s <= 0` disables it: index with `visionrag optimize` while the gateway is stopped.
     A server store (RemoteStore) indexes itself; its optimize() is a no-op.
@@ -345,9 +346,10 @@ class IngestWorker:
         if not policy.enabled or time.monotonic() - self._last_activity < policy.quiet_s:
             return
         try:
-            points = self.store.stats().points
+            stats = self.store.stats()
+            points = stats.points
             since = points - (self.stats.points_at_last_optimize or 0)
-            if since < policy.min_new_points:
+            if since < policy.min_new_points and not stats.index_wanted:
                 return
             log.info("memory: indexing the vector store (%d points; quiet for %.0f s)", points, policy.quiet_s)
             started = time.monotonic()

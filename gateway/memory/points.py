@@ -100,13 +100,9 @@ def plan_points(exchange: Exchange) -> list[PointPlan]:
         return [PointPlan(point_id(exchange.id, 0), {**base, "image_index": None}, None, question, answer)]
     plans = []
     for index, image in enumerate(exchange.images):
-        payload = {
-            **base,
-            "image_index": index,
-            "image_sha256": image.sha256,
-            "image_mime": image.mime,
-            "image_url": image.source_url,
-        }
+        # No client URL either (it may be a pre-signed link): like the texts, hits get it from the
+        # journal. Points written by earlier versions still carry an `image_url`, which readers ignore.
+        payload = {**base, "image_index": index, "image_sha256": image.sha256, "image_mime": image.mime}
         first = index == 0
         plans.append(
             PointPlan(

@@ -34,6 +34,7 @@ from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.store.purge import PurgeScheduler
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
@@ -119,6 +120,7 @@ class Memory:
         thresholds: Thresholds | None = None,
         retention: Retention | None = None,
         text: TextEncoders | None = None,
+        purge_after_s: float = 600.0,
     ) -> None:
         self.journal = journal
         self.blobs = blobs
@@ -136,6 +138,7 @@ class Memory:
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
+        self.purger = PurgeScheduler(store, purge_after_s)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
         self._owns_loader = owns_loader
@@ -182,7 +185,7 @@ class Memory:
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
         return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
-                   retention=retention, text=text)
+                   retention=retention, text=text, purge_after_s=settings.memory_purge_after_s)
 
     def start(self) -> None:
         """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
@@ -209,6 +212,7 @@ class Memory:
         # deletion is recorded, with or without retention.
         self.finisher.start()
         self.retention.start()
+        self.purger.start()
         # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
         # search does not pay the load.
         self.worker.start()
@@ -217,6 +221,7 @@ class Memory:
     async def stop(self) -> None:
         if self._started:
             await asyncio.to_thread(self.retention.stop)
+            await asyncio.to_thread(self.purger.stop)
             await asyncio.to_thread(self.worker.stop)
             self._started = False
         await asyncio.to_thread(self.finisher.stop)  # unfinished deletions stay recorded for the next start

@@ -24,9 +24,11 @@ def test_one_point_per_image_with_text_vectors_on_the_first(make_exchange, blobs
     payload = plans[1].payload
     assert payload["exchange_id"] == exchange.id
     assert payload["tenant"] == "default" and payload["user"] == "alice" and payload["model"] == "tiny-vlm"
-    assert payload["image_index"] == 1 and payload["image_url"] == "https://example.com/a.png"
-    # The texts are the journal's alone (gateway.memory.texts): a deletion must not leave them in the store.
+    assert payload["image_index"] == 1 and payload["image_sha256"] == exchange.images[1].sha256
+    # The texts and the client's image URL (possibly a pre-signed link) are the journal's alone
+    # (gateway.memory.texts): a deletion must not leave them in the store.
     assert "question" not in payload and "answer" not in payload
+    assert "image_url" not in payload and "https://example.com" not in repr([p.payload for p in plans])
     assert payload["time"].endswith("Z") and payload["ts"] == exchange.created_at
 
 

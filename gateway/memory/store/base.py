@@ -119,6 +119,8 @@ class StoreStats:
     indexed_vectors: int | None  # None where the store does not report it (a server indexes itself)
     backend: str
     location: str
+    # The embedded store: a purge left a segment that had an HNSW index without one (see EdgeStore).
+    index_wanted: bool = False
 
 
 @runtime_checkable
@@ -156,9 +158,23 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
-        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns."""
+        """Delete every point of these exchanges of `tenant` (forgetting); durable when this returns.
+
+        Qdrant only marks deleted points: their vectors (the BM25 one is a hashed bag of the exchange's
+        words) and payload stay in its files until a vacuum, their upserts in its WAL until it rotates.
+        `purge_deleted` is what removes them."""
 
     def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
         """Delete those of these points that are `tenant`'s; durable when this returns. Found by id, where
         `delete_exchanges` filters on a payload field with no index: Qdrant Edge scans every point (and
         holds the GIL meanwhile) for that."""
+
+    def purge_pending_since(self) -> float | None:
+        """Unix time of the oldest deletion whose data may still be in the store's files and that
+        `purge_deleted` would remove; None when there is none (or the store purges by itself)."""
+
+    def purge_deleted(self) -> bool:
+        """Rewrite the store's files without what deletions left in them (see `delete_exchanges`).
+        May block for long and make the store unavailable meanwhile (see `store.purge.PurgeScheduler`,
+        which calls it). Returns whether it purged: False when nothing was pending, or when it cannot now
+        (`purge_pending_since` then still answers)."""

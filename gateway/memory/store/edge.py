@@ -18,10 +18,19 @@ No server to run. Facts this adapter is built around (measured, see shared/notes
   each open) they are handed back to the kernel (`pages.release_mapped`).
 - A shard made by an older version (float vectors in RAM) opens with this layout written into its
   config: its existing segments keep theirs until `optimize()` rebuilds them, new ones get this one.
+- Deleting only marks points: their vectors (the BM25 one is a hashed bag of the exchange's words) and
+  payload stay in the segment files, and their upserts in the WAL, which drops a file only once it is
+  full and a newer one is. So a deletion leaves a marker file, and `purge_deleted()` (run by
+  `purge.PurgeScheduler` within a set time) rewrites just the segments that hold deleted points and
+  rotates the WAL past their records: in a child process, like `optimize()`, and without building an
+  index, so it costs a rewrite of those segments instead of minutes of HNSW (bench/memory_purge.py).
+  An indexed segment it rewrites is searched by brute force until the next index build, which
+  `stats().index_wanted` asks the ingest worker's maintenance for.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +38,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import qdrant_edge as qe
 
@@ -60,6 +70,22 @@ _PREFETCH_FACTOR = 4
 # pass over /proc/self/maps per this many points.
 _RELEASE_EVERY_POINTS = 512
 
+# What the maintenance child does: build indexes (and purge), or only purge (see the module docstring).
+Task = Literal["optimize", "purge"]
+# Present in the shard directory while a deletion may have left data in its files; its mtime is the
+# first such deletion's time.
+_PURGE_MARKER = "purge-pending"
+# Present while a purge has left a segment that had an HNSW index without one (searched by brute force):
+# the maintenance policy then builds indexes at its next quiet time, however few points are new.
+_INDEX_MARKER = "index-wanted"
+# WAL segment files of 1 MiB instead of Qdrant's 32 MiB: a purge rotates the WAL with records that
+# fill a segment (_forget_wal_history), so this is what a purge writes to it. One closed segment kept:
+# the engine's minimum.
+_WAL_OPTIONS = {"segment_capacity": 1 << 20, "segment_queue_len": 0, "retain_closed": 1}
+_MAX_FILLER_BYTES = 64 << 20
+_MAX_FILLERS = 32
+_NEVER = 1 << 40  # an optimizer threshold (in KB, or segments) that no shard reaches
+
 
 def _kept_resident(path: str) -> bool:
     """Mapped files that stay in RAM: the HNSW graph and the int8 vectors every indexed search walks.
@@ -86,7 +112,9 @@ class EdgeStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     @staticmethod
-    def _config() -> qe.EdgeConfig:
+    def _config(task: Task | None = None) -> qe.EdgeConfig:
+        """The shard's settings; `task`'s optimizer settings for the maintenance child (every open
+        passes them all, which replaces what an earlier task wrote into the shard's config)."""
         max_sim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         vectors = {
             spec.name: qe.EdgeVectorParams(size=spec.size, distance=qe.Distance.Cosine, memory=qe.Memory.Cold,
@@ -99,20 +127,28 @@ class EdgeStore:
         # quantile 0.99: int8 bounds that ignore the extreme 1% of values, as in Qdrant's docs; results
         # are rescored with the float originals, so the bounds cost precision only before rescoring.
         int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        # Every optimize vacuums each segment that holds a deleted point (Qdrant's default waits until a
+        # fifth of a segment is deleted) and no other. A purge does only that: no index build and no
+        # merge, either of which could rebuild a large segment's HNSW for minutes.
+        purge = _NEVER if task == "purge" else None
+        optimizers = qe.EdgeOptimizersConfig(deleted_threshold=0.0, vacuum_min_vector_number=1,
+                                             indexing_threshold=purge, default_segment_number=purge)
         return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, payload_memory=qe.Memory.Cold,
-                             quantization_config=int8)
+                             quantization_config=int8, optimizers=optimizers)
 
-    def _open_locked(self) -> qe.EdgeShard:
+    def _open_locked(self, task: Task | None = None) -> qe.EdgeShard:
         """Open (or create) the shard; the caller holds `_lock`. Reopens after close() if used again."""
         if self._shard is not None:
             return self._shard
         self._closed = False
         self.path.mkdir(parents=True, exist_ok=True)
-        exists = (self.path / "wal").exists() or any(self.path.glob("segments*"))
+        new = not (self.path / "edge_config.json").exists()
+        if new:
+            _set_wal_options(self.path)  # a new shard is made with them: load() creates it from that file
         try:
             # load() with a config checks it against the shard and writes it: how older shards get
             # this memory layout (for the segments written or rebuilt from now on).
-            shard = (qe.EdgeShard.load if exists else qe.EdgeShard.create)(str(self.path), self._config())
+            shard = qe.EdgeShard.load(str(self.path), self._config(task))
         except Exception as exc:  # the binding raises plain Exception with Rust's message
             if "Incompatible configs" in str(exc):
                 raise SchemaMismatch(str(self.path), str(exc).split("Incompatible configs:")[-1].strip()) from None
@@ -123,6 +159,10 @@ class EdgeStore:
                     "to the running gateway over HTTP (`--gateway URL`)."
                 ) from None
             raise StoreError(f"cannot open the embedded vector store at {self.path}: {exc}") from exc
+        if not new and _set_wal_options(self.path):
+            # Made by an earlier version: its WAL segments take the new size from its next open, and
+            # it may hold deleted points' data from before purges existed.
+            self._purge_marker.touch()
         self._shard = shard
         self.release_memory()  # what loading and the WAL replay mapped in
         return shard
@@ -140,7 +180,7 @@ class EdgeStore:
     def _use(self) -> Iterator[qe.EdgeShard]:
         with self._lock:
             if self._maintenance:
-                raise StoreUnavailable("the embedded vector store is being indexed; retry shortly")
+                raise StoreUnavailable("the embedded vector store is being indexed or purged; retry shortly")
             shard = self._open_locked()
             self._active += 1
         try:
@@ -258,16 +298,42 @@ class EdgeStore:
             indexed_vectors=info.indexed_vectors_count,
             backend=self.backend,
             location=str(self.path),
+            index_wanted=(self.path / _INDEX_MARKER).exists(),
         )
 
     def optimize(self) -> bool:
-        """Build HNSW for the segments that need it, in a child process (see the module docstring).
+        """Build HNSW for the segments that need it (and purge, see `purge_deleted`), in a child process
+        (see the module docstring).
 
         Blocks the calling thread (not the process) until done; the store is unavailable meanwhile.
         """
+        return bool(self._in_child("optimize"))
+
+    def purge_pending_since(self) -> float | None:
+        try:
+            return self._purge_marker.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def purge_deleted(self) -> bool:
+        """Rewrite the segments that hold deleted points without them, and rotate the WAL past their
+        records, in a child process (see the module docstring). Blocks the calling thread until done;
+        the store is unavailable meanwhile. False when no deletion is pending, or when maintenance is
+        already under way (it purges too, unless it fails: `purge_pending_since` then still says so)."""
+        if self.purge_pending_since() is None:
+            return False
+        return self._in_child("purge") is not None
+
+    @property
+    def _purge_marker(self) -> Path:
+        return self.path / _PURGE_MARKER
+
+    def _in_child(self, task: Task) -> bool | None:
+        """Run `task` in a child process on the closed shard; what its optimize() returned, or None when
+        maintenance was already under way."""
         with self._lock:
             if self._maintenance:
-                return False
+                return None
             self._maintenance = True  # new operations now fail fast with StoreUnavailable
             while self._active:
                 self._idle.wait()
@@ -276,12 +342,12 @@ class EdgeStore:
                 self._shard = None
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "gateway.memory.store.edge", "optimize", str(self.path),
+                [sys.executable, "-m", "gateway.memory.store.edge", task, str(self.path),
                  str(os.getpid()), str(self.maintenance_nice)],
                 capture_output=True, text=True, check=False,
             )
             if result.returncode != 0:
-                raise StoreError(f"indexing the embedded store failed: {result.stderr.strip()[-500:]}")
+                raise StoreError(f"{task} of the embedded store failed: {result.stderr.strip()[-500:]}")
             return result.stdout.strip().endswith("True")
         finally:
             with self._lock:
@@ -309,31 +375,51 @@ class EdgeStore:
         with self._lock:
             self._open_locked()
 
-    def optimize_here(self) -> bool:
-        """optimize() in THIS process: for a process that serves nothing else (the CLI, the child)."""
-        with self._use() as shard:
-            return shard.optimize()
+    def optimize_here(self, task: Task = "optimize") -> bool:
+        """`task` in THIS process: for a process that serves nothing else (the CLI, the child). Both
+        tasks vacuum every segment that holds deleted points; with deletions pending, they also rotate
+        the WAL past their records, and then no longer count them as pending."""
+        self.close()
+        with self._lock:
+            shard = self._open_locked(task)
+        indexed = _indexed_segments(self.path)
+        try:
+            changed = shard.optimize()
+            if self.purge_pending_since() is not None:
+                _forget_wal_history(shard, self.path / "wal")
+                self._purge_marker.unlink()
+        finally:
+            self.close()  # reopened, when used again, with the serving settings
+        # (Segments replaced by an optimization leave the disk when the shard closes.)
+        if task == "optimize":
+            (self.path / _INDEX_MARKER).unlink(missing_ok=True)
+        elif indexed - _indexed_segments(self.path):
+            (self.path / _INDEX_MARKER).touch()
+        return changed
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
         """Delete every point of these exchanges of `tenant`; durable (in the WAL) when this returns.
 
         The engine only marks deleted points: their vectors and payload stay in the segment files (and
-        the WAL) until a vacuum rewrites them. That is why no payload holds an exchange's text
-        (gateway.memory.texts): what stays is vectors and ids, never the question or the answer.
+        the WAL) until `purge_deleted()` rewrites them. That is also why no payload holds an exchange's
+        text or client URL (gateway.memory.texts).
         """
         if not exchange_ids:
             return
         flt = qe.Filter(must=[qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant)),
                               qe.FieldCondition("exchange_id", match=qe.MatchAny(list(exchange_ids)))])
-        with self._use() as shard:
-            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+        self._delete(flt)
 
     def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
         if not point_ids:
             return
-        flt = qe.Filter(must=[qe.HasIdCondition(set(point_ids)),
-                              qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant))])
+        self._delete(qe.Filter(must=[qe.HasIdCondition(set(point_ids)),
+                                     qe.FieldCondition(TENANT_FIELD, match=qe.MatchValue(tenant))]))
+
+    def _delete(self, flt: qe.Filter) -> None:
         with self._use() as shard:
+            if self.purge_pending_since() is None:
+                self._purge_marker.touch()  # before the deletion: a crash between the two only costs a purge
             shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
 
@@ -352,6 +438,60 @@ def _become_maintenance_child(parent_pid: int, nice: int) -> None:
         pass  # not Linux: the child outlives a killed parent until it finishes
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         raise SystemExit("the gateway that started this indexer is gone")
+
+
+def _set_wal_options(path: Path) -> bool:
+    """Write `_WAL_OPTIONS` into the shard's config file unless it has WAL options; whether it wrote.
+
+    Qdrant Edge 0.9 reads them from that file but its Python API has no parameter for them; a load()
+    keeps what the file says. They apply to the WAL segments made from the next open on."""
+    config = path / "edge_config.json"
+    current = json.loads(config.read_text()) if config.exists() else {}
+    if current.get("wal_options") is not None:
+        return False
+    tmp = config.with_name(config.name + ".tmp")
+    tmp.write_text(json.dumps({**current, "wal_options": _WAL_OPTIONS}))
+    os.replace(tmp, config)
+    return True
+
+
+def _indexed_segments(path: Path) -> set[str]:
+    """The shard's segments with an HNSW index (as each segment's own config file says)."""
+    def hnsw(config: Path) -> bool:
+        vectors = json.loads(config.read_text())["config"]["vector_data"].values()
+        return any(vector["index"]["type"] == "hnsw" for vector in vectors)
+
+    return {config.parent.name for config in path.glob("segments/*/segment.json") if hnsw(config)}
+
+
+def _forget_wal_history(shard: qe.EdgeShard, wal: Path) -> int:
+    """Make the WAL delete every record written so far (the upserts of deleted points among them);
+    returns how many records it took.
+
+    The WAL deletes a segment file once the segment is closed, its records are flushed to the segments
+    and a newer segment is closed too (it keeps one). A segment closes when a record does not fit in it,
+    so this writes records of no effect (a payload set on no point) too large to fit, flushing after
+    each, until the segment that was open and every older one are gone. An older shard's segments are
+    larger: the record doubles until one does not fit."""
+    def closed() -> set[str]:
+        return {file.name for file in wal.glob("closed-*")}
+
+    old = closed()
+    size = _WAL_OPTIONS["segment_capacity"]
+    rotated = False
+    for written in range(1, _MAX_FILLERS + 1):
+        before = closed()
+        shard.update(qe.UpdateOperation.set_payload([], {"_": "0" * size}))
+        new = closed() - before
+        if not new:
+            size = min(2 * size, _MAX_FILLER_BYTES)
+        elif not rotated:
+            old |= new  # the segment that was open: the last records written before this call
+            rotated = True
+        shard.flush()  # lets the WAL delete the closed segments whose records are now on disk
+        if rotated and not old & closed():
+            return written
+    raise StoreError(f"the WAL at {wal} still holds old records after {_MAX_FILLERS} rotating records")
 
 
 def _vector(value: VectorValue | Sequence[float]) -> object:
@@ -390,11 +530,10 @@ def _image_filter(tenant: str, sha256: str) -> qe.Filter:
 
 
 if __name__ == "__main__":
-    # `python -m gateway.memory.store.edge optimize PATH`: the maintenance child (see EdgeStore.optimize).
-    if len(sys.argv) == 5 and sys.argv[1] == "optimize":
+    # `python -m gateway.memory.store.edge optimize|purge PATH PID NICE`: the maintenance child (see
+    # EdgeStore.optimize and EdgeStore.purge_deleted).
+    if len(sys.argv) == 5 and sys.argv[1] in ("optimize", "purge"):
         _become_maintenance_child(int(sys.argv[3]), int(sys.argv[4]))
-        child = EdgeStore(Path(sys.argv[2]))
-        print(child.optimize_here())
-        child.close()
+        print(EdgeStore(Path(sys.argv[2])).optimize_here(sys.argv[1]))  # type: ignore[arg-type]
     else:
-        raise SystemExit("usage: python -m gateway.memory.store.edge optimize SHARD_PATH PARENT_PID NICE")
+        raise SystemExit("usage: python -m gateway.memory.store.edge optimize|purge SHARD_PATH PARENT_PID NICE")

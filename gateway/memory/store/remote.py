@@ -6,7 +6,9 @@ is a brute-force test vehicle (payload indexes ignored, one process per path, no
 the embedded default: that is `EdgeStore`.
 
 A server builds its HNSW index itself in the background as data grows (its optimizers), so
-`optimize()` has nothing to do here.
+`optimize()` has nothing to do here. It also purges deleted points by itself: collections get optimizer
+settings that vacuum a segment as soon as it holds one (`collection_layout`), so `purge_deleted()` has
+nothing to do either. What a server keeps after a deletion, and for how long: deploy/qdrant-cloud.md.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class RemoteStore:
                 self._client.create_collection(self.collection, **collection_layout())
             info = self._client.get_collection(self.collection)
             _check_vectors(info, f"{self.location} (collection {self.collection})")
+            if not self.local and _vacuums_late(info):
+                # Made by an earlier version with Qdrant's defaults. The server rewrites each segment that
+                # holds a deleted point once, and leaves the others alone. Local mode ignores these.
+                self._client.update_collection(self.collection, optimizers_config=VACUUM)
             existing = info.payload_schema or {}
             for name, schema in payload_indexes():
                 if name not in existing and not self.local:
@@ -200,6 +206,12 @@ class RemoteStore:
     def optimize(self) -> bool:
         return False  # the server's own optimizers index in the background
 
+    def purge_pending_since(self) -> float | None:
+        return None  # the server's vacuum optimizer purges by itself (VACUUM)
+
+    def purge_deleted(self) -> bool:
+        return False
+
     def recreate(self) -> None:
         with self._call("recreate collection"):
             if self._client.collection_exists(self.collection):
@@ -231,11 +243,21 @@ class RemoteStore:
             self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
 
 
+# Vacuum a segment as soon as it holds one deleted point (Qdrant's default waits for a fifth of it), so a
+# deletion's data leaves the server's segment files once that rewrite is done. 100 is the least the
+# server accepts: a segment with fewer points keeps deleted ones until it is merged into a larger one.
+VACUUM = models.OptimizersConfigDiff(deleted_threshold=0.0, vacuum_min_vector_number=100)
+# WAL segments of 1 MB instead of 32: the server deletes a WAL segment (and the deleted points' upserts
+# in it) only once it is full and flushed, so smaller ones are gone sooner. Only settable at creation.
+WAL = models.WalConfigDiff(wal_capacity_mb=1)
+
+
 def collection_layout() -> dict[str, Any]:
     """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32
     originals and payload on disk, int8 copies in RAM for scoring (rescored from the originals), the
-    HNSW graph in RAM. An existing collection is left as it is: changing it makes the server rebuild
-    every segment, an operator's decision (the PATCH in that document)."""
+    HNSW graph in RAM; and how it lets go of deleted points (VACUUM, WAL). An existing collection keeps
+    its layout: changing it makes the server rebuild every segment, an operator's decision (the PATCH in
+    that document)."""
     max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
     return {
         "vectors_config": {
@@ -252,7 +274,15 @@ def collection_layout() -> dict[str, Any]:
         ),
         "hnsw_config": models.HnswConfigDiff(on_disk=False),
         "on_disk_payload": True,
+        "optimizers_config": VACUUM,
+        "wal_config": WAL,
     }
+
+
+def _vacuums_late(info: models.CollectionInfo) -> bool:
+    config = info.config.optimizer_config
+    return (config.deleted_threshold, config.vacuum_min_vector_number) != (
+        VACUUM.deleted_threshold, VACUUM.vacuum_min_vector_number)
 
 
 def payload_indexes() -> list[tuple[str, Any]]:

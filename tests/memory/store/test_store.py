@@ -412,9 +412,54 @@ def test_remote_collection_layout_is_the_documented_one() -> None:
         vectors=layout["vectors_config"], sparse_vectors=layout["sparse_vectors_config"],
         quantization_config=layout["quantization_config"],
         hnsw_config=layout["hnsw_config"], on_disk_payload=layout["on_disk_payload"],
+        optimizers_config=layout["optimizers_config"], wal_config=layout["wal_config"],
     ).model_dump(mode="json", exclude_none=True)
     assert request["vectors"] == documented["vectors"]
     assert request["sparse_vectors"] == documented["sparse_vectors"]
     assert request["quantization_config"] == documented["quantization_config"]
     assert request["on_disk_payload"] is documented["on_disk_payload"] is True
     assert request["hnsw_config"]["on_disk"] is documented["hnsw_config"]["on_disk"] is False
+    # What lets a server forget (the document's "What Qdrant keeps after a deletion").
+    assert request["optimizers_config"] == documented["optimizers_config"]
+    assert request["wal_config"] == documented["wal_config"]
+
+
+def test_purge_deleted_after_a_deletion_only(store: VectorStore) -> None:
+    """The embedded store purges what deletions left (issue 16 §2; the byte scans are in
+    tests/memory/test_forget_purge.py); a server does it by itself, so its adapter never has one pending."""
+    store.upsert([point(n) for n in range(5)])
+    assert store.purge_pending_since() is None and store.purge_deleted() is False
+    store.delete_exchanges("t1", ["ex1"])
+    if isinstance(store, EdgeStore):
+        assert store.purge_pending_since() is not None
+        assert store.purge_deleted() is True
+    assert store.purge_pending_since() is None and store.purge_deleted() is False
+    assert store.count() == 4
+    assert store.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
+
+
+def test_edge_wal_segments_are_small_and_an_older_shard_gets_them_with_a_purge(tmp_path: Path) -> None:
+    """The purge rotates the WAL with records of a segment's size (edge._forget_wal_history): a new
+    shard's WAL segments are 1 MiB, not Qdrant's 32 MiB. A shard made by an earlier version (no WAL
+    options in its config) gets them, and a purge for the deletions it may hold from before."""
+    new = EdgeStore(tmp_path / "new")
+    new.ensure_schema()
+    new.upsert([point(n) for n in range(3)])
+    assert json.loads((tmp_path / "new" / "edge_config.json").read_text())["wal_options"]["segment_capacity"] == 1 << 20
+    assert max(f.stat().st_size for f in (tmp_path / "new" / "wal").glob("open-*")) == 1 << 20
+    assert new.purge_pending_since() is None
+    new.close()
+
+    older = tmp_path / "older"
+    made = EdgeStore(older)
+    made.ensure_schema()
+    made.close()
+    config = json.loads((older / "edge_config.json").read_text())
+    del config["wal_options"]  # as earlier versions wrote it
+    (older / "edge_config.json").write_text(json.dumps(config))
+    reopened = EdgeStore(older)
+    reopened.ensure_schema()
+    assert "wal_options" in json.loads((older / "edge_config.json").read_text())
+    assert reopened.purge_pending_since() is not None
+    assert reopened.purge_deleted() is True and reopened.purge_pending_since() is None
+    reopened.close()
