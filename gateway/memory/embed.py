@@ -30,6 +30,8 @@ from gateway.memory.points import DIM
 
 # CLIP ViT-B/32's input side; used until the vision model is loaded and says its own.
 DEFAULT_INPUT_EDGE = 224
+# What CLIP's text model is given of a text (see embed_texts).
+CLIP_TEXT_CHARS = 4096
 
 
 class EmbedderError(RuntimeError):
@@ -118,7 +120,10 @@ class ClipEmbedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        vectors = np.asarray(list(self._text_model().embed(list(texts), batch_size=self.batch_size)))
+        # CLIP reads 77 tokens, but its tokenizer splits the whole text first: only a head that holds
+        # them is given (the same vector unless its tokens average over 50 characters).
+        texts = [text[:CLIP_TEXT_CHARS] for text in texts]
+        vectors = np.asarray(list(self._text_model().embed(texts, batch_size=self.batch_size)))
         return _normalize(vectors)
 
     def embed_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.journal import Exchange
-from gateway.memory.schema import CLIP_DIM, SCHEMA, VectorValue
+from gateway.memory.schema import CLIP_DIM, SCHEMA, TEXT_MAX_CHARS, VectorValue
 
 # Fixed forever: changing it would give every stored exchange new point ids (duplicates on re-ingest).
 POINT_NAMESPACE = uuid.UUID("6f1c1a2e-8d1b-5b0e-9a51-3c0f6f0d2a77")
@@ -91,8 +91,9 @@ def plan_points(exchange: Exchange) -> list[PointPlan]:
     """The points an exchange becomes; empty when it is not stored (see STORED_STATUSES)."""
     if exchange.status not in STORED_STATUSES:
         return []
-    question = exchange.question.strip() or None
-    answer = exchange.answer.strip() or None
+    # Cut as a chat's retrieval cuts its question, so the vectors it computed are the ones ingest reuses.
+    question = exchange.question[:TEXT_MAX_CHARS].strip() or None
+    answer = exchange.answer[:TEXT_MAX_CHARS].strip() or None
     base = base_payload(exchange)
     if not exchange.images:
         if question is None and answer is None:

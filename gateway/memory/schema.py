@@ -42,6 +42,11 @@ class VectorSpec:
 
 CLIP_DIM = 512
 MINILM_DIM = 384
+# The longest text any model here embeds, stored or asked: a question or answer beyond it is embedded by
+# its head (a chat's retrieval and /search alike, so the two embed a long question the same way). Every
+# model's work grows with the text it is given, since tokenizing comes before truncating; the sentence
+# model's passages (MAX_PASSAGES of about 100 words) stop near this length anyway.
+TEXT_MAX_CHARS = 20_000
 
 SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("image", "dense", CLIP_DIM, "clip_image"),

@@ -17,6 +17,7 @@ import numpy as np
 
 from gateway import metrics
 from gateway.memory.embed import ClipEmbedder
+from gateway.memory.schema import TEXT_MAX_CHARS
 from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
 from gateway.memory.text_embed import TextEncoders
 
@@ -26,8 +27,8 @@ CLIP_TARGETS = ("image", "question", "answer")
 # ranking dilutes the good ones (bench/memory_quality.py measures it).
 
 # The longest text a query embeds: /search refuses a longer one, a chat's retrieval reads no further into
-# its message. Every model's work grows with the text it is given (tokenizing comes before truncating).
-QUERY_MAX_CHARS = 20_000
+# its message (the cap on everything embedded, stored exchanges included).
+QUERY_MAX_CHARS = TEXT_MAX_CHARS
 
 
 @dataclass(slots=True)

@@ -29,6 +29,8 @@ BM25_MODEL = "Qdrant/bm25"
 PASSAGE_WORDS = 100
 # A bound on the work and the multivector size one very long answer costs.
 MAX_PASSAGES = 32
+# What the sentence model is given of a text (see sentences).
+SENTENCE_CHARS = 8192
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -116,6 +118,9 @@ class TextEncoders:
         if not texts:
             return np.zeros((0, MINILM_DIM), dtype=np.float32)
         model = self._load("dense")
+        # The model reads 256 word pieces, but its tokenizer splits the whole text first: only a head that
+        # holds them is given (the same vector unless its word pieces average over 30 characters).
+        texts = [text[:SENTENCE_CHARS] for text in texts]
         # Sorted by length: a batch is padded to its longest text.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.asarray(list(model.embed([texts[i] for i in order], batch_size=self.batch_size)),

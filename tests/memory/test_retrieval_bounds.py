@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 
 from gateway.journal import Exchange
+from gateway.memory.embed import CLIP_TEXT_CHARS
 from gateway.memory.retrieval import MAX_KNOWN_FETCH, RecallQuery, Thresholds
+from gateway.memory.schema import TEXT_MAX_CHARS
 from gateway.memory.search import QUERY_MAX_CHARS
 from gateway.memory.service import Memory
 from gateway.memory.store.base import SearchFilter
+from gateway.memory.text_embed import SENTENCE_CHARS
 
 QUESTION = "Which service owns the orders table in the billing schema?"
 
@@ -88,3 +91,24 @@ def test_a_short_history_still_over_fetches_by_its_own_length(memory: Memory, mo
     memory.retriever.recall(RecallQuery(QUESTION, known_answers=frozenset(f"a{n}" for n in range(known))),
                             SearchFilter("default"), k=3, thresholds=Thresholds())
     assert limits == [6 + min(known, MAX_KNOWN_FETCH)]
+
+
+def test_ingest_embeds_at_most_the_text_cap_of_a_long_exchange(memory: Memory, monkeypatch) -> None:
+    """A recorded exchange is bounded like a query: an 8 MiB question took seconds and gigabytes of CLIP's
+    tokenizer when it was embedded whole. Each model gets at most what it reads of a text."""
+    seen: dict[str, list[Any]] = {"clip": [], "minilm": [], "bm25": []}
+    models = {"clip": memory.embedder._text_model(), "minilm": memory.text._load("dense"),
+              "bm25": memory.text._load("sparse")}
+    for name, model in models.items():
+        monkeypatch.setattr(model, "embed", recorded(model.embed, seen[name]))
+    log = "GET /orders 200 12ms worker-7 " * ((1 << 20) // 30)  # 1 MiB
+    ingest(memory, ["The orders table belongs to the billing service.\n\n" + log])
+
+    texts = {name: [t for batch in batches for t in batch] for name, batches in seen.items()}
+    assert all(texts.values()), texts.keys()  # every model ran
+    limits = {"clip": CLIP_TEXT_CHARS, "minilm": SENTENCE_CHARS, "bm25": 2 * TEXT_MAX_CHARS + 1}
+    for name, inputs in texts.items():
+        assert max(len(t) for t in inputs) <= limits[name], (name, [len(t) for t in inputs])
+    # What was stored is still found by its head.
+    sources = memory.retriever.recall(RecallQuery(QUESTION), SearchFilter("default"), k=4, thresholds=Thresholds())
+    assert len(sources) == 1 and sources[0].answer.startswith("The orders table belongs to the billing service.")
