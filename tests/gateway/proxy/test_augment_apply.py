@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.memory.retrieval import Source
 from gateway.memory.service import StoredImage
@@ -154,3 +155,45 @@ def test_a_request_cancelled_while_it_waits_gives_its_slot_back() -> None:
     assert waiting == 1
     assert outstanding == 0
     assert connections >= 2
+
+
+@contextlib.asynccontextmanager
+async def counting_upstream() -> AsyncIterator[tuple[str, list[int]]]:
+    """Answers /tokenize shaped like vLLM (every token id included, four characters a token, a context of
+    2048) and records the size of each request: what the gateway sends to be counted is what this test
+    is about, and a real vLLM does not report it."""
+    sizes: list[int] = []
+
+    async def tokenize(request: web.Request) -> web.Response:
+        raw = await request.read()
+        sizes.append(len(raw))
+        count = max(1, len(raw) // 4)
+        return web.json_response({"count": count, "max_model_len": 2048, "tokens": list(range(count))})
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/tokenize", tokenize)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", sizes
+    finally:
+        await runner.cleanup()
+
+
+def test_a_prompt_far_over_the_context_is_not_sent_to_be_counted() -> None:
+    """An 8 MiB message with sources found: vLLM would answer with two million token ids (+150 MB of
+    RSS and hundreds of ms to parse). The context learnt from a tiny request says it cannot fit."""
+    async def run() -> tuple[MemoryUse, list[int], int]:
+        async with counting_upstream() as (url, sizes), pool_for(url) as pool:
+            body = payload()
+            body["messages"][1]["content"][0]["text"] = "what is on the screen? " + "x" * (8 << 20)
+            use = await augment(Store("ok"), pool, body, timeout_s=5)
+            return use, sizes, pool.upstreams[0].outstanding
+
+    use, sizes, outstanding = asyncio.run(run())
+    assert use.reason == "no_room"
+    assert sizes and max(sizes) < 16 << 10, sizes  # the context asked once, the sources counted; no prompt
+    assert outstanding == 0
