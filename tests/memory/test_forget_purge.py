@@ -48,6 +48,7 @@ from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import Thumbnails
 from gateway.settings import Settings
 from tests.memory.conftest import noise_png
+from tests.memory.test_forget import found_in
 
 TENANT = "acme"
 
@@ -96,18 +97,6 @@ def stored_terms(vector: Sparse, scratch: Path) -> bytes:
     (page,) = scratch.glob("segments/*/vector_storage-terms/store/page_0.dat")
     record = page.read_bytes()
     return record[:len(record.rstrip(b"\0"))]
-
-
-def found_in(root: Path, needles: dict[str, bytes]) -> dict[str, list[str]]:
-    """Which files under `root` contain each needle."""
-    hits: dict[str, list[str]] = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            for name, needle in needles.items():
-                if needle in content:
-                    hits.setdefault(name, []).append(str(path.relative_to(root)))
-    return hits
 
 
 def id_needles(ids: set[int]) -> dict[str, bytes]:
