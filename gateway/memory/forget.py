@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gateway.journal import BlobStore, Journal, Unfinished
+from gateway.memory.background import DaemonLoop
 from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
 from gateway.memory.thumbnails import SIZES, Thumbnails
@@ -119,33 +120,25 @@ def _glob(folder: Path, pattern: str) -> list[Path]:
     return list(folder.glob(pattern)) if folder.is_dir() else []
 
 
-class Finisher:
+class Finisher(DaemonLoop):
     """A daemon thread that finishes recorded deletions (`Forgetter.finish`): at start (what a stopped or
     killed process left), whenever a deletion is recorded, and every `idle_s` (a deletion recorded by
     another process). While a pass fails it is retried after `first_retry_s`, doubling up to `idle_s`."""
 
+    name = "memory-forget"
+
     def __init__(self, forgetter: Forgetter, *, first_retry_s: float = 0.5, idle_s: float = 60.0) -> None:
+        super().__init__()
         self.forgetter = forgetter
         self.first_retry_s = first_retry_s
         self.idle_s = idle_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self.forgetter.recorded.set()  # a first pass at once
-        self._thread = threading.Thread(target=self._run, name="memory-forget", daemon=True)
-        self._thread.start()
+        self.forgetter.recorded.set()  # a first pass at once: what a stopped or killed process left
+        super().start()
 
-    def stop(self) -> None:
-        """Stop after the pass under way, if any; what is left stays recorded for the next start."""
-        self._stop.set()
+    def _wake(self) -> None:
         self.forgetter.recorded.set()  # out of the idle wait
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
 
     def _run(self) -> None:
         retry_s = 0.0

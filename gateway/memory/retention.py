@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
 from gateway.journal import Journal
+from gateway.memory.background import DaemonLoop
 from gateway.memory.forget import Forgetter
 
 log = logging.getLogger("visionrag.memory.retention")
@@ -52,28 +52,20 @@ def sweep(policy: Retention, journal: Journal, forgetter: Forgetter, now: float 
     return total
 
 
-class RetentionSweeper:
+class RetentionSweeper(DaemonLoop):
     """A daemon thread that sweeps at start and then every `interval_s`."""
 
+    name = "memory-retention"
+
     def __init__(self, policy: Retention, journal: Journal, forgetter: Forgetter) -> None:
+        super().__init__()
         self.policy = policy
         self.journal = journal
         self.forgetter = forgetter
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if not self.policy.enabled or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="memory-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        if self.policy.enabled:
+            super().start()
 
     def _run(self) -> None:
         while not self._stop.is_set():

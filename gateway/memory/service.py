@@ -29,12 +29,12 @@ from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, en
 from gateway.memory.embed import ClipEmbedder, EmbedderError
 from gateway.memory.forget import Finisher, Forgetter
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
+from gateway.memory.purge import PurgeScheduler
 from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
-from gateway.memory.store.purge import PurgeScheduler
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME

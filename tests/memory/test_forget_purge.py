@@ -36,12 +36,12 @@ from gateway.memory.embed import ClipEmbedder
 from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker
 from gateway.memory.points import StorePoint
+from gateway.memory.purge import PurgeScheduler
 from gateway.memory.schema import Sparse
 from gateway.memory.search import Searcher
 from gateway.memory.service import Memory
 from gateway.memory.store.base import Probe, SearchFilter
 from gateway.memory.store.edge import EdgeStore
-from gateway.memory.store.purge import PurgeScheduler
 from gateway.memory.store.remote import VACUUM, WAL, RemoteStore
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts

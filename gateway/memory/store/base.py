@@ -175,6 +175,6 @@ class VectorStore(Protocol):
 
     def purge_deleted(self) -> bool:
         """Rewrite the store's files without what deletions left in them (see `delete_exchanges`).
-        May block for long and make the store unavailable meanwhile (see `store.purge.PurgeScheduler`,
-        which calls it). Returns whether it purged: False when nothing was pending, or when it cannot now
+        May block for long and make the store unavailable meanwhile (see gateway.memory.purge, whose
+        scheduler calls it). Returns whether it purged: False when nothing was pending, or when it cannot now
         (`purge_pending_since` then still answers)."""

@@ -12,17 +12,21 @@ itself (collection settings, see `remote.collection_layout`): its store never re
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from gateway.memory.background import DaemonLoop
 from gateway.memory.store.base import VectorStore
 
 log = logging.getLogger("visionrag.memory.purge")
 
 
-class PurgeScheduler:
+class PurgeScheduler(DaemonLoop):
+    name = "memory-purge"
+    join_s = 60.0  # `stop` lets a purge under way finish
+
     def __init__(self, store: VectorStore, after_s: float = 600.0, *, poll_s: float = 30.0,
                  retry_s: float = 60.0) -> None:
+        super().__init__()
         self.store = store
         self.after_s = after_s
         # A deletion is noticed within poll_s; it is due after_s later, so a poll shorter than that keeps
@@ -30,22 +34,6 @@ class PurgeScheduler:
         self.poll_s = min(poll_s, after_s)
         self.retry_s = min(retry_s, after_s)
         self.purges = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="memory-purge", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop checking; a purge under way finishes first."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(60)
-            self._thread = None
 
     def run_once(self, now: float | None = None) -> float:
         """Purge if the oldest pending deletion is due; returns the seconds until the next check."""
