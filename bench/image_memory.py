@@ -110,6 +110,21 @@ def stats(url: str) -> dict:
     return httpx.get(url + "/memory/stats", timeout=30).json()
 
 
+def wait_loaded(url: str, process: subprocess.Popen, timeout_s: float, what: str) -> None:
+    """Until the gateway at `url` is healthy and has loaded CLIP; RuntimeError saying `what` (where its
+    log is) if it exits or the time runs out."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200 and stats(url)["embedder"]["loaded"]:
+                return
+        except (httpx.HTTPError, KeyError):
+            pass
+        if time.time() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
+
+
 def run_scenario(variant: str, kind: str, upstream: Server, args: argparse.Namespace,
                  old_tree: Path | None) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="visionrag-bench-imgmem-"))
@@ -129,16 +144,7 @@ def run_scenario(variant: str, kind: str, upstream: Server, args: argparse.Names
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200 and stats(url)["embedder"]["loaded"]:
-                    break
-            except (httpx.HTTPError, KeyError):
-                pass
-            if time.time() > deadline or process.poll() is not None:
-                raise RuntimeError(f"gateway ({variant}) did not start; see {log.name}")
-            time.sleep(0.2)
+        wait_loaded(url, process, 120, f"gateway ({variant}); see {log.name}")
         time.sleep(1)
         idle_kb = proc_kb(process.pid, "VmRSS")
         ingested_before = stats(url)["worker"]["exchanges"]

@@ -34,11 +34,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
-import httpx
 import numpy as np
 from PIL import Image
 
 from bench.gateway_overhead import Server, free_port, start
+from bench.image_memory import stats as memory_stats
+from bench.image_memory import wait_loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLIP = ROOT / "models" / "clip-tiny"
@@ -99,10 +100,6 @@ async def send_chats(url: str, first: int, count: int, concurrency: int) -> int:
     return failures
 
 
-def memory_stats(url: str) -> dict:
-    return httpx.get(url + "/memory/stats", timeout=30).json()
-
-
 def start_gateway(data_dir: Path, upstream: str, log: Path, layout: str) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port),
@@ -115,18 +112,12 @@ def start_gateway(data_dir: Path, upstream: str, log: Path, layout: str) -> Serv
         process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=out,
                                    stderr=subprocess.STDOUT)
     gateway = Server("gateway", process, f"http://127.0.0.1:{port}")
-    deadline = time.time() + 180
-    while True:
-        try:
-            if httpx.get(gateway.url + "/health", timeout=1).status_code == 200 \
-                    and memory_stats(gateway.url)["embedder"]["loaded"]:
-                return gateway
-        except (httpx.HTTPError, KeyError):
-            pass
-        if time.time() > deadline or process.poll() is not None:
-            gateway.stop()
-            raise RuntimeError(f"the gateway did not start; see {log}")
-        time.sleep(0.3)
+    try:
+        wait_loaded(gateway.url, process, 180, f"the gateway; see {log}")
+    except RuntimeError:
+        gateway.stop()
+        raise
+    return gateway
 
 
 def wait_drained(url: str, timeout_s: float = 900) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from bench.gateway_overhead import Server, free_port, old_worktree, start
-from bench.image_memory import TINY_CLIP, data_url, make_images, proc_kb, stats
+from bench.image_memory import TINY_CLIP, data_url, make_images, proc_kb, stats, wait_loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (64, 128, 256, 512)
@@ -53,17 +53,12 @@ def launch(cwd: Path, upstream: Server, data_dir: Path, log: Path) -> Server:
         process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, start_new_session=True,
                                    stdout=out, stderr=subprocess.STDOUT)
     server = Server("gateway", process, f"http://127.0.0.1:{port}")
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(server.url + "/health", timeout=1).status_code == 200 and stats(server.url)["embedder"]["loaded"]:
-                return server
-        except (httpx.HTTPError, KeyError):
-            pass
-        if time.time() > deadline or process.poll() is not None:
-            server.stop()
-            raise RuntimeError(f"the gateway in {cwd} did not start; see {log}")
-        time.sleep(0.2)
+    try:
+        wait_loaded(server.url, process, 120, f"the gateway in {cwd}; see {log}")
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 async def store(url: str, images: list[bytes]) -> None:
