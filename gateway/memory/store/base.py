@@ -140,9 +140,6 @@ class VectorStore(Protocol):
         """The CLIP vector stored for this image (content-addressed: the same bytes, the same vector) on
         one of `tenant`'s points, else None."""
 
-    def image_mime(self, tenant: str, sha256: str) -> str | None:
-        """The image's MIME type if one of `tenant`'s points references it, else None (the /images check)."""
-
     def count(self, tenant: str | None = None) -> int: ...
 
     def stats(self) -> StoreStats: ...

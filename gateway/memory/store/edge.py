@@ -277,12 +277,6 @@ class EdgeStore:
         found = vectors.get("image") if isinstance(vectors, dict) else None
         return list(found) if found else None
 
-    def image_mime(self, tenant: str, sha256: str) -> str | None:
-        with self._use() as shard:
-            records, _ = shard.scroll(qe.ScrollRequest(limit=1, filter=_image_filter(tenant, sha256),
-                                                       with_payload=True, with_vector=False))
-        return str((records[0].payload or {}).get("image_mime") or "application/octet-stream") if records else None
-
     def count(self, tenant: str | None = None) -> int:
         flt = None
         if tenant is not None:

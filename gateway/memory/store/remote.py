@@ -173,17 +173,6 @@ class RemoteStore:
         found = vectors.get("image") if isinstance(vectors, dict) else None
         return list(found) if found else None
 
-    def image_mime(self, tenant: str, sha256: str) -> str | None:
-        self.ensure_schema()
-        with self._call("scroll"):
-            records, _ = self._client.scroll(
-                self.collection, scroll_filter=_image_filter(tenant, sha256), limit=1, with_payload=True,
-                with_vectors=False,
-            )
-        if not records:
-            return None
-        return str((records[0].payload or {}).get("image_mime") or "application/octet-stream")
-
     def count(self, tenant: str | None = None) -> int:
         self.ensure_schema()
         flt = None

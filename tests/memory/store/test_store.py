@@ -180,14 +180,6 @@ def test_upsert_is_idempotent_on_point_ids(store: VectorStore) -> None:
     assert store.count() == 5
 
 
-def test_image_mime_is_tenant_scoped(store: VectorStore) -> None:
-    sha = "ab" * 32
-    store.upsert([point(1, tenant="a", sha=sha)])
-    assert store.image_mime("a", sha) == "image/png"
-    assert store.image_mime("b", sha) is None
-    assert store.image_mime("a", "cd" * 32) is None
-
-
 def test_an_image_s_stored_vector_is_found_by_its_sha256_in_its_tenant_only(store: VectorStore) -> None:
     sha = "ab" * 32
     store.upsert([point(1, tenant="a", sha=sha), point(2, tenant="a", names=("question", "answer"), sha="ef" * 32)])
@@ -393,8 +385,8 @@ def test_edge_indexes_only_the_fields_queries_filter_on(tmp_path: Path) -> None:
     with store._use() as shard:
         indexed = set(shard.info().payload_schema)
     assert indexed == {"tenant", "time", "model", "user", "image_sha256"}
-    assert store.image_mime("t1", f"{3:064x}") == "image/png"
-    assert store.image_mime("t2", f"{3:064x}") is None
+    np.testing.assert_allclose(store.image_vector("t1", f"{3:064x}"), unit(30), atol=1e-6)
+    assert store.image_vector("t2", f"{3:064x}") is None
     store.close()
 
 
