@@ -20,13 +20,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from gateway.journal import BlobStore, Journal, Unfinished
 from gateway.memory.background import DaemonLoop
 from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
-from gateway.memory.thumbnails import SIZES, Thumbnails
+from gateway.memory.thumbnails import Thumbnails
 
 log = logging.getLogger("visionrag.memory.forget")
 
@@ -107,17 +106,10 @@ class Forgetter:
             self.store.delete_exchanges(tenant, exchange_ids)
 
     def _delete_image(self, sha: str) -> None:
+        # The original first: a render under way looks for it once its thumbnails are written (see
+        # gateway.memory.thumbnails), so whichever of the two comes second deletes them.
         self.blobs.delete(sha)
-        for size in SIZES:
-            path = self.thumbnails.path(sha, size)
-            path.unlink(missing_ok=True)
-            # A render killed half-way leaves its temporary file beside the thumbnail's name.
-            for tmp in _glob(path.parent, f".{path.name}.*.tmp"):
-                tmp.unlink(missing_ok=True)
-
-
-def _glob(folder: Path, pattern: str) -> list[Path]:
-    return list(folder.glob(pattern)) if folder.is_dir() else []
+        self.thumbnails.delete(sha)
 
 
 class Finisher(DaemonLoop):

@@ -170,10 +170,18 @@ class Thumbnails:
         for size, data in rendered.items():
             self._write(self.path(sha256, size), data)
         if sha256 not in originals:  # forgotten meanwhile, maybe after it deleted the thumbnails
-            for size in SIZES:
-                self.path(sha256, size).unlink(missing_ok=True)
+            self.delete(sha256)
             return None
         return rendered
+
+    def delete(self, sha256: str) -> None:
+        """Every size of the image's thumbnails, and what a render killed half-way left beside them."""
+        for size in SIZES:
+            path = self.path(sha256, size)
+            path.unlink(missing_ok=True)
+            if path.parent.is_dir():
+                for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _write(target: Path, data: bytes) -> None:
