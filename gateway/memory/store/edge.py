@@ -21,7 +21,7 @@ No server to run. Facts this adapter is built around (measured, see shared/notes
 - Deleting only marks points: their vectors (the BM25 one is a hashed bag of the exchange's words) and
   payload stay in the segment files, and their upserts in the WAL, which drops a file only once it is
   full and a newer one is. So a deletion leaves a marker file, and `purge_deleted()` (run by
-  `purge.PurgeScheduler` within a set time) rewrites just the segments that hold deleted points and
+  `gateway.memory.purge` within a set time) rewrites just the segments that hold deleted points and
   rotates the WAL past their records: in a child process, like `optimize()`, and without building an
   index, so it costs a rewrite of those segments instead of minutes of HNSW (bench/memory_purge.py).
   An indexed segment it rewrites is searched by brute force until the next index build, which
