@@ -210,24 +210,21 @@ class RemoteStore:
 
     def delete_exchanges(self, tenant: str, exchange_ids: Sequence[str]) -> None:
         """Delete every point of these exchanges of `tenant`; applied when this returns (wait=True)."""
-        if not exchange_ids:
-            return
-        self.ensure_schema()
-        flt = models.Filter(must=[
-            models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
-            models.FieldCondition(key="exchange_id", match=models.MatchAny(any=list(exchange_ids))),
-        ])
-        with self._call("delete"):
-            self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+        if exchange_ids:
+            self._delete(models.Filter(must=[
+                models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+                models.FieldCondition(key="exchange_id", match=models.MatchAny(any=list(exchange_ids))),
+            ]))
 
     def delete_points(self, tenant: str, point_ids: Sequence[str]) -> None:
-        if not point_ids:
-            return
+        if point_ids:
+            self._delete(models.Filter(must=[
+                models.HasIdCondition(has_id=list(point_ids)),
+                models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
+            ]))
+
+    def _delete(self, flt: models.Filter) -> None:
         self.ensure_schema()
-        flt = models.Filter(must=[
-            models.HasIdCondition(has_id=list(point_ids)),
-            models.FieldCondition(key=TENANT_FIELD, match=models.MatchValue(value=tenant)),
-        ])
         with self._call("delete"):
             self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
 
