@@ -182,7 +182,9 @@ def main() -> None:
         servers.append(bare)
         for name, tree in [("gateway", ROOT)] + ([("gateway_old", old_tree)] if old_tree else []):
             port = gw_port if name == "gateway" else free_port()
-            gateways[name] = start(name, [python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+            # Revisions before the HTTP edge moved to gateway/api/ had their factory in gateway/app.py.
+            factory = "gateway.api.app:create_app" if (tree / "gateway/api/app.py").exists() else "gateway.app:create_app"
+            gateways[name] = start(name, [python, "-m", "uvicorn", factory, "--factory",
                                           "--port", str(port), "--no-access-log", "--log-level", "warning",
                                           "--loop", "uvloop", "--http", "httptools"],
                                    port, core=0, cwd=tree,

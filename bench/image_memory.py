@@ -132,7 +132,7 @@ def run_scenario(variant: str, kind: str, upstream: Server, args: argparse.Names
     if variant == "glibc malloc defaults":
         argv = [sys.executable, "-m", "bench.image_memory", "--serve-glibc-defaults", str(port)]
     else:
-        argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port),
+        argv = [sys.executable, "-m", "uvicorn", "gateway.api.app:create_app", "--factory", "--port", str(port),
                 "--no-access-log", "--log-level", "warning"]
     env = {**os.environ, "VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1", "VISIONRAG_DATA_DIR": str(data_dir),
            "VISIONRAG_FASTEMBED_CACHE_DIR": str(TINY_CLIP), "VISIONRAG_EMBED_THREADS": "1",
@@ -200,7 +200,7 @@ def serve_glibc_defaults(port: int) -> None:
 
     heap.mmap_large_blocks = lambda *args, **kwargs: None  # type: ignore[assignment]
     heap.trim = lambda: None  # type: ignore[assignment]
-    uvicorn.run("gateway.app:create_app", factory=True, host="127.0.0.1", port=port, log_level="warning",
+    uvicorn.run("gateway.api.app:create_app", factory=True, host="127.0.0.1", port=port, log_level="warning",
                 access_log=False)
 
 

@@ -69,7 +69,7 @@ def scenario(name: str, upstream: Server, env: dict[str, str], backlog: Path | N
     if backlog:
         shutil.copytree(backlog, data_dir, dirs_exist_ok=True)  # a fresh copy of the queued exchanges
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+    argv = [sys.executable, "-m", "uvicorn", "gateway.api.app:create_app", "--factory",
             "--port", str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
             "--http", "httptools"]
     base_env = {"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1", "VISIONRAG_DATA_DIR": str(data_dir),

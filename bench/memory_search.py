@@ -160,11 +160,11 @@ def serve(data_dir: Path, port: int) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from gateway.api.deps import wire
+    from gateway.api.errors import install_error_handlers
+    from gateway.api.memory import router as memory_router
     from gateway.auth import Authenticator
-    from gateway.deps import wire
-    from gateway.errors import install_error_handlers
     from gateway.journal import BlobStore, Journal
-    from gateway.memory.routes import router as memory_router
     from gateway.memory.service import Memory
     from gateway.settings import Settings
 

@@ -102,7 +102,7 @@ async def send_chats(url: str, first: int, count: int, concurrency: int) -> int:
 
 def start_gateway(data_dir: Path, upstream: str, log: Path, layout: str) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port),
+    argv = [sys.executable, "-m", "uvicorn", "gateway.api.app:create_app", "--factory", "--port", str(port),
             "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]
     if layout == "before":
         argv = [sys.executable, "-m", "bench.memory_soak", "--serve-before", str(port)]
@@ -201,11 +201,11 @@ def use_layout_before() -> None:
 
 
 def serve_before(port: int) -> None:
-    """The gateway (as `uvicorn gateway.app:create_app --factory`) with the store as it was."""
+    """The gateway (as `uvicorn gateway.api.app:create_app --factory`) with the store as it was."""
     import uvicorn
 
     use_layout_before()
-    uvicorn.run("gateway.app:create_app", factory=True, host="127.0.0.1", port=port, access_log=False,
+    uvicorn.run("gateway.api.app:create_app", factory=True, host="127.0.0.1", port=port, access_log=False,
                 log_level="warning", loop="uvloop", http="httptools")
 
 

@@ -47,7 +47,7 @@ def launch(cwd: Path, upstream: Server, data_dir: Path, log: Path) -> Server:
     env = {"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1", "VISIONRAG_DATA_DIR": str(data_dir),
            "VISIONRAG_FASTEMBED_CACHE_DIR": str(TINY_CLIP), "VISIONRAG_EMBED_THREADS": "1",
            "VISIONRAG_MEMORY_ENABLED": "true", "HF_HUB_OFFLINE": "1"}
-    argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port),
+    argv = [sys.executable, "-m", "uvicorn", "gateway.api.app:create_app", "--factory", "--port", str(port),
             "--no-access-log", "--log-level", "warning"]
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, start_new_session=True,

@@ -5,7 +5,7 @@ an open gateway (local use) where every caller is the default tenant, whatever k
 Operator keys (`VISIONRAG_ADMIN_KEYS`) open the cross-tenant routes. With no key of either kind
 configured, every caller is also the operator; once any key is configured, only operator keys are.
 The upstream's own key is never taken from the client: see `proxy.upstream`. The routes' dependencies
-(TenantDep, AdminDep, CallerDep) are in gateway.deps.
+(TenantDep, AdminDep, CallerDep) are in gateway.api.deps.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.errors import GatewayError
+from gateway.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +23,12 @@ class Caller:
     admin: bool
 
 
-def _missing() -> GatewayError:
-    return GatewayError(401, "Missing API key: send `Authorization: Bearer <key>`.", code="invalid_api_key")
+def _missing() -> Unauthenticated:
+    return Unauthenticated("Missing API key: send `Authorization: Bearer <key>`.", code="invalid_api_key")
 
 
-def _invalid() -> GatewayError:
-    return GatewayError(401, "Invalid API key.", code="invalid_api_key")
+def _invalid() -> Unauthenticated:
+    return Unauthenticated("Invalid API key.", code="invalid_api_key")
 
 
 class Authenticator:
@@ -69,7 +69,7 @@ class Authenticator:
         """Return the caller's tenant, or raise a 401 that says what to send (403 for an operator key)."""
         caller = self.caller(authorization)
         if caller.tenant is None:
-            raise GatewayError(403, "This is an operator key; tenant routes need a tenant's key.",
+            raise PermissionDenied("This is an operator key; tenant routes need a tenant's key.",
                                code="permission_denied")
         return caller.tenant
 
@@ -83,7 +83,7 @@ class Authenticator:
         if key in self._admin_keys:
             return
         if key in self._tenants_by_key:
-            raise GatewayError(403, "This route needs an operator key (VISIONRAG_ADMIN_KEYS).",
+            raise PermissionDenied("This route needs an operator key (VISIONRAG_ADMIN_KEYS).",
                                code="permission_denied")
         raise _invalid()
 

@@ -502,7 +502,7 @@ def list_(
     from gateway.journal import BlobStore, Journal
     from gateway.memory.browse import ExchangeQuery
     from gateway.memory.service import Memory
-    from gateway.service_errors import ServiceError
+    from gateway.errors import InvalidRequest
 
     settings = _settings()
 
@@ -522,7 +522,7 @@ def list_(
 
     try:
         page = asyncio.run(run())
-    except ServiceError as exc:
+    except InvalidRequest as exc:
         raise _fail(exc.message) from None
     finally:
         journal.close()
@@ -732,7 +732,7 @@ def serve(
     """Run the gateway (uvicorn, one process) with the settings from the environment and `.env`."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.api.app import create_app
 
     # A new gateway: its own settings, as uvicorn would read them, not those `make run` recorded.
     settings = Settings()

@@ -11,7 +11,7 @@ Instruments are module-level, in this module's own `REGISTRY` (not prometheus_cl
 - a registry of our own, so that libraries registering in the global one neither leak into
   `/metrics` nor collide with these names.
 What is per app (its upstream replicas, its journal's backlog) is not stored here: `Scrape` reads it
-from that app's objects when `/metrics` is asked (see gateway.metrics_route).
+from that app's objects when `/metrics` is asked (see gateway.api.operations).
 """
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ def start(options: argparse.Namespace) -> int:
             options.gateway_python,
             "-m",
             "uvicorn",
-            "gateway.app:create_app",
+            "gateway.api.app:create_app",
             "--factory",
             "--host",
             host,

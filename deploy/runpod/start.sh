@@ -89,7 +89,7 @@ export VISIONRAG_UPSTREAM_URLS="${VISIONRAG_UPSTREAM_URLS:-http://127.0.0.1:8000
 export VISIONRAG_UPSTREAM_API_KEY="$VLLM_API_KEY"
 # Without VISIONRAG_QDRANT_URL the gateway embeds Qdrant's engine under VISIONRAG_DATA_DIR;
 # set VISIONRAG_QDRANT_URL / VISIONRAG_QDRANT_API_KEY to use Qdrant Cloud (deploy/qdrant-cloud.md).
-/opt/visionrag/venv/bin/python -m uvicorn gateway.app:create_app --factory --host 0.0.0.0 --port 8080 &
+/opt/visionrag/venv/bin/python -m uvicorn gateway.api.app:create_app --factory --host 0.0.0.0 --port 8080 &
 gateway_pid=$!
 pids+=("$gateway_pid")
 

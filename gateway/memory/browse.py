@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from gateway.service_errors import ServiceError
+from gateway.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from gateway.journal import Exchange
@@ -48,7 +48,7 @@ def encode_cursor(last: Exchange) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """(created_at, exchange id) of the row a page ended with; ServiceError for anything else."""
+    """(created_at, exchange id) of the row a page ended with; InvalidRequest for anything else."""
     if len(cursor) > _MAX_CURSOR:
         raise _invalid()
     try:
@@ -62,5 +62,5 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created_at), exchange_id
 
 
-def _invalid() -> ServiceError:
-    return ServiceError("`cursor` is not one this gateway returned", param="cursor", code="invalid_cursor")
+def _invalid() -> InvalidRequest:
+    return InvalidRequest("`cursor` is not one this gateway returned", param="cursor", code="invalid_cursor")

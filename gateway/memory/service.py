@@ -1,6 +1,6 @@
 """`Memory`: the one object the gateway wires in, and the one the memory routes call.
 
-    app.include_router(gateway.memory.routes.router)            # at construction
+    app.include_router(gateway.api.memory.router)               # at construction
     # in the lifespan, after Services (journal, blobs, image loader) exist:
     memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
     memory.start()                 # opens the store (StoreLocked if held elsewhere), starts ingest and
@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 
 from gateway import metrics
+from gateway.errors import BackendUnavailable, NotFound
 from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.batching import Batched
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
-from gateway.memory.embed import ClipEmbedder, EmbedderError
+from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget import Finisher, Forgetter
 from gateway.memory.ingest import IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
@@ -39,7 +40,6 @@ from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
 from gateway.memory.thumbnails import Thumbnails
-from gateway.service_errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
     from gateway.journal import Exchange
@@ -263,8 +263,8 @@ class Memory:
     ) -> SearchOutcome:
         """Exactly one of `text` / `image` (a URL or data: URL, loaded with the gateway's guarded fetch).
 
-        Raises ImageError (param `image`) or ImageDecodeError for the client's image, Unavailable when
-        the model or the store fails.
+        Raises ImageError (param `image`) for the client's image, BackendUnavailable when the model or the
+        store fails.
         """
         loaded = None
         if image is not None:
@@ -277,23 +277,26 @@ class Memory:
         try:
             outcome = await _blocking(self.searcher.search, flt, text=text, image=loaded.data if loaded else None,
                                       image_sha256=loaded.sha256 if loaded else None, target=target, limit=limit)
+        except ImageDecodeError:
+            # Its message names an index in a batch, which means nothing to a client that sent one image.
+            raise ImageError("image: the image cannot be decoded", param="image") from None
         except (EmbedderError, StoreError) as exc:
             metrics.retrieval("search", None)
-            raise Unavailable("search") from exc
+            raise BackendUnavailable("search") from exc
         metrics.retrieval("search", len(outcome.hits))
         return outcome
 
     async def recall(self, flt: SearchFilter, query: RecallQuery, *, k: int) -> list[Source]:
         """The past exchanges (within `flt`) that bear on `query`, best first, at most `k`.
 
-        Raises Unavailable when the model or the store fails; the caller goes on without memory.
+        Raises BackendUnavailable when the model or the store fails; the caller goes on without memory.
         """
         self.worker.touch()
         try:
             sources = await _blocking(self.retriever.recall, query, flt, k=k, thresholds=self.thresholds)
         except (EmbedderError, StoreError) as exc:
             metrics.retrieval("chat", None)
-            raise Unavailable("memory") from exc
+            raise BackendUnavailable("memory") from exc
         metrics.retrieval("chat", len(sources))
         return sources
 
@@ -348,7 +351,7 @@ class Memory:
         return Thumbnails(self.blobs.root.parent / "thumbnails", self.embedder.decoder)
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
-        """The tenant's exchanges, newest first, one page; ServiceError for a cursor it did not make."""
+        """The tenant's exchanges, newest first, one page; InvalidRequest for a cursor it did not make."""
         before = decode_cursor(query.cursor) if query.cursor else None
         rows = await _blocking(self.journal.recent, tenant, limit=query.limit + 1, before=before,
                                time_from=query.time_from, time_to=query.time_to, models=query.models,

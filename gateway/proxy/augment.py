@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.images import LoadedImage
 from gateway.memory.retrieval import RecallQuery, Source
 from gateway.memory.store.base import SearchFilter
@@ -72,7 +72,7 @@ def pop_options(payload: dict[str, Any]) -> MemoryOptions:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in (OPTIONS_FIELD, *error["loc"]))
-        raise GatewayError(400, f"{where}: {error['msg']}", param=where, code="invalid_parameter") from None
+        raise InvalidRequest(f"{where}: {error['msg']}", param=where, code="invalid_parameter") from None
 
 
 @dataclass(frozen=True, slots=True)

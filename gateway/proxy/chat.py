@@ -6,7 +6,7 @@ streams, a request for usage the journal needs. The upstream's response bytes re
 unchanged.
 
 The service answers with a `Completion` (a whole body) or an `EventStream` (the relayed server-sent
-events); gateway.proxy.routes alone makes HTTP responses of them.
+events); gateway.api.chat alone makes HTTP responses of them.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest, Relayed, UpstreamFailed
 from gateway.images import ImageError, ImageLoader, LoadedImage
 from gateway.metrics import IMAGES_REFUSED
 from gateway.proxy.augment import Augmenter, ChatTurn, MemoryUse, pop_options
 from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, require_messages
-from gateway.proxy.protocol import MemoryOptions
+from gateway.proxy.protocol import MemoryOptions, PredictRequest
 from gateway.proxy.recorder import PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
-from gateway.proxy.upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
+from gateway.proxy.upstream import UpstreamPool, UpstreamResponse, upstream_unavailable
 
 log = logging.getLogger("visionrag.chat")
 
@@ -66,13 +66,14 @@ ChatResult = Completion | EventStream
 
 class ChatProxy:
     def __init__(self, pool: UpstreamPool, loader: ImageLoader, recorder: Recorder,
-                 max_images: int, augmenter: Augmenter | None = None) -> None:
+                 max_images: int, augmenter: Augmenter | None = None, default_model: str | None = None) -> None:
         self.pool = pool
         self.loader = loader
         self.recorder = recorder
         self.max_images = max_images
         # Puts memory into answers; None: chats go as sent (`"visionrag"` options are still removed).
         self.augmenter = augmenter
+        self._default_model = default_model
 
     async def handle(self, payload: Any, tenant: str, endpoint: str = "chat.completions") -> ChatResult:
         messages = require_messages(payload)
@@ -103,7 +104,7 @@ class ChatProxy:
         """A text completion (`/v1/completions`): no images, recorded like a chat."""
         prompt = require_prompt(payload)
         if pop_options(payload).memory:
-            raise GatewayError(400, "memory in the answer works with chat completions (/v1/chat/completions)",
+            raise InvalidRequest("memory in the answer works with chat completions (/v1/chat/completions)",
                                param="visionrag.memory", code="invalid_parameter")
         refuse_unsafe_fields(payload)
         pending = PendingExchange.from_request("completions", tenant, payload, [],
@@ -114,7 +115,7 @@ class ChatProxy:
         """`/tokenize` and `/detokenize`: not recorded, but chat-shaped input goes through the image path,
         because vLLM's /tokenize fetches and decodes message media like a chat would."""
         if not isinstance(payload, dict):
-            raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+            raise InvalidRequest("request body must be a JSON object", code="invalid_request")
         pop_options(payload)
         refuse_unsafe_fields(payload)
         if "messages" in payload:
@@ -147,18 +148,51 @@ class ChatProxy:
                 body = {"message": result.body.decode("utf-8", "replace")[:500]}
         raise _upstream_error(result.status if result.status != 200 else 502, body)
 
+    async def predict(self, request: PredictRequest, tenant: str) -> Completion:
+        """The original service's request (one image and a question) as a recorded chat. Errors about
+        the chat it becomes name the /predict field the client sent."""
+        payload: dict[str, Any] = {
+            "model": request.model or await self.default_model(),
+            "messages": [{
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": request.image_url}},
+                    {"type": "text", "text": request.user_query},
+                ],
+            }],
+            "max_tokens": request.max_tokens,
+        }
+        if request.visionrag is not None:
+            payload["visionrag"] = request.visionrag.model_dump(exclude_none=True)
+        try:
+            return await self.answer(payload, tenant, endpoint="predict")
+        except GatewayError as exc:
+            raise _as_predict_error(exc) from None
+
+    async def default_model(self) -> str:
+        """The configured default model, else the first one the upstream serves (asked once)."""
+        if self._default_model is None:
+            upstream = await self.pool.open("GET", "/models")
+            body = await self.pool.read(upstream)
+            try:
+                self._default_model = orjson.loads(body)["data"][0]["id"]
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                raise UpstreamFailed("no default model: set VISIONRAG_DEFAULT_MODEL or pass `model`",
+                                     code="no_default_model") from None
+        return self._default_model
+
     async def normalize_images(self, messages: list[Any]) -> list[LoadedImage]:
         try:
             parts = normalize_messages(messages)
-        except GatewayError as exc:
+        except InvalidRequest as exc:
             # Media the gateway does not check counts as a refused image, like a bad image URL.
             if exc.code in _MEDIA_REFUSALS:
                 IMAGES_REFUSED.labels(str(exc.code)).inc()
             raise
         if len(parts) > self.max_images:
             IMAGES_REFUSED.labels("too_many_images").inc()
-            raise GatewayError(
-                400, f"too many images: {len(parts)} in this request, the limit is {self.max_images}",
+            raise InvalidRequest(
+                f"too many images: {len(parts)} in this request, the limit is {self.max_images}",
                 param="messages", code="too_many_images",
             )
         if not parts:
@@ -236,7 +270,7 @@ class ChatProxy:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %r", exc)
             record("incomplete")
-            error = GatewayError(502, "the model server's stream broke off before the answer was complete",
+            error = UpstreamFailed("the model server's stream broke off before the answer was complete",
                                  code="upstream_error")
             yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
         finally:
@@ -265,9 +299,9 @@ def _relay_body(upstream: UpstreamResponse, raw: bytes) -> Completion:
         log.error("upstream %s answered %d: %s", upstream.upstream.base_url, upstream.status,
                   raw[:1000].decode("utf-8", "replace"))
         if upstream.status == 503:  # overloaded or restarting: clients (the OpenAI SDK too) wait and retry
-            raise UpstreamUnavailable("the model server is unavailable; try again shortly",
+            raise upstream_unavailable("the model server is unavailable; try again shortly",
                                       retry_after_s=_retry_after(upstream.response.headers.get("Retry-After")))
-        error = GatewayError(502, "the model server failed to answer this request", code="upstream_error")
+        error = UpstreamFailed("the model server failed to answer this request", code="upstream_error")
         return Completion(error.status, orjson.dumps(error.body()))
     return Completion(upstream.status, raw, upstream.response.headers.get("Content-Type", "application/json"))
 
@@ -284,7 +318,7 @@ def _retry_after(value: str | None) -> float:
 def require_prompt(payload: Any) -> str:
     """The text of a completion's `prompt`, for the journal ("" for token ids)."""
     if not isinstance(payload, dict):
-        raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+        raise InvalidRequest("request body must be a JSON object", code="invalid_request")
     prompt = payload.get("prompt")
     if isinstance(prompt, str):
         return prompt
@@ -295,7 +329,7 @@ def require_prompt(payload: Any) -> str:
             isinstance(item, list) and all(isinstance(t, int) for t in item) for item in prompt
         ):
             return ""
-    raise GatewayError(400, "`prompt` must be a string, a list of strings, or token ids", param="prompt",
+    raise InvalidRequest("`prompt` must be a string, a list of strings, or token ids", param="prompt",
                        code="invalid_value")
 
 
@@ -306,10 +340,24 @@ def _text_of(choice: dict[str, Any]) -> str:
     return choice.get("text") or ""
 
 
-def _upstream_error(status: int, body: Any) -> GatewayError:
+# Where /predict's fields sit in the chat request it is turned into.
+_PREDICT_FIELDS = {"messages[0].content[0]": "image_url", "messages[0].content[1]": "user_query"}
+
+
+def _as_predict_error(exc: GatewayError) -> GatewayError:
+    """A chat error about the built request, re-worded to name the /predict field the client sent."""
+    param = exc.param or ""
+    for built, field_name in _PREDICT_FIELDS.items():
+        if param == built or param.startswith((built + ".", built + "[")):
+            message = field_name + exc.message.removeprefix(param) if exc.message.startswith(param) else exc.message
+            return Relayed(exc.status, message, type=exc.type, param=field_name, code=exc.code)
+    return exc
+
+
+def _upstream_error(status: int, body: Any) -> Relayed:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return GatewayError(status, str(error.get("message", "upstream error")), type=error.get("type"),
-                            param=error.get("param"), code=error.get("code"))
+        return Relayed(status, str(error.get("message", "upstream error")), type=error.get("type"),
+                       param=error.get("param"), code=error.get("code"))
     message = body.get("message") if isinstance(body, dict) else None
-    return GatewayError(status, str(message or "upstream error"))
+    return Relayed(status, str(message or "upstream error"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import InvalidRequest
 
 _TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
 _IMAGE_TYPES = frozenset({"image_url", "input_image"})
@@ -43,23 +43,23 @@ class ImagePart:
     holder: dict[str, Any]  # the rebuilt `image_url` object; its "url" is replaced once verified
 
 
-def _invalid(param: str, message: str, code: str = "invalid_content_part") -> GatewayError:
-    return GatewayError(400, f"{param}: {message}", param=param, code=code)
+def _invalid(param: str, message: str, code: str = "invalid_content_part") -> InvalidRequest:
+    return InvalidRequest(f"{param}: {message}", param=param, code=code)
 
 
 def refuse_unsafe_fields(payload: dict[str, Any]) -> None:
     for name, why in _REFUSED_FIELDS.items():
         if payload.get(name) is not None:
-            raise GatewayError(400, f"`{name}` is not accepted by this gateway: {why}.", param=name,
+            raise InvalidRequest(f"`{name}` is not accepted by this gateway: {why}.", param=name,
                                code="unsupported_parameter")
 
 
 def require_messages(payload: Any) -> list[Any]:
     if not isinstance(payload, dict):
-        raise GatewayError(400, "request body must be a JSON object", code="invalid_request")
+        raise InvalidRequest("request body must be a JSON object", code="invalid_request")
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise GatewayError(400, "`messages` must be a non-empty list", param="messages", code="invalid_value")
+        raise InvalidRequest("`messages` must be a non-empty list", param="messages", code="invalid_value")
     return messages
 
 
@@ -69,15 +69,15 @@ def normalize_messages(messages: list[Any]) -> list[ImagePart]:
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise GatewayError(400, f"{where} must be an object", param=where, code="invalid_value")
+            raise InvalidRequest(f"{where} must be an object", param=where, code="invalid_value")
         if not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"{where}.role must be a string", param=f"{where}.role",
+            raise InvalidRequest(f"{where}.role must be a string", param=f"{where}.role",
                                code="invalid_value")
         content = message.get("content")
         if content is None or isinstance(content, str):
             continue
         if not isinstance(content, list):
-            raise GatewayError(400, f"{where}.content must be a string or a list of content parts",
+            raise InvalidRequest(f"{where}.content must be a string or a list of content parts",
                                param=f"{where}.content", code="invalid_value")
         message["content"] = [_normalize_part(part, f"{where}.content[{j}]", images)
                               for j, part in enumerate(content)]

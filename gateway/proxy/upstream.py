@@ -11,31 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
-from starlette.responses import Response
 
 from gateway import metrics
-from gateway.errors import GatewayError
+from gateway.errors import Unavailable, UpstreamFailed, UpstreamTimeout
 
 log = logging.getLogger("visionrag.upstream")
 
 
-class UpstreamUnavailable(GatewayError):
+def upstream_unavailable(message: str, retry_after_s: float) -> Unavailable:
     """No replica accepts connections (vLLM restarting, or still loading its weights): 503 with
     Retry-After, so clients back off and retry instead of treating the gateway as broken."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(503, message, code="upstream_unavailable")
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
-
-    def response(self) -> Response:
-        response = super().response()
-        response.headers["Retry-After"] = str(self.retry_after_s)
-        return response
+    return Unavailable(message, code="upstream_unavailable", retry_after_s=max(1.0, retry_after_s))
 
 
 @dataclass(eq=False)
@@ -148,13 +138,13 @@ class UpstreamPool:
                 self._mark_down(upstream, exc)
                 continue
             except (TimeoutError, aiohttp.ServerTimeoutError):
-                raise GatewayError(
-                    504, f"the upstream model server did not answer within {self._timeout.sock_read:g} s",
+                raise UpstreamTimeout(
+                    f"the upstream model server did not answer within {self._timeout.sock_read:g} s",
                     code="upstream_timeout",
                 ) from None
             except aiohttp.ClientError as exc:
                 log.warning("request to upstream %s failed: %r", upstream.base_url, exc)
-                raise GatewayError(502, "the request to the upstream model server failed",
+                raise UpstreamFailed("the request to the upstream model server failed",
                                    code="upstream_error") from None
             finally:
                 # Every other way out gives the slot back, a cancelled request (the caller gave up) too.
@@ -162,7 +152,7 @@ class UpstreamPool:
                     upstream.outstanding -= 1
         # Which replicas and why is in the log (`_mark_down`); clients learn only that none answered,
         # and to come back after one probe interval: the soonest a replica can be back in rotation.
-        raise UpstreamUnavailable(
+        raise upstream_unavailable(
             f"the upstream model server is unreachable ({len(tried)} of {len(self.upstreams)} replicas tried); "
             "try again shortly", retry_after_s=self._health_interval_s,
         )
@@ -172,13 +162,13 @@ class UpstreamPool:
         try:
             return await upstream_response.response.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise GatewayError(
-                504, f"the upstream model server did not answer within {self._timeout.sock_read:g} s",
+            raise UpstreamTimeout(
+                f"the upstream model server did not answer within {self._timeout.sock_read:g} s",
                 code="upstream_timeout",
             ) from None
         except aiohttp.ClientError as exc:
             log.warning("reading from upstream %s failed: %r", upstream_response.upstream.base_url, exc)
-            raise GatewayError(502, "the connection to the upstream model server broke off before the answer "
+            raise UpstreamFailed("the connection to the upstream model server broke off before the answer "
                                "was complete", code="upstream_error") from None
         finally:
             upstream_response.release()

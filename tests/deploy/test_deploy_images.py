@@ -60,7 +60,7 @@ def test_health_check_volume_port_and_command(gateway_dockerfile):
         "python",
         "-m",
         "uvicorn",
-        "gateway.app:create_app",
+        "gateway.api.app:create_app",
         "--factory",
         "--host",
         "0.0.0.0",
@@ -70,7 +70,7 @@ def test_health_check_volume_port_and_command(gateway_dockerfile):
 
 
 def test_the_app_factory_the_image_runs_exists():
-    # The CMD imports gateway.app:create_app; a rename would only show when the container starts.
+    # The CMD imports gateway.api.app:create_app; a rename would only show when the container starts.
     from gateway import app
 
     assert callable(app.create_app)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from gateway.app import create_app
+from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.plugins.gateway_server import free_port
 

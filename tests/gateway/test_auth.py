@@ -8,8 +8,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from gateway.api.deps import AdminDep
 from gateway.auth import Authenticator, Caller
-from gateway.deps import AdminDep
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 from tests.gateway.inprocess import gateway, settings_for

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import REGISTRY
 from tests.gateway.inprocess import gateway, settings_for
-from tests.memory.conftest import TINY_CLIP
+from tests.gateway.memory.conftest import TINY_CLIP
 from tests.plugins.gateway_server import free_port
 from tests.plugins.media import data_url, image_message, png_bytes
 

@@ -18,8 +18,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from gateway.app import create_app
-from gateway.openapi.document import describe
+from gateway.api.app import create_app
+from gateway.api.openapi.document import describe
 from tests.gateway.inprocess import gateway, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]

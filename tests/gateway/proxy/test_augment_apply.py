@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.errors import NotFound
 from gateway.memory.retrieval import Source
 from gateway.memory.service import StoredImage
 from gateway.proxy.augment import AugmentConfig, Augmenter, ChatTurn, MemoryUse
 from gateway.proxy.protocol import MemoryOptions
 from gateway.proxy.tokens import TokenCounter
 from gateway.proxy.upstream import UpstreamPool
-from gateway.service_errors import NotFound
-from tests.memory.conftest import noise_png
+from tests.gateway.memory.conftest import noise_png
 from tests.plugins.gateway_server import free_port
 
 SHA = "ab" * 32

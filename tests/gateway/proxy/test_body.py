@@ -1,4 +1,4 @@
-"""Reading bodies under the limit (gateway.proxy.body), on a bare ASGI request: no app, no model."""
+"""Reading bodies under the limit (gateway.api.body), on a bare ASGI request: no app, no model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
+from gateway.api.body import read_json
 from gateway.errors import GatewayError
-from gateway.proxy.body import read_json
 
 
 def request(chunks: list[bytes], headers: dict[str, str] | None = None) -> tuple[Request, list[bytes]]:

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
-from tests.memory import conftest as memory_fixtures
+from tests.gateway.memory import conftest as memory_fixtures
 from tests.plugins.gateway_server import GatewayProcess, free_port
 
 clip_cache = memory_fixtures.clip_cache  # the tiny CLIP, for the gateways here

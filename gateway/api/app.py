@@ -1,0 +1,54 @@
+"""The application factory: `uvicorn gateway.api.app:create_app --factory`.
+
+The HTTP edge only: the runtime (gateway.runtime) builds everything the routes call; this module
+includes the routes, the error mapping, the OpenAPI document and the metrics middleware, and hands the
+runtime's services to the routes' dependencies (gateway.api.deps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import chat, memory, operations, ui
+from gateway.api.deps import wire
+from gateway.api.errors import install_error_handlers
+from gateway.api.openapi import install_openapi
+from gateway.logs import configure as configure_logging
+from gateway.metrics import MetricsMiddleware
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.from_settings(settings)
+        try:
+            await runtime.start()
+            wire(app, settings=settings, auth=runtime.auth, chat=runtime.chat, memory=runtime.memory)
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="VisionRAG gateway",
+        summary="OpenAI-compatible vision gateway that records and searches every exchange.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # gateway.api.openapi serves /docs without a CDN
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(memory.router)
+    app.include_router(operations.router)
+    app.include_router(ui.router)
+    install_openapi(app, settings)
+    app.add_middleware(MetricsMiddleware)
+    return app

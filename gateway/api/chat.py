@@ -1,0 +1,137 @@
+"""The chat routes (the request path). Thin: read, authenticate, hand over to ChatProxy, and make HTTP
+of what it answers (`_response`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import NoMatchFound
+
+from gateway.api.body import openapi_body, read_json, read_model
+from gateway.api.deps import AuthDep, ChatDep, TenantDep
+from gateway.proxy.augment import MemoryUse
+from gateway.proxy.chat import EXCHANGE_HEADER, ChatResult, Completion, EventStream
+from gateway.proxy.protocol import Citation, MemoryInfo, PredictRequest, PredictResponse
+
+router = APIRouter()
+
+
+def _response(request: Request, result: ChatResult) -> Response:
+    """The upstream's answer as HTTP. Where memory was asked for, headers say what it did; a whole
+    completion also carries the sources in a `visionrag` object (a stream stays as the upstream sent it)."""
+    headers: dict[str, str] = {}
+    if result.exchange_id is not None:
+        headers[EXCHANGE_HEADER] = result.exchange_id
+    if result.memory is not None:
+        headers.update(result.memory.headers)
+    if isinstance(result, EventStream):
+        return StreamingResponse(
+            result.events,
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    body = result.body
+    if _reports_memory(result) and isinstance(result.data, dict):
+        info = _memory_info(request, result.memory, result.exchange_id)  # type: ignore[arg-type]
+        body = orjson.dumps({**result.data, "visionrag": info.model_dump(mode="json")})
+    return Response(body, status_code=result.status, media_type=result.content_type, headers=headers or None)
+
+
+def _reports_memory(result: Completion) -> bool:
+    return result.memory is not None and result.memory.reason != "off" and result.exchange_id is not None
+
+
+def _memory_info(request: Request, memory: MemoryUse, exchange_id: str) -> MemoryInfo:
+    return MemoryInfo(
+        exchange_id=exchange_id,
+        memory=memory.reason,
+        sources=[
+            Citation(
+                n=c.n,
+                exchange_id=c.source.exchange_id,
+                score=round(c.source.score, 6),
+                question=c.question,
+                answer=c.excerpt,
+                image_url=_image_url(request, c.source.image_sha256),
+                time=datetime.fromtimestamp(c.source.time, tz=UTC),
+            )
+            for c in memory.cited
+        ],
+    )
+
+
+def _image_url(request: Request, sha256: str | None) -> str | None:
+    if not sha256:
+        return None
+    try:
+        return str(request.url_for("memory_image", sha256=sha256))
+    except NoMatchFound:  # an app without the memory routes
+        return None
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request)
+    return _response(request, await chat.handle(payload, tenant))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request)
+    return _response(request, await chat.complete_text(payload, tenant))
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request)
+    return _response(request, await chat.tokenize(payload, "/tokenize"))
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    payload = await read_json(request)
+    return _response(request, await chat.tokenize(payload, "/detokenize"))
+
+
+@router.get("/v1/models")
+async def models(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    return _response(request, await chat.models())
+
+
+@router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
+async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    body = await read_model(request, PredictRequest)
+    result = await chat.predict(body, tenant)
+    answer: dict[str, Any] = {"output": result.data["choices"][0]["message"].get("content") or ""}
+    headers = {EXCHANGE_HEADER: str(result.exchange_id)}
+    if result.memory is not None:
+        headers.update(result.memory.headers)
+        if _reports_memory(result):
+            answer["visionrag"] = _memory_info(request, result.memory, str(result.exchange_id)).model_dump(mode="json")
+    return JSONResponse(answer, headers=headers)
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The gateway process is alive (says nothing about the upstream)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request, chat: ChatDep, auth: AuthDep) -> Response:
+    """The gateway serves (its lifespan has run), whether or not an upstream answers: readiness that
+    followed vLLM would empty the gateway's Service during every vLLM restart and take the memory
+    API with it, while chats already answer 503 with Retry-After when no upstream is up.
+
+    Open to probes, so it says how many replicas answer, not where they are; an operator key
+    (VISIONRAG_ADMIN_KEYS) also gets each replica's URL and state."""
+    replicas = await chat.pool.ready()
+    body: dict[str, object] = {"status": "ready",
+                               "upstreams": {"healthy": sum(replicas.values()), "total": len(replicas)}}
+    if auth.presents_admin_key(request.headers.get("authorization")):
+        body["replicas"] = [{"url": url, "healthy": ok} for url, ok in replicas.items()]
+    return JSONResponse(body)

@@ -1,0 +1,80 @@
+"""The composition root: everything the gateway runs on, built once from the settings.
+
+    runtime = Runtime.from_settings(settings)   # builds; opens nothing
+    await runtime.start()                       # the upstream pool, then memory (ingest, finisher, ...)
+    ...
+    await runtime.close()
+
+The HTTP app (gateway.api.app), the CLI and the benchmarks all build their objects here, so each
+object is made one way: the journal, the blob store, the image loader, the upstream pool, memory
+(unless disabled) and the chat service that puts memory into answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gateway.auth import Authenticator
+from gateway.images import ImageLoader
+from gateway.journal import BlobStore, Journal
+from gateway.memory.service import Memory
+from gateway.memory.store.base import VectorStore
+from gateway.proxy.augment import Augmenter
+from gateway.proxy.chat import ChatProxy
+from gateway.proxy.recorder import Recorder
+from gateway.proxy.upstream import UpstreamPool
+from gateway.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    auth: Authenticator
+    journal: Journal
+    blobs: BlobStore
+    loader: ImageLoader
+    pool: UpstreamPool
+    chat: ChatProxy
+    memory: Memory | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, store: VectorStore | None = None) -> Runtime:
+        """Build everything the settings ask for; nothing is opened or loaded until `start()`.
+        `store` replaces the vector store the settings choose (tests)."""
+        journal = Journal(settings.journal_path, synchronous=settings.journal_synchronous)
+        blobs = BlobStore(settings.images_dir)
+        loader = ImageLoader.from_settings(settings)
+        pool = UpstreamPool(
+            settings.upstream_urls,
+            api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_read_timeout_s,
+            health_interval_s=settings.upstream_health_interval_s,
+        )
+        memory = None
+        if settings.memory_enabled:
+            memory = Memory.from_settings(settings, journal, blobs, image_loader=loader, store=store)
+        chat = ChatProxy(
+            pool, loader, Recorder(journal, blobs), settings.max_images_per_request,
+            # Chats put memory into answers when asked (or by default), through the memory service.
+            augmenter=Augmenter.from_settings(settings, memory, pool),
+            default_model=settings.default_model,
+        )
+        auth = Authenticator(settings.tenants_by_key, settings.default_tenant, settings.admin_keys)
+        return cls(settings, auth, journal, blobs, loader, pool, chat, memory)
+
+    async def start(self) -> None:
+        await self.pool.start()
+        if self.memory is not None:
+            # Opens the store: fails start-up with a clear error if another process holds it.
+            await asyncio.to_thread(self.memory.start)
+
+    async def close(self) -> None:
+        try:
+            if self.memory is not None:
+                await self.memory.stop()  # before the journal closes; unfinished work stays queued
+        finally:
+            await self.loader.fetcher.close()
+            await self.pool.close()
+            self.journal.close()
