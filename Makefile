@@ -195,6 +195,7 @@ bench-thumbnail-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS making
 
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
+	$(VENV)/bin/lint-imports
 
 clean: ## Remove environments, built models and local data
 	rm -rf $(VENV) $(VLLM_VENV) $(MODELS) data .pytest_cache
