@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.proxy.messages import _REFUSED_FIELDS
+from gateway.proxy.messages import REFUSED_FIELDS
 
-_REFUSED = ", ".join(f"`{name}`" for name in _REFUSED_FIELDS)
+_REFUSED = ", ".join(f"`{name}`" for name in REFUSED_FIELDS)
 
 ERROR_RESPONSE: dict[str, Any] = {
     "title": "ErrorResponse",
