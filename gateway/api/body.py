@@ -69,11 +69,16 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}" if param else message, param=param, code="invalid_value")
 
 
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a route that reads `model` itself: the request body /docs would have shown."""
-    schema = model.model_json_schema(mode="validation")
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": _inline(schema, schema.get("$defs", {}))}}}}
+def openapi_body(body: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself: the request body /docs would have shown.
+
+    `body` is the model the route reads, or the JSON schema of a body it forwards without one (a `$ref`)."""
+    if isinstance(body, dict):
+        schema = body
+    else:
+        schema = body.model_json_schema(mode="validation")
+        schema = _inline(schema, schema.get("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

@@ -13,6 +13,9 @@ from starlette.routing import NoMatchFound
 
 from gateway.api.body import openapi_body, read_json, read_model
 from gateway.api.deps import AuthDep, ChatDep, TenantDep
+from gateway.api.openapi import failures as F
+from gateway.api.openapi.responses import completion_or_stream, errors
+from gateway.api.openapi.schemas import ref
 from gateway.proxy.augment import MemoryUse
 from gateway.proxy.chat import EXCHANGE_HEADER, ChatResult, Completion, EventStream
 from gateway.proxy.protocol import Citation, MemoryInfo, PredictRequest, PredictResponse
@@ -73,37 +76,52 @@ def _image_url(request: Request, sha256: str | None) -> str | None:
         return None
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=openapi_body(ref("ChatCompletionRequest")),
+             responses={**completion_or_stream("ChatCompletion"), **errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED)})
 async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    """OpenAI chat completions, streamed or not. Every image is fetched or decoded and checked by the gateway
+    and sent on as a `data:` URL; the exchange is recorded before the answer ends, and `x-visionrag-exchange-id`
+    names it."""
     payload = await read_json(request)
     return _response(request, await chat.handle(payload, tenant))
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=openapi_body(ref("CompletionRequest")),
+             responses={**completion_or_stream("Completion"),
+                        **errors(*F.UPSTREAM, F.PROMPT, F.UNSUPPORTED_PARAMETER, *F.RELAYED)})
 async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    """Text completions, streamed or not, recorded like chats."""
     payload = await read_json(request)
     return _response(request, await chat.complete_text(payload, tenant))
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
+             responses=errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED))
 async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    """vLLM's tokenizer, not recorded; `messages` pass the same content and image checks as a chat."""
     payload = await read_json(request)
     return _response(request, await chat.tokenize(payload, "/tokenize"))
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
+             responses=errors(*F.UPSTREAM, F.UNSUPPORTED_PARAMETER, *F.RELAYED))
 async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    """vLLM's detokenizer, not recorded."""
     payload = await read_json(request)
     return _response(request, await chat.tokenize(payload, "/detokenize"))
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=errors(*F.UPSTREAM))
 async def models(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+    """The models the upstream serves."""
     return _response(request, await chat.models())
 
 
-@router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest))
+@router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest),
+             responses=errors(*F.UPSTREAM, *F.PREDICT, *F.RELAYED))
 async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+    """The original service's request: one image and a question, answered as `{"output"}` and recorded
+    like a chat."""
     body = await read_model(request, PredictRequest)
     result = await chat.predict(body, tenant)
     answer: dict[str, Any] = {"output": result.data["choices"][0]["message"].get("content") or ""}
@@ -121,7 +139,11 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", openapi_extra={"security": [{}, {"OperatorKey": []}]}, responses={200: {
+    "description": "The gateway serves; `upstreams` says how many model server replicas answer (chats answer "
+                   "503 with Retry-After while none does).",
+    "content": {"application/json": {"schema": ref("Readiness")}},
+}})
 async def ready(request: Request, chat: ChatDep, auth: AuthDep) -> Response:
     """The gateway serves (its lifespan has run), whether or not an upstream answers: readiness that
     followed vLLM would empty the gateway's Service during every vLLM restart and take the memory

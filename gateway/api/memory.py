@@ -22,6 +22,8 @@ from fastapi.responses import Response
 
 from gateway.api.body import openapi_body, read_model
 from gateway.api.deps import AuthDep, CallerDep, MemoryDep, TenantDep
+from gateway.api.openapi import failures as F
+from gateway.api.openapi.responses import errors, image_bytes
 from gateway.journal import Exchange
 from gateway.memory.browse import ExchangeQuery
 from gateway.memory.protocol import (
@@ -46,12 +48,14 @@ def image_url(request: Request, sha256: str | None) -> str | None:
     return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
 
 
-@router.post("/search", response_model=SearchResponse, openapi_extra=openapi_body(SearchRequest))
+@router.post("/search", response_model=SearchResponse, openapi_extra=openapi_body(SearchRequest),
+             responses=errors(*F.SEARCH, F.memory_unavailable("search")))
 async def search(
     request: Request,
     tenant: TenantDep,
     memory: MemoryDep,
 ) -> SearchResponse:
+    """Past exchanges of the caller's tenant, most similar first, by text or by image."""
     body = await read_model(request, SearchRequest)
     flt = SearchFilter(
         tenant=tenant,
@@ -68,13 +72,14 @@ async def search(
         timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
     )
 
-@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse)
+@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse, responses=errors(F.EXCHANGE_NOT_FOUND))
 async def get_exchange(
     exchange_id: str,
     request: Request,
     tenant: TenantDep,
     memory: MemoryDep,
 ) -> ExchangeResponse:
+    """One recorded exchange of the caller's tenant (another tenant's answers 404)."""
     exchange = await memory.exchange(tenant, exchange_id)
     return ExchangeResponse(
         **_summary_fields(request, exchange),
@@ -101,21 +106,24 @@ def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
                                  source_url=i.source_url) for i in exchange.images],
     }
 
-@router.delete("/exchanges/{exchange_id}", status_code=204)
+@router.delete("/exchanges/{exchange_id}", status_code=204, responses=errors(F.EXCHANGE_NOT_FOUND))
 async def delete_exchange(exchange_id: str, tenant: TenantDep, memory: MemoryDep) -> Response:
-    """Forget the exchange everywhere: its text, its points, and each image no other exchange uses.
-    204 as soon as nothing reads it any more; its points and files go right after, whatever the store's state."""
+    """Forget one exchange of the caller's tenant everywhere: its text, its vectors, and each image no other
+    exchange uses (another tenant's id answers 404). The 204 comes as soon as nothing reads it any more; its
+    vectors and files are deleted right after, retried in the background while the vector store refuses."""
     await memory.forget(tenant, exchange_id)
     return Response(status_code=204)
 
-@router.post("/exchanges/forget", response_model=ForgetResponse, openapi_extra=openapi_body(ForgetRequest))
+@router.post("/exchanges/forget", response_model=ForgetResponse, openapi_extra=openapi_body(ForgetRequest),
+             responses=errors(F.FORGET_WITHOUT_FILTER))
 async def forget_exchanges(request: Request, tenant: TenantDep, memory: MemoryDep) -> ForgetResponse:
-    """Forget every exchange of the caller's tenant of one `user` and/or older than `before`."""
+    """Forget every exchange of the caller's tenant of one `user` and/or older than `before`, as
+    DELETE /exchanges/{exchange_id} does each."""
     body = await read_model(request, ForgetRequest)
     deleted = await memory.forget_where(tenant, user=body.user, before=_unix(body.before))
     return ForgetResponse(deleted=deleted)
 
-@router.get("/exchanges", response_model=ExchangeList)
+@router.get("/exchanges", response_model=ExchangeList, responses=errors(F.INVALID_CURSOR))
 async def list_exchanges(
     request: Request,
     tenant: TenantDep,
@@ -127,7 +135,8 @@ async def list_exchanges(
     model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
     user: Annotated[str | None, Query(description="Only this client `user`")] = None,
 ) -> ExchangeList:
-    """The caller's exchanges, most recent first, a page at a time."""
+    """The caller's tenant's exchanges, most recent first, a page at a time: pass `next_cursor` back as
+    `cursor` for the next (older) page."""
     query = ExchangeQuery(limit=limit, cursor=cursor, time_from=_unix(time_from), time_to=_unix(time_to),
                           models=tuple(model or ()), user=user)
     page = await memory.list_exchanges(tenant, query)
@@ -146,7 +155,12 @@ async def list_exchanges(
 IMAGE_CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
 
 
-@router.get("/images/{sha256}", name="memory_image")
+@router.get("/images/{sha256}", name="memory_image", response_class=Response, responses={
+    **image_bytes(),
+    304: {"description": "Not modified: `If-None-Match` names the ETag and the caller may still see the image "
+                         "(a forgotten one answers 404)."},
+    **errors(F.IMAGE_NOT_FOUND),
+})
 async def get_image(
     sha256: str,
     request: Request,
@@ -157,6 +171,8 @@ async def get_image(
         f"{', '.join(map(str, SIZES))}; without it, the original")),
     ] = None,
 ) -> Response:
+    """An image the model saw, by its sha256, if one of the caller's tenant's exchanges carries it (else 404).
+    With `size`, a WebP thumbnail (made once, cached) instead of the original."""
     # Content-addressed: the bytes behind a hash never change. A thumbnail is weak: its bytes depend on
     # the renderer, its picture does not.
     etag = f'"{sha256}"' if size is None else f'W/"{sha256}-{snap(size)}"'

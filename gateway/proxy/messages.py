@@ -27,7 +27,7 @@ _MEDIA_KEYS = frozenset({
 # Request fields that change how vLLM reads or renders media and prompts, bypassing the gateway's
 # limits (a processor's resize target, media decoder options, a client-supplied Jinja template,
 # which 0.10.2 renders), or that carry raw tensors. Refused rather than forwarded.
-_REFUSED_FIELDS = {
+REFUSED_FIELDS = {
     "mm_processor_kwargs": "it changes how the model server resizes and decodes images",
     "media_io_kwargs": "it changes how the model server decodes media",
     "chat_template": "the model server's own chat template is used",
@@ -48,7 +48,7 @@ def _invalid(param: str, message: str, code: str = "invalid_content_part") -> In
 
 
 def refuse_unsafe_fields(payload: dict[str, Any]) -> None:
-    for name, why in _REFUSED_FIELDS.items():
+    for name, why in REFUSED_FIELDS.items():
         if payload.get(name) is not None:
             raise InvalidRequest(f"`{name}` is not accepted by this gateway: {why}.", param=name,
                                code="unsupported_parameter")

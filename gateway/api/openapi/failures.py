@@ -1,7 +1,9 @@
 """The errors each kind of route can answer with, as the document's examples.
 
 The messages and codes are those the gateway raises (gateway.auth, gateway.proxy, gateway.memory);
-the bodies are built by GatewayError itself, so their `type` is the one clients receive.
+the bodies are built by GatewayError itself, so their `type` is the one clients receive. A route
+declares its own with `responses=errors(...)` (gateway.api.openapi.responses); those of its key, its
+body and the memory are added from its dependencies (gateway.api.openapi.document).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ ANY_KEY = (MISSING_KEY, INVALID_KEY)
 OPERATOR_KEY = (MISSING_KEY, INVALID_KEY, TENANT_ON_OPERATOR_ROUTE)
 
 
+# FastAPI's own check of a query or path parameter (its 422, answered as a 400).
+INVALID_PARAMETER = Failure(400, "invalid_value", "a parameter is invalid", "invalid_value")
+
+
 def body_failures(max_body_bytes: int) -> tuple[Failure, ...]:
     return (
         Failure(400, "invalid_json", "request body is not valid JSON: unexpected end of data: line 1 column 15 "
@@ -53,6 +59,7 @@ RELAYED_NOT_FOUND = Failure(404, "model_not_found", "The model `no-such-model` d
                             param="model", type="NotFoundError")
 RELAYED_BAD_REQUEST = Failure(400, "model_server_limit", "At most 1 image(s) may be provided in one prompt.", 400,
                               type="BadRequestError")
+RELAYED = (RELAYED_BAD_REQUEST, RELAYED_NOT_FOUND)
 
 UPSTREAM = (
     Failure(502, "upstream_error", "the model server failed to answer this request", "upstream_error"),
@@ -107,3 +114,6 @@ def memory_unavailable(what: str) -> Failure:
 EXCHANGE_NOT_FOUND = Failure(404, "exchange_not_found", "No exchange with id 'a1b2c3'.", "exchange_not_found",
                              param="exchange_id")
 IMAGE_NOT_FOUND = Failure(404, "image_not_found", "No such image.", "image_not_found", param="sha256")
+INVALID_CURSOR = Failure(400, "invalid_cursor", "`cursor` is not one this gateway returned", "invalid_cursor",
+                         param="cursor")
+FORGET_WITHOUT_FILTER = Failure(400, "invalid_value", "give `user`, `before`, or both", "invalid_value")

@@ -1,17 +1,19 @@
-"""JSON schemas for what the gateway reads and answers without a pydantic model.
+"""JSON schemas for what the gateway reads and answers without a pydantic model, as named components.
 
-The OpenAI-compatible routes read raw JSON (unknown fields pass through to vLLM), so FastAPI has no
-model to describe them from. These schemas say what the gateway itself checks, and leave the rest
-open (`additionalProperties: true`) because it does forward it.
+The OpenAI-compatible routes read raw JSON (unknown fields pass through to vLLM) and relay the model
+server's answers byte for byte, so no model of the gateway's describes them, and a pydantic class
+written only for the document would validate nothing. These schemas say what the gateway itself
+checks, and leave the rest open (`additionalProperties: true`) because it does forward it. Routes
+refer to them by name (`ref`); the document carries every one under `components/schemas`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.proxy.messages import _REFUSED_FIELDS
+from gateway.proxy.messages import REFUSED_FIELDS
 
-_REFUSED = ", ".join(f"`{name}`" for name in _REFUSED_FIELDS)
+_REFUSED = ", ".join(f"`{name}`" for name in REFUSED_FIELDS)
 
 ERROR_RESPONSE: dict[str, Any] = {
     "title": "ErrorResponse",
@@ -255,3 +257,21 @@ EXCHANGE_ID_HEADER = {
                    "was not recorded (the model server's own errors).",
     "schema": {"type": "string"},
 }
+
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "ErrorResponse": ERROR_RESPONSE,
+    "ChatCompletionRequest": CHAT_REQUEST,
+    "CompletionRequest": COMPLETION_REQUEST,
+    "TokenizeRequest": TOKENIZE_REQUEST,
+    "ChatCompletion": CHAT_COMPLETION,
+    "Completion": COMPLETION,
+    "Readiness": READINESS,
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to one of COMPONENTS; a name that is none of them fails at import, not in /docs."""
+    if name not in COMPONENTS:
+        raise KeyError(name)
+    return {"$ref": f"#/components/schemas/{name}"}
