@@ -50,7 +50,9 @@ from bench.memory_hybrid_latency import points as synthetic_points
 from bench.memory_ingest import photo_png
 from bench.memory_quality import corpus
 from gateway.images import LoadedImage
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
 from gateway.memory.reuse import VectorReuse
@@ -104,8 +106,8 @@ def chat(question: str, image: LoadedImage | None) -> dict:
 
 class Bench:
     def __init__(self, data_dir: Path, upstream: str, clip: ClipEmbedder, text: TextEncoders) -> None:
-        self.journal = Journal(data_dir / "journal.sqlite3")
-        self.blobs = BlobStore(data_dir / "images")
+        self.journal = SQLiteJournal(data_dir / "journal.sqlite3")
+        self.blobs = DiskBlobStore(data_dir / "images")
         self.store = EdgeStore(data_dir / "shard")
         self.store.ensure_schema()
         self.clip, self.text = clip, text

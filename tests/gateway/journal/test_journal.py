@@ -1,7 +1,9 @@
 import threading
 import time
 
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 
 
 def make_exchange(i: int, **fields) -> Exchange:
@@ -15,7 +17,7 @@ def make_exchange(i: int, **fields) -> Exchange:
 
 
 def test_append_get_round_trip(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = SQLiteJournal(tmp_path / "j.sqlite3")
     exchange = make_exchange(1, images=[ImageRef("a" * 64, "image/png", "https://example.com/x.png")],
                              user="alice")
     journal.append(exchange)
@@ -26,7 +28,7 @@ def test_append_get_round_trip(tmp_path):
 
 def test_queue_order_mark_and_resume_after_reopen(tmp_path):
     path = tmp_path / "j.sqlite3"
-    journal = Journal(path)
+    journal = SQLiteJournal(path)
     for i in range(5):
         journal.append(make_exchange(i))
     journal.append(make_exchange(2))  # the same id again is ignored
@@ -35,13 +37,13 @@ def test_queue_order_mark_and_resume_after_reopen(tmp_path):
     journal.mark_ingested(["ex-0", "ex-1"])
     journal.close()
 
-    reopened = Journal(path)
+    reopened = SQLiteJournal(path)
     assert reopened.backlog() == 3
     assert [e.id for e in reopened.pending(10)] == ["ex-2", "ex-3", "ex-4"]
 
 
 def test_blob_store_is_content_addressed(tmp_path):
-    blobs = BlobStore(tmp_path / "images")
+    blobs = DiskBlobStore(tmp_path / "images")
     digest = blobs.put(b"picture")
     assert blobs.put(b"picture") == digest
     assert blobs.get(digest) == b"picture"
@@ -52,7 +54,7 @@ def test_blob_store_is_content_addressed(tmp_path):
 
 
 def test_image_access_follows_the_journals_rows(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = SQLiteJournal(tmp_path / "j.sqlite3")
     sha = "b" * 64
     journal.append(make_exchange(1, tenant="acme", images=[ImageRef(sha, "image/webp")]))
     journal.append(make_exchange(2, tenant="bravo", images=[ImageRef(sha, "image/webp")]))
@@ -66,7 +68,7 @@ def test_image_access_follows_the_journals_rows(tmp_path):
 
 def test_a_journal_of_the_previous_shape_gets_image_types_and_tenants(tmp_path):
     path = tmp_path / "j.sqlite3"
-    journal = Journal(path)
+    journal = SQLiteJournal(path)
     journal.append(make_exchange(1, tenant="acme", images=[ImageRef("d" * 64, "image/jpeg")]))
     # As version 1 left it: image references without tenant or type.
     journal._db.executescript("""
@@ -77,7 +79,7 @@ def test_a_journal_of_the_previous_shape_gets_image_types_and_tenants(tmp_path):
         PRAGMA user_version=1;
     """)
     journal.close()
-    journal = Journal(path)
+    journal = SQLiteJournal(path)
     assert journal.image_mime("acme", "d" * 64) == "image/jpeg"
     assert journal.referenced(["d" * 64]) == {"d" * 64}
     journal.close()
@@ -86,7 +88,7 @@ def test_a_journal_of_the_previous_shape_gets_image_types_and_tenants(tmp_path):
 def test_a_long_forget_lets_appends_in_between_its_transactions(tmp_path):
     """A bulk deletion commits in chunks: an append (a chat, on the event loop) waits for one chunk, not for
     the whole deletion. Seen from outside: a count taken between appends finds it half done."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = SQLiteJournal(tmp_path / "j.sqlite3")
     total = 4000
     for i in range(total):
         journal.append(make_exchange(i))
