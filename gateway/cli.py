@@ -601,7 +601,7 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
         pass  # the journal's part needs no store; finishing, below, says what is left
     journal = open_journal(settings)
     blobs = open_blobs(settings)
-    forgetter = Forgetter(journal, blobs, store, Thumbnails(blobs.root.parent / "thumbnails"))
+    forgetter = Forgetter(journal, blobs, store, Thumbnails(settings.thumbnails_dir))
     try:
         if ids:
             deleted = forgetter.forget(tenant, ids)

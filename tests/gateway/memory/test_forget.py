@@ -162,7 +162,7 @@ def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[A
     settings = Settings(_env_file=None, max_body_bytes=1 << 20)
     journal, blobs = data.journal(), data.blobs()
     memory = Memory(journal, blobs, embedder, store, IngestWorker(journal, blobs, embedder, store),
-                    ImageLoader.from_settings(settings))
+                    ImageLoader.from_settings(settings), thumbnails_dir=data.root / "thumbnails")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -374,7 +374,8 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
     assert [row[0] for row in journal.forgetting()] == [target.id]
     settings = Settings(_env_file=None)
     worker = IngestWorker(journal, blobs, embedder, store)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings),
+                    thumbnails_dir=data.root / "thumbnails")
     memory.start()
     try:
         settled(journal)
@@ -407,7 +408,7 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
         journal.append(one)
     worker = IngestWorker(journal, blobs, embedder, store, poll_interval_s=0.05)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)),
-                    retention=Retention(days=2, interval_s=0.1))
+                    thumbnails_dir=data.root / "thumbnails", retention=Retention(days=2, interval_s=0.1))
     memory.start()
     try:
         deadline = time.monotonic() + 20

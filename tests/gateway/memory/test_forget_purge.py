@@ -263,7 +263,8 @@ def test_the_memory_service_purges_by_itself_once_the_time_is_up(
     kept, gone = others(setup.blobs), target(setup.blobs)
     setup.ingest(*kept, gone)
     memory = Memory(setup.journal, setup.blobs, embedder, setup.store, setup.worker,
-                    ImageLoader.from_settings(Settings(_env_file=None)), purge_after_s=2.0)
+                    ImageLoader.from_settings(Settings(_env_file=None)), thumbnails_dir=setup.root / "thumbnails",
+                    purge_after_s=2.0)
     memory.purger.poll_s = 0.1
     memory.start()
     try:
