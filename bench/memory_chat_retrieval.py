@@ -50,7 +50,9 @@ from bench.memory_hybrid_latency import points as synthetic_points
 from bench.memory_ingest import photo_png
 from bench.memory_quality import corpus
 from gateway.images import LoadedImage
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
 from gateway.memory.reuse import VectorReuse
@@ -104,8 +106,8 @@ def chat(question: str, image: LoadedImage | None) -> dict:
 
 class Bench:
     def __init__(self, data_dir: Path, upstream: str, clip: ClipEmbedder, text: TextEncoders) -> None:
-        self.journal = Journal(data_dir / "journal.sqlite3")
-        self.blobs = BlobStore(data_dir / "images")
+        self.journal = SQLiteJournal(data_dir / "journal.sqlite3")
+        self.blobs = DiskBlobStore(data_dir / "images")
         self.store = EdgeStore(data_dir / "shard")
         self.store.ensure_schema()
         self.clip, self.text = clip, text
@@ -114,7 +116,8 @@ class Bench:
         settings = Settings(_env_file=None, data_dir=data_dir)
         from gateway.images import ImageLoader
         self.memory = Memory(self.journal, self.blobs, clip, self.store, self.worker,
-                             ImageLoader.from_settings(settings), owns_loader=True, text=text)
+                             ImageLoader.from_settings(settings), thumbnails_dir=settings.thumbnails_dir,
+                             owns_loader=True, text=text)
         self.pool = UpstreamPool([upstream], api_key=None, connect_timeout_s=5, read_timeout_s=30,
                                  health_interval_s=60)
         # No time budget here: what is measured is how long retrieval takes, not where it is cut off.

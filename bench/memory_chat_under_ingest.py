@@ -45,10 +45,12 @@ FULL_CLIP = ROOT / "models" / "clip-full"
 
 def prefill(data_dir: Path, count: int) -> None:
     from bench.memory_ingest import ANSWER, QUESTION, photo_png
-    from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+    from gateway.journal import Exchange, ImageRef
+    from gateway.journal.disk import DiskBlobStore
+    from gateway.journal.sqlite import SQLiteJournal
 
-    journal = Journal(data_dir / "journal.sqlite3")
-    blobs = BlobStore(data_dir / "images")
+    journal = SQLiteJournal(data_dir / "journal.sqlite3")
+    blobs = DiskBlobStore(data_dir / "images")
     for n in range(count):
         journal.append(Exchange(
             id=uuid.uuid4().hex, created_at=time.time(), endpoint="chat.completions", model="bench",

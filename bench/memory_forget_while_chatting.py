@@ -92,7 +92,14 @@ def fill_store(path: Path, count: int) -> None:
 # --- one scenario, in its own process (the code of the tree on PYTHONPATH) -----------------------------
 def scenario(data: Path, kind: str, count: int, concurrency: int, think_s: float, baseline_s: float) -> dict:
     import gateway
-    from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+    from gateway.journal import Exchange, ImageRef
+
+    try:
+        from gateway.journal.disk import DiskBlobStore
+        from gateway.journal.sqlite import SQLiteJournal
+    except ImportError:  # --old-rev from before the journal's Protocols: the classes had these names
+        from gateway.journal import BlobStore as DiskBlobStore  # type: ignore[assignment]
+        from gateway.journal import Journal as SQLiteJournal  # type: ignore[assignment]
 
     def exchange(n: int | None, created_at: float) -> Exchange:
         return Exchange(
@@ -102,14 +109,14 @@ def scenario(data: Path, kind: str, count: int, concurrency: int, think_s: float
             images=[ImageRef(image_sha(n) if n is not None else image_sha(10**9), "image/png")],
             answer=ANSWER, finish_reason="stop", usage=None, latency_ms=1.0)
 
-    journal = Journal(data / "journal.sqlite3")
-    blobs = BlobStore(data / "images")
+    journal = SQLiteJournal(data / "journal.sqlite3")
+    blobs = DiskBlobStore(data / "images")
     for n in range(count):
         (blobs.root / image_sha(n)[:2]).mkdir(exist_ok=True)
         blobs.path(image_sha(n)).write_bytes(b"an image of exchange %d" % n)
         journal.append(exchange(n, T0 + n))
     journal.close()  # the last connection checkpoints and removes the WAL: a settled journal
-    journal = Journal(data / "journal.sqlite3")
+    journal = SQLiteJournal(data / "journal.sqlite3")
 
     forgetter = finisher = store = None
     if kind == "forgetting":

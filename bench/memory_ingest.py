@@ -53,10 +53,12 @@ def cpu_s() -> float:
 
 
 def queue(data_dir: Path, images: list[bytes]) -> None:
-    from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+    from gateway.journal import Exchange, ImageRef
+    from gateway.journal.disk import DiskBlobStore
+    from gateway.journal.sqlite import SQLiteJournal
 
-    journal = Journal(data_dir / "journal.sqlite3")
-    blobs = BlobStore(data_dir / "images")
+    journal = SQLiteJournal(data_dir / "journal.sqlite3")
+    blobs = DiskBlobStore(data_dir / "images")
     for n, data in enumerate(images):
         journal.append(Exchange(
             id=uuid.uuid4().hex, created_at=time.time(), endpoint="chat.completions", model="bench",
@@ -68,7 +70,8 @@ def queue(data_dir: Path, images: list[bytes]) -> None:
 
 
 def run(threads: int, images: list[bytes], batch: int) -> dict:
-    from gateway.journal import BlobStore, Journal
+    from gateway.journal.disk import DiskBlobStore
+    from gateway.journal.sqlite import SQLiteJournal
     from gateway.memory.embed import ClipEmbedder
     from gateway.memory.ingest import IngestWorker
     from gateway.memory.store.edge import EdgeStore
@@ -91,10 +94,10 @@ def run(threads: int, images: list[bytes], batch: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="visionrag-bench-ingest-") as tmp:
         data_dir = Path(tmp)
         queue(data_dir, images)
-        journal = Journal(data_dir / "journal.sqlite3")
+        journal = SQLiteJournal(data_dir / "journal.sqlite3")
         store = EdgeStore(data_dir / "shard")
         store.ensure_schema()
-        worker = IngestWorker(journal, BlobStore(data_dir / "images"), embedder, store, batch_size=batch)
+        worker = IngestWorker(journal, DiskBlobStore(data_dir / "images"), embedder, store, batch_size=batch)
         cpu0, t0 = cpu_s(), time.perf_counter()
         done = worker.drain()
         pipe_s, pipe_cpu = time.perf_counter() - t0, cpu_s() - cpu0

@@ -33,7 +33,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from gateway.journal import BlobStore, Exchange, Journal
+from gateway.journal import Exchange
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import IngestWorker
 from gateway.memory.search import Searcher, text_probes
@@ -193,7 +195,7 @@ def main() -> None:
     exchanges, queries = corpus()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        journal, blobs = Journal(root / "journal.sqlite3"), BlobStore(root / "images")
+        journal, blobs = SQLiteJournal(root / "journal.sqlite3"), DiskBlobStore(root / "images")
         ids = []
         for n, (question, answer) in enumerate(exchanges):
             exchange_id = uuid.uuid4().hex

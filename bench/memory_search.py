@@ -164,14 +164,14 @@ def serve(data_dir: Path, port: int) -> None:
     from gateway.api.errors import install_error_handlers
     from gateway.api.memory import router as memory_router
     from gateway.auth import Authenticator
-    from gateway.journal import BlobStore, Journal
+    from gateway.journal import open_blobs, open_journal
     from gateway.memory.service import Memory
     from gateway.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, api_keys=KEYS, qdrant_collection=COLLECTION,
                         fastembed_cache_dir=FULL_CLIP, embed_threads=1)
-    journal = Journal(settings.journal_path)
-    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+    journal = open_journal(settings)
+    memory = Memory.from_settings(settings, journal, open_blobs(settings))
 
     app = FastAPI()
     install_error_handlers(app)

@@ -145,10 +145,10 @@ def _queue(
     import hashlib
 
     from gateway.images import ImageError, ImageLoader
-    from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+    from gateway.journal import Exchange, ImageRef, open_blobs, open_journal
 
-    journal = Journal(settings.journal_path)
-    blobs = BlobStore(settings.images_dir)
+    journal = open_journal(settings)
+    blobs = open_blobs(settings)
     loader = ImageLoader.from_settings(settings)
     skipped: Counter[str] = Counter()
     examples: dict[str, str] = {}
@@ -207,13 +207,13 @@ def _drain(settings: Settings, threads: int, *, rebuild: bool = False) -> bool:
     """Embed the journal's backlog in this process. False if a running gateway holds the store.
     `rebuild`: first recreate the store with this version's schema and queue the whole journal."""
     from gateway.cli_env import models_offline_if_unreachable
-    from gateway.journal import BlobStore, Journal
+    from gateway.journal import open_blobs, open_journal
     from gateway.memory.embed import EmbedderError
     from gateway.memory.ingest import IngestWorker
     from gateway.memory.service import embedder_from_settings, open_store, text_encoders_from_settings
     from gateway.memory.store.base import SchemaMismatch, StoreError, StoreLocked
 
-    journal = Journal(settings.journal_path)
+    journal = open_journal(settings)
     store = open_store(settings)
     try:
         if rebuild:
@@ -229,7 +229,7 @@ def _drain(settings: Settings, threads: int, *, rebuild: bool = False) -> bool:
         raise _fail(str(exc)) from None
     offline = models_offline_if_unreachable(settings)
     embedder = embedder_from_settings(settings, threads=threads)
-    worker = IngestWorker(journal, BlobStore(settings.images_dir), embedder, store,
+    worker = IngestWorker(journal, open_blobs(settings), embedder, store,
                           batch_size=settings.embed_batch_size,
                           text=text_encoders_from_settings(settings, threads=threads))
     try:
@@ -249,9 +249,9 @@ def _drain(settings: Settings, threads: int, *, rebuild: bool = False) -> bool:
 
 
 def _watch_backlog(settings: Settings, timeout_s: float) -> None:
-    from gateway.journal import Journal
+    from gateway.journal import open_journal
 
-    journal = Journal(settings.journal_path)
+    journal = open_journal(settings)
     start = journal.backlog()
     deadline = time.monotonic() + timeout_s
     with _progress() as progress:
@@ -382,7 +382,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     """Search the local store with the memory services in this process; None if a gateway holds it."""
     from gateway.cli_env import gateway_url, models_offline_if_unreachable
     from gateway.images import ImageError, ImageLoader
-    from gateway.journal import Journal
+    from gateway.journal import open_journal
     from gateway.memory.embed import EmbedderError, ImageDecodeError
     from gateway.memory.protocol import SearchResponse
     from gateway.memory.search import Searcher
@@ -407,7 +407,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
         offline = models_offline_if_unreachable(settings)
         flt = SearchFilter(tenant=tenant, time_from=query.filters.time_from, time_to=query.filters.time_to,
                            models=query.filters.models, user=query.filters.user)
-        journal = Journal(settings.journal_path)
+        journal = open_journal(settings)
         try:
             # Texts come from the journal (the store keeps none), and forgotten exchanges never come back.
             outcome = Searcher(embedder_from_settings(settings), JournalTexts(store, journal),
@@ -499,18 +499,18 @@ def list_(
 
     Reads the journal through the memory service; works while a gateway runs.
     """
-    from gateway.journal import BlobStore, Journal
+    from gateway.errors import InvalidRequest
+    from gateway.journal import open_blobs, open_journal
     from gateway.memory.browse import ExchangeQuery
     from gateway.memory.service import Memory
-    from gateway.errors import InvalidRequest
 
     settings = _settings()
 
     def unix(moment: datetime | None) -> float | None:
         return None if moment is None else (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
-    journal = Journal(settings.journal_path)
-    memory = Memory.from_settings(settings, journal, BlobStore(settings.images_dir))
+    journal = open_journal(settings)
+    memory = Memory.from_settings(settings, journal, open_blobs(settings))
     query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(since), time_to=unix(until),
                           models=tuple(model or ()), user=user)
 
@@ -585,7 +585,7 @@ def forget(
 def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | None,
                   before: float | None) -> int | None:
     """Forget in this process; None if a running gateway holds the embedded store."""
-    from gateway.journal import BlobStore, Journal
+    from gateway.journal import open_blobs, open_journal
     from gateway.memory.forget import Forgetter
     from gateway.memory.service import open_store
     from gateway.memory.store.base import StoreError, StoreLocked
@@ -599,9 +599,9 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
         return None
     except StoreError:
         pass  # the journal's part needs no store; finishing, below, says what is left
-    journal = Journal(settings.journal_path)
-    blobs = BlobStore(settings.images_dir)
-    forgetter = Forgetter(journal, blobs, store, Thumbnails(blobs.root.parent / "thumbnails"))
+    journal = open_journal(settings)
+    blobs = open_blobs(settings)
+    forgetter = Forgetter(journal, blobs, store, Thumbnails(settings.thumbnails_dir))
     try:
         if ids:
             deleted = forgetter.forget(tenant, ids)
@@ -676,7 +676,7 @@ def status(
 ) -> None:
     """Show the journal's backlog and the vector store's size (from the running gateway when it holds the store)."""
     from gateway.cli_env import gateway_url
-    from gateway.journal import Journal
+    from gateway.journal import open_journal
     from gateway.memory.service import open_store
     from gateway.memory.store.base import StoreError, StoreLocked
 
@@ -687,7 +687,7 @@ def status(
         _gateway_status(table, gateway, api_key)
         console.print(table)
         return
-    journal = Journal(settings.journal_path)
+    journal = open_journal(settings)
     table.add_row("journal", f"{journal.count()} exchanges, {journal.backlog()} waiting to be embedded")
     journal.close()
     store = open_store(settings)

@@ -70,7 +70,7 @@ IMAGES_REFUSED = Counter(
     "visionrag_images_refused", "Images refused while loading (chat and search), by error code.",
     ["code"], registry=REGISTRY)
 
-# --- journal (journal.store) -------------------------------------------------------------------------------
+# --- journal (every backend: journal.sqlite today) ---------------------------------------------------------
 JOURNAL_APPEND_SECONDS = Histogram(
     "visionrag_journal_append_seconds", "Appending one exchange to the journal (lock wait and commit).",
     buckets=_FAST, registry=REGISTRY)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from gateway.auth import Authenticator
 from gateway.images import ImageLoader
-from gateway.journal import BlobStore, Journal
+from gateway.journal import BlobStore, Journal, open_blobs, open_journal
 from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.proxy.augment import Augmenter
@@ -42,8 +42,8 @@ class Runtime:
     def from_settings(cls, settings: Settings, *, store: VectorStore | None = None) -> Runtime:
         """Build everything the settings ask for; nothing is opened or loaded until `start()`.
         `store` replaces the vector store the settings choose (tests)."""
-        journal = Journal(settings.journal_path, synchronous=settings.journal_synchronous)
-        blobs = BlobStore(settings.images_dir)
+        journal = open_journal(settings)
+        blobs = open_blobs(settings)
         loader = ImageLoader.from_settings(settings)
         pool = UpstreamPool(
             settings.upstream_urls,

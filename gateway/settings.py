@@ -232,5 +232,9 @@ class Settings(BaseSettings):
         return self.data_dir / "images"
 
     @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    @property
     def qdrant_path(self) -> Path:
         return self.data_dir / "qdrant"

@@ -1,7 +1,12 @@
-"""The exchange journal: a durable record of every exchange, and the queue the memory path consumes."""
+"""The exchange journal: a durable record of every exchange, and the queue the memory path consumes.
 
-from gateway.journal.blobs import BlobStore
+Callers hold the Protocols (`Journal`, `BlobStore`) and get an instance from `open_journal` /
+`open_blobs`; the backends (gateway.journal.sqlite, gateway.journal.disk) are named only there and in
+tests of their own specifics.
+"""
+
+from gateway.journal.base import BlobStore, Journal, Unfinished
+from gateway.journal.factory import open_blobs, open_journal
 from gateway.journal.records import Exchange, ImageRef
-from gateway.journal.store import Journal, Unfinished
 
-__all__ = ["BlobStore", "Exchange", "ImageRef", "Journal", "Unfinished"]
+__all__ = ["BlobStore", "Exchange", "ImageRef", "Journal", "Unfinished", "open_blobs", "open_journal"]

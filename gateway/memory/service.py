@@ -17,6 +17,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
@@ -116,6 +117,7 @@ class Memory:
         worker: IngestWorker,
         image_loader: ImageLoader,
         *,
+        thumbnails_dir: Path,
         owns_loader: bool = False,
         thresholds: Thresholds | None = None,
         retention: Retention | None = None,
@@ -124,6 +126,7 @@ class Memory:
     ) -> None:
         self.journal = journal
         self.blobs = blobs
+        self.thumbnails_dir = thumbnails_dir
         self.embedder = embedder
         self.text = text if text is not None else worker.text
         self.store = store
@@ -184,8 +187,9 @@ class Memory:
                                 sentence=settings.memory_min_sentence_score, terms=settings.memory_min_terms_score)
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
-        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
-                   retention=retention, text=text, purge_after_s=settings.memory_purge_after_s)
+        return cls(journal, blobs, embedder, store, worker, loader, thumbnails_dir=settings.thumbnails_dir,
+                   owns_loader=owns, thresholds=thresholds, retention=retention, text=text,
+                   purge_after_s=settings.memory_purge_after_s)
 
     def start(self) -> None:
         """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
@@ -347,8 +351,9 @@ class Memory:
 
     @functools.cached_property
     def thumbnails(self) -> Thumbnails:
-        # Beside the originals, under the data dir; decoded within the budget CLIP's decodes share.
-        return Thumbnails(self.blobs.root.parent / "thumbnails", self.embedder.decoder)
+        # A cache in local files, whichever BlobStore keeps the originals; decoded within the budget CLIP's
+        # decodes share.
+        return Thumbnails(self.thumbnails_dir, self.embedder.decoder)
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
         """The tenant's exchanges, newest first, one page; InvalidRequest for a cursor it did not make."""

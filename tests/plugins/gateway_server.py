@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from gateway.journal import Journal
+from gateway.journal.sqlite import SQLiteJournal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +83,7 @@ class GatewayProcess:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kwargs)
 
     def journal(self) -> Journal:
-        return Journal(self.data_dir / "journal.sqlite3")
+        return SQLiteJournal(self.data_dir / "journal.sqlite3")
 
     def log_tail(self, lines: int = 40) -> str:
         try:

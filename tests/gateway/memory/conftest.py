@@ -20,6 +20,8 @@ import pytest
 from PIL import Image
 
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
@@ -86,14 +88,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.sqlite3")
+    j = SQLiteJournal(tmp_path / "journal.sqlite3")
     yield j
     j.close()
 
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "images")
+    return DiskBlobStore(tmp_path / "images")
 
 
 @pytest.fixture
@@ -101,8 +103,8 @@ def memory(tmp_path: Path, clip_cache: Path) -> Iterator[Memory]:
     """Memory built as the gateway builds it (an empty VectorReuse once read as "none" there, and the
     worker kept nothing), its models loaded, its worker not started: tests drain it themselves."""
     settings = Settings(_env_file=None, data_dir=tmp_path, fastembed_cache_dir=clip_cache)
-    journal = Journal(tmp_path / "journal.sqlite3")
-    memory = Memory.from_settings(settings, journal, BlobStore(tmp_path / "images"))
+    journal = SQLiteJournal(tmp_path / "journal.sqlite3")
+    memory = Memory.from_settings(settings, journal, DiskBlobStore(tmp_path / "images"))
     memory.store.ensure_schema()
     memory.embedder.load()
     memory.text.load()

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from gateway.journal import Journal
+from gateway.journal.sqlite import SQLiteJournal
 from tests.gateway.memory import test_routes
 from tests.gateway.memory.conftest import noise_png
 from tests.gateway.memory.test_routes import A, Api, B, ingest
@@ -113,7 +113,7 @@ def test_cursors_reveal_nothing_of_other_tenants(api: Api, make_exchange, tmp_pa
             for n in range(5)]
 
     def cursors(name: str, others_between: int) -> list[str]:
-        journal = Journal(tmp_path / f"{name}.sqlite3")
+        journal = SQLiteJournal(tmp_path / f"{name}.sqlite3")
         for exchange in mine:
             for _ in range(others_between):
                 journal.append(make_exchange("theirs", "theirs", tenant="bravo", created_at=exchange.created_at))

@@ -22,7 +22,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from tests.gateway.memory.conftest import ROOT, noise_png
 from tests.gateway.memory.test_e2e import memory_env, start, wait_drained
 from tests.plugins.gateway_server import GatewayProcess
@@ -176,7 +178,7 @@ def test_long_past_answers_never_push_the_request_over_the_context(
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    journal, blobs = Journal(data_dir / "journal.sqlite3"), BlobStore(data_dir / "images")
+    journal, blobs = SQLiteJournal(data_dir / "journal.sqlite3"), DiskBlobStore(data_dir / "images")
     sha = blobs.put(noise_png(77))
     long_answer = " ".join(f"fact-{n} the gateway forwards requests to the model server." for n in range(800))
     for _ in range(20):
@@ -228,7 +230,7 @@ def stored_gateway(start_gateway, vllm_server, clip_cache: Path, tmp_path: Path,
     """A gateway over a journal that already holds these (question, answer, image) exchanges, ingested."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    journal, blobs = Journal(data_dir / "journal.sqlite3"), BlobStore(data_dir / "images")
+    journal, blobs = SQLiteJournal(data_dir / "journal.sqlite3"), DiskBlobStore(data_dir / "images")
     for question, answer, image in exchanges:
         journal.append(Exchange(
             id=uuid.uuid4().hex, created_at=time.time(), endpoint="chat.completions", model="tiny",
@@ -320,7 +322,7 @@ def test_sources_reach_the_model_only_when_memory_fully_succeeded(
                              VISIONRAG_MEMORY_ATTACH_IMAGES="true")
     # The source's image is gone (forgotten a moment before): attaching it fails after the sources
     # were chosen.
-    assert BlobStore(tmp_path / "data" / "images").delete(hashlib.sha256(noise_png(71)).hexdigest())
+    assert DiskBlobStore(tmp_path / "data" / "images").delete(hashlib.sha256(noise_png(71)).hexdigest())
     raw, completion = ask(gateway, vllm_server.model, None, question)
     assert raw.http_response.status_code == 200
     assert raw.headers["x-visionrag-memory"] == "unavailable" and not sources_header(raw)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.journal import Journal
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.store.edge import EdgeStore
 from tests.gateway.memory.conftest import noise_png
 from tests.plugins.gateway_server import free_port
@@ -49,13 +49,13 @@ def test_ingest_folder_reports_skips_and_is_idempotent(env: Path, docs: Path) ->
     out = run("ingest", str(docs))
     assert "queued" in out and "4" in out
     assert "not an image file (.md)" in out and "image refused (invalid_image)" in out
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     assert journal.count() == 4 and journal.backlog() == 0  # drained by the CLI itself
     journal.close()
 
     again = run("ingest", str(docs))
     assert "already ingested before" in again
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     assert journal.count() == 4
     journal.close()
 
@@ -90,7 +90,7 @@ def test_with_the_store_held_elsewhere_ingest_queues_and_search_says_what_to_do(
     try:
         out = run("ingest", str(docs), "--timeout", "0.5")
         assert "A running gateway holds the vector store" in out
-        journal = Journal(env / "journal.sqlite3")
+        journal = SQLiteJournal(env / "journal.sqlite3")
         assert journal.backlog() == 4  # queued for the gateway's worker
         journal.close()
         result = CliRunner().invoke(app, ["search", "anything"])

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.journal import Journal
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.settings import Settings
 from tests.gateway.memory.test_cli import docs, env, run  # noqa: F401 - fixtures
 from tests.gateway.memory.test_forget import RefusingStore, found_in
@@ -28,7 +28,7 @@ def test_forget_by_id_then_by_date_leaves_nothing(env: Path, docs: Path) -> None
     assert found_in(env, {"caption": b"a caption about picture 2"}) == {}
 
     assert "forgotten: 3" in run("forget", "--before", "2999-01-01")
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     assert journal.count() == 0
     journal.close()
     assert [p for p in (env / "images").rglob("*") if p.is_file()] == []
@@ -57,7 +57,7 @@ def test_forget_while_the_store_refuses_forgets_now_and_finishes_later(
     assert result.exit_code == 0, result.output
     assert "forgotten: 4" in result.output and "refused" in result.output
     assert refusing[0].refused == 1
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     assert journal.count() == 0 and len(journal.forgetting()) == 4  # gone from the journal, the rest recorded
     journal.close()
     assert [p for p in (env / "images").rglob("*") if p.is_file()] == []
@@ -65,7 +65,7 @@ def test_forget_while_the_store_refuses_forgets_now_and_finishes_later(
 
     monkeypatch.setattr(service, "open_store", open_store)  # the store takes writes again
     assert "forgotten: 0" in run("forget", "--before", "2999-01-01")
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     assert journal.forgetting() == []
     journal.close()
     store = open_store(Settings(_env_file=None))

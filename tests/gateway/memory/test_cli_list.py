@@ -8,14 +8,14 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.journal import Journal
+from gateway.journal.sqlite import SQLiteJournal
 from tests.gateway.memory import test_cli
 
 env = test_cli.env  # the CLI's environment (data dir, tiny CLIP), as a fixture here too
 
 
 def test_list_pages_newest_first_and_filters(env: Path, make_exchange) -> None:
-    journal = Journal(env / "journal.sqlite3")
+    journal = SQLiteJournal(env / "journal.sqlite3")
     rows = [make_exchange(f"question {n}", f"answer {n}", model="m1" if n % 2 else "m2", created_at=1000.0 + n)
             for n in range(5)]
     for row in rows:

@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from tests.gateway.memory.conftest import noise_png
 from tests.plugins.gateway_server import GatewayProcess, free_port
 from tests.plugins.media import data_url, image_message
@@ -151,8 +153,8 @@ def test_chats_are_searchable_by_image_and_answer_scoped_and_filtered(
 
 def _prefill(data_dir: Path, count: int) -> list[str]:
     """Queue `count` image exchanges in the journal, as chats would (the gateway is not running yet)."""
-    journal = Journal(data_dir / "journal.sqlite3")
-    blobs = BlobStore(data_dir / "images")
+    journal = SQLiteJournal(data_dir / "journal.sqlite3")
+    blobs = DiskBlobStore(data_dir / "images")
     ids = []
     for n in range(count):
         sha = blobs.put(noise_png(1000 + n, size=(224, 224)))
@@ -186,7 +188,7 @@ def test_sigkill_during_ingest_loses_and_duplicates_nothing(
         assert time.monotonic() < deadline and stats["backlog"] > 100, f"no mid-ingest moment seen: {stats}"
         time.sleep(0.01)
     gateway.kill()
-    journal = Journal(data_dir / "journal.sqlite3")
+    journal = SQLiteJournal(data_dir / "journal.sqlite3")
     left = journal.backlog()
     journal.close()
     assert 0 < left < len(queued)

@@ -34,6 +34,8 @@ from gateway.api.memory import router as memory_router
 from gateway.auth import Authenticator
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker
@@ -57,11 +59,12 @@ class Data(SimpleNamespace):
     root: Path
     kind: str
 
-    def journal(self) -> Journal:
-        return Journal(self.root / "journal.sqlite3")
+    # The SQLite journal and the folder of image files: what these tests scan for what was forgotten.
+    def journal(self) -> SQLiteJournal:
+        return SQLiteJournal(self.root / "journal.sqlite3")
 
-    def blobs(self) -> BlobStore:
-        return BlobStore(self.root / "images")
+    def blobs(self) -> DiskBlobStore:
+        return DiskBlobStore(self.root / "images")
 
     def store(self) -> VectorStore:
         if self.kind == "edge":
@@ -111,8 +114,8 @@ def needles_of(question: str, answer: str, png: bytes) -> dict[str, bytes]:
 class Api(SimpleNamespace):
     client: TestClient
     memory: Memory
-    journal: Journal
-    blobs: BlobStore
+    journal: SQLiteJournal
+    blobs: DiskBlobStore
     store: VectorStore
 
 
@@ -159,7 +162,7 @@ def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[A
     settings = Settings(_env_file=None, max_body_bytes=1 << 20)
     journal, blobs = data.journal(), data.blobs()
     memory = Memory(journal, blobs, embedder, store, IngestWorker(journal, blobs, embedder, store),
-                    ImageLoader.from_settings(settings))
+                    ImageLoader.from_settings(settings), thumbnails_dir=data.root / "thumbnails")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -371,7 +374,8 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
     assert [row[0] for row in journal.forgetting()] == [target.id]
     settings = Settings(_env_file=None)
     worker = IngestWorker(journal, blobs, embedder, store)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings),
+                    thumbnails_dir=data.root / "thumbnails")
     memory.start()
     try:
         settled(journal)
@@ -404,7 +408,7 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
         journal.append(one)
     worker = IngestWorker(journal, blobs, embedder, store, poll_interval_s=0.05)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)),
-                    retention=Retention(days=2, interval_s=0.1))
+                    thumbnails_dir=data.root / "thumbnails", retention=Retention(days=2, interval_s=0.1))
     memory.start()
     try:
         deadline = time.monotonic() + 20
@@ -438,15 +442,15 @@ def test_retrieval_for_chat_never_returns_a_forgotten_exchange(api: Api) -> None
 
 
 def test_a_journal_older_than_image_references_is_backfilled(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "images")
-    journal = Journal(tmp_path / "journal.sqlite3")
+    blobs = DiskBlobStore(tmp_path / "images")
+    journal = SQLiteJournal(tmp_path / "journal.sqlite3")
     one = exchange("q", "a", [noise_png(81), noise_png(82)], blobs)
     journal.append(one)
     # As an older version left it: no image references, schema version 0.
     journal._db.execute("DELETE FROM exchange_images")
     journal._db.execute("PRAGMA user_version=0")
     journal.close()
-    journal = Journal(tmp_path / "journal.sqlite3")
+    journal = SQLiteJournal(tmp_path / "journal.sqlite3")
     try:
         assert journal.referenced(i.sha256 for i in one.images) == {i.sha256 for i in one.images}
     finally:

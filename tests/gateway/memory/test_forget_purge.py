@@ -31,7 +31,9 @@ from pathlib import Path
 import pytest
 
 from gateway.images import ImageLoader
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import BlobStore, Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker
@@ -106,8 +108,8 @@ def id_needles(ids: set[int]) -> dict[str, bytes]:
 class Setup:
     def __init__(self, root: Path, embedder: ClipEmbedder, text: TextEncoders) -> None:
         self.root = root
-        self.journal = Journal(root / "journal.sqlite3")
-        self.blobs = BlobStore(root / "images")
+        self.journal = SQLiteJournal(root / "journal.sqlite3")
+        self.blobs = DiskBlobStore(root / "images")
         self.store = EdgeStore(root / "qdrant" / "shard")
         self.store.ensure_schema()
         self.worker = IngestWorker(self.journal, self.blobs, embedder, self.store, text=text)
@@ -224,7 +226,7 @@ def test_a_purge_that_drops_an_index_has_the_next_quiet_maintenance_rebuild_it(
     from gateway.memory.ingest import MaintenancePolicy
     from gateway.memory.points import point_id, rfc3339
 
-    journal, blobs = Journal(tmp_path / "journal.sqlite3"), BlobStore(tmp_path / "images")
+    journal, blobs = SQLiteJournal(tmp_path / "journal.sqlite3"), DiskBlobStore(tmp_path / "images")
     store = EdgeStore(tmp_path / "shard")
     store.ensure_schema()
     # Past Qdrant's indexing threshold (~10 MB of vectors), so that optimize() builds an HNSW index.
@@ -261,7 +263,8 @@ def test_the_memory_service_purges_by_itself_once_the_time_is_up(
     kept, gone = others(setup.blobs), target(setup.blobs)
     setup.ingest(*kept, gone)
     memory = Memory(setup.journal, setup.blobs, embedder, setup.store, setup.worker,
-                    ImageLoader.from_settings(Settings(_env_file=None)), purge_after_s=2.0)
+                    ImageLoader.from_settings(Settings(_env_file=None)), thumbnails_dir=setup.root / "thumbnails",
+                    purge_after_s=2.0)
     memory.purger.poll_s = 0.1
     memory.start()
     try:
@@ -322,7 +325,7 @@ def test_hits_take_the_client_image_url_from_the_journal_not_the_store(setup: Se
 
 
 def test_server_points_carry_no_image_url(tmp_path: Path, embedder: ClipEmbedder, text_encoders: TextEncoders) -> None:
-    journal, blobs = Journal(tmp_path / "journal.sqlite3"), BlobStore(tmp_path / "images")
+    journal, blobs = SQLiteJournal(tmp_path / "journal.sqlite3"), DiskBlobStore(tmp_path / "images")
     store = RemoteStore("purge_test", location=":memory:")
     try:
         one = exchange(blobs, "q", "a", noise_png(907), source_url="https://bucket.example.com/x.png?sig=1")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal import BlobStore, Journal
+from gateway.journal import BlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.ingest import Backoff, IngestWorker, MaintenancePolicy
 from gateway.memory.store.base import SearchFilter, StoreUnavailable, VectorStore, probes_for
@@ -86,7 +87,7 @@ def test_marks_only_after_the_store_acknowledged_and_never_re_embeds(
 def test_resumes_after_restart_and_re_ingest_is_harmless(
     tmp_path: Path, blobs: BlobStore, embedder: ClipEmbedder, make_exchange
 ) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = SQLiteJournal(tmp_path / "j.sqlite3")
     exchanges = [make_exchange(f"question {n}", f"answer {n}", [noise_png(n)]) for n in range(5)]
     for e in exchanges:
         journal.append(e)
@@ -100,7 +101,7 @@ def test_resumes_after_restart_and_re_ingest_is_harmless(
     first.close()
     journal.close()
 
-    journal = Journal(tmp_path / "j.sqlite3")  # "restart": everything reopened from disk
+    journal = SQLiteJournal(tmp_path / "j.sqlite3")  # "restart": everything reopened from disk
     second = EdgeStore(tmp_path / "shard")
     assert journal.backlog() == 3
     assert IngestWorker(journal, blobs, embedder, second, batch_size=2).drain() == 3

@@ -22,7 +22,9 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from gateway.journal import BlobStore, Exchange, ImageRef, Journal
+from gateway.journal import Exchange, ImageRef
+from gateway.journal.disk import DiskBlobStore
+from gateway.journal.sqlite import SQLiteJournal
 from tests.gateway.memory import conftest as memory_fixtures
 from tests.plugins.gateway_server import GatewayProcess, free_port
 
@@ -82,7 +84,7 @@ class Stack:
     def seed(self, question: str, answer: str, image: bytes | None = None, *, tenant: str = "acme",
              created_at: float | None = None, model: str = "tiny-vlm") -> Exchange:
         """One exchange as the gateway would have recorded it (journal row + image blob)."""
-        blobs = BlobStore(self.gateway.data_dir / "images")
+        blobs = DiskBlobStore(self.gateway.data_dir / "images")
         refs = [ImageRef(blobs.put(image), "image/png")] if image else []
         exchange = Exchange(
             id=uuid.uuid4().hex, created_at=created_at or time.time(), endpoint="chat.completions",
@@ -90,7 +92,7 @@ class Stack:
             images=refs, answer=answer, finish_reason="stop",
             usage={"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}, latency_ms=42.0,
         )
-        journal = Journal(self.gateway.data_dir / "journal.sqlite3")
+        journal = SQLiteJournal(self.gateway.data_dir / "journal.sqlite3")
         journal.append(exchange)
         journal.close()
         return exchange

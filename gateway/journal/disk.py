@@ -1,4 +1,5 @@
-"""Image bytes, stored once and addressed by their sha256."""
+"""`DiskBlobStore`, the BlobStore (gateway.journal.base) in a local folder: one file per image, named by its
+sha256 under a folder of its first two hex digits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class BlobStore:
+class DiskBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)

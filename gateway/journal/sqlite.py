@@ -1,4 +1,4 @@
-"""The journal: SQLite in WAL mode, one row per exchange.
+"""`SQLiteJournal`, the Journal (gateway.journal.base) in one SQLite file: WAL mode, one row per exchange.
 
 Durability: `append` returns after SQLite committed the row to its write-ahead log. With
 `synchronous=NORMAL` that survives the gateway process being killed (the bytes are in the
@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import orjson
 
 from gateway import metrics
+from gateway.journal.base import Unfinished
 from gateway.journal.records import Exchange
 
 log = logging.getLogger("visionrag.journal")
@@ -79,16 +80,7 @@ _FORGET_PAUSE_S = 0.001
 _CHECKPOINT_CHUNKS = 8
 
 
-class Unfinished(NamedTuple):
-    """A deletion whose journal part is done (`Journal.forget`) and whose rest is not."""
-
-    id: str
-    tenant: str
-    images: list[str]  # the exchange's distinct image sha256s
-    image_refs: int | None  # how many images it carried, repeats included; None if recorded before this was
-
-
-class Journal:
+class SQLiteJournal:
     def __init__(self, path: Path, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

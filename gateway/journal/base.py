@@ -1,0 +1,185 @@
+"""What the rest of the gateway may ask of a journal and of a blob store: the contract every backend keeps.
+
+`Journal` is the durable record of every exchange and the memory path's queue; `BlobStore` holds the
+images those exchanges carry, addressed by their sha256. Callers hold these Protocols, never a
+backend's class: `open_journal` / `open_blobs` (gateway.journal.factory) pick the backend, and
+tests/gateway/journal/test_contract.py is the contract in executable form, run against every backend.
+
+Threads: one instance is shared by the event loop (`append`, from the chat recorder, and the memory
+routes' reads), the ingest worker's thread and the finisher of deletions, so every method is safe to call
+from several threads at once. All of them block; `append` runs on the event loop, so it must stay short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from gateway.journal.records import Exchange
+
+
+class Unfinished(NamedTuple):
+    """A deletion whose journal part is done (`Journal.forget`) and whose rest is not."""
+
+    id: str
+    tenant: str
+    images: list[str]  # the exchange's distinct image sha256s
+    image_refs: int | None  # how many images it carried, repeats included; None if recorded before this was
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """Exchanges by id, each with its tenant, creation time and images, and three views of them:
+
+    - the queue: exchanges not yet ingested, in the order they were appended (`pending`), each taken off
+      for good by `mark_ingested` once the vector store holds it;
+    - browsing: one tenant's exchanges newest first, paged by cursor (`recent`);
+    - forgetting: rows deleted (`forget`) while a `forgetting` record names what remains to delete
+      elsewhere (store points, image blobs) until the forgetter says it is done (`forgotten`).
+
+    Tenant scoping: the calls that take a tenant (`recent`, `backlog(tenant)`, `image_mime`, `select_ids`,
+    `forget`) see that tenant's exchanges only. `get`, `present`, `pending`, `referenced` and `count` see
+    every tenant's: their callers are the ingest worker and the forgetter, or they compare
+    `Exchange.tenant` themselves (the memory service answers another tenant's exchange as a missing one).
+
+    Implementations time `append` with `gateway.metrics.JOURNAL_APPEND_SECONDS`.
+    """
+
+    def append(self, exchange: Exchange) -> None:
+        """Record an exchange; durable when this returns (to the backend's configured durability).
+
+        The row and its image references (who may read each image, which blobs forgetting may delete)
+        commit in one transaction: no reader ever sees one without the other. Appending an id that is
+        already recorded is a no-op: the first record stays, and so does its ingest mark."""
+        ...
+
+    def get(self, exchange_id: str) -> Exchange | None:
+        """The exchange with this id, whichever its tenant; None if unknown or forgotten."""
+        ...
+
+    def pending(self, limit: int) -> list[Exchange]:
+        """At most `limit` exchanges not yet ingested (every tenant's), oldest appended first."""
+        ...
+
+    def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
+        """These exchanges leave the queue: `pending` never returns them again (unless `requeue_all`),
+        however often it is called or the journal reopened. Marking one twice, or an unknown id, is
+        harmless. The ingest worker marks only after the store acknowledged, so each exchange is handed
+        out until it is stored and then never again."""
+        ...
+
+    def requeue_all(self) -> int:
+        """Put every ingested exchange back in the queue (a store rebuilt from the journal), in their
+        append order; returns how many were requeued."""
+        ...
+
+    def backlog(self, tenant: str | None = None) -> int:
+        """How many exchanges are not yet ingested: every tenant's, or `tenant`'s only."""
+        ...
+
+    def recent(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+        models: tuple[str, ...] = (),
+        user: str | None = None,
+    ) -> list[Exchange]:
+        """At most `limit` of `tenant`'s exchanges, newest first: ordered by (created_at, id) descending,
+        so rows created in the same instant still have one order. `before` is the (created_at, id) of the
+        last row of the previous page: the page continues strictly after it, so paging never repeats or
+        skips a row, whatever was appended meanwhile (and a cursor tells nothing of other tenants).
+
+        Filters, all at once when several are given: `time_from <= created_at <= time_to` (either bound
+        may be left out), `model` one of `models` (empty: any), `user` equal."""
+        ...
+
+    def count(self) -> int:
+        """How many exchanges the journal holds, every tenant's."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources; no other call follows."""
+        ...
+
+    def image_mime(self, tenant: str, sha256: str) -> str | None:
+        """The MIME type of the image if one of `tenant`'s exchanges carries it, else None: who may read
+        an image. Another tenant's image answers None, and a forgotten exchange's images answer None from
+        the moment `forget` deleted its row (unless another of the tenant's exchanges carries them)."""
+        ...
+
+    def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
+                   limit: int = 1000) -> list[str]:
+        """Ids of at most `limit` of `tenant`'s exchanges of `user` (if given) and created before `before`
+        (unix seconds, strictly; if given), in no particular order."""
+        ...
+
+    def tenants(self) -> list[str]:
+        """Every tenant that has at least one exchange, each once, in no particular order."""
+        ...
+
+    def forget(self, exchange_ids: Iterable[str], tenant: str) -> list[str]:
+        """Delete `tenant`'s exchanges among `exchange_ids`; returns the ids deleted, in the given order,
+        each once. Another tenant's ids and unknown ids are left alone (and not returned).
+
+        Each deleted exchange gets a `forgetting` record (its distinct image sha256s and how many images
+        it carried) in the same transaction that deletes its row and image references: never a row gone
+        without its record. When this returns no read sees the exchanges (`get`, `recent`, `pending`,
+        `image_mime`, `referenced`, `present`, `select_ids`). A long list may commit in several
+        transactions, so that appends (chats) are not held up for the whole deletion.
+
+        What the backend's own storage may still hold of the rows (old copies, logs) goes at `scrub`."""
+        ...
+
+    def scrub(self) -> bool:
+        """Make what `forget` deleted leave the backend's storage, as far as the backend can. Returns
+        False when something kept it from finishing (the next scrub does it), True otherwise."""
+        ...
+
+    def forgetting(self, limit: int = -1) -> list[Unfinished]:
+        """Deletions whose `forgetting` record is still there, oldest first, at most `limit` (-1: all)."""
+        ...
+
+    def forgotten(self, exchange_ids: Iterable[str]) -> None:
+        """Deletions finished: drop their `forgetting` records (unknown ids are ignored)."""
+        ...
+
+    def referenced(self, shas: Iterable[str]) -> set[str]:
+        """The images among `shas` that some exchange still in the journal carries, whichever its tenant:
+        the blobs forgetting must keep."""
+        ...
+
+    def present(self, exchange_ids: Iterable[str]) -> set[str]:
+        """The ids among `exchange_ids` whose exchanges are in the journal (the ingest worker's check for
+        deletions that happened while it embedded them)."""
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Image bytes stored once, under the hex sha256 of their content.
+
+    Keys are lowercase 64-character hex digests: anything else is never stored (`get` answers None,
+    `in` False, `delete` False), so a key from a request can be passed as it came."""
+
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Store `data` unless its key is already there; return the key (its sha256). Idempotent: the same
+        bytes give the same key and are stored once. `sha256`, when given, is the caller's digest of
+        `data` (not checked again). A reader, or a restart after a crash, never finds part of the bytes
+        under the key: it finds all of them or nothing."""
+        ...
+
+    def get(self, sha256: str) -> bytes | None:
+        """The bytes stored under the key; None if there are none."""
+        ...
+
+    def __contains__(self, sha256: str) -> bool:
+        """Whether bytes are stored under the key."""
+        ...
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the bytes (forgetting); False if there were none."""
+        ...

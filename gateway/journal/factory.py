@@ -1,0 +1,29 @@
+"""Which journal and which blob store the settings ask for: the one place that names a backend's class.
+
+Today there is one of each, SQLite (gateway.journal.sqlite) and a local folder (gateway.journal.disk).
+Another backend is a module implementing the Protocol of gateway.journal.base, a branch here chosen by
+a setting, and a parameter of the fixtures in tests/gateway/journal/conftest.py, whose contract tests
+it must pass. Backends are imported when chosen, so one's client library is needed only where it is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.journal.base import BlobStore, Journal
+    from gateway.settings import Settings
+
+
+def open_journal(settings: Settings) -> Journal:
+    """The journal under the data dir (`settings.journal_path`), created if missing."""
+    from gateway.journal.sqlite import SQLiteJournal
+
+    return SQLiteJournal(settings.journal_path, synchronous=settings.journal_synchronous)
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    """The image store under the data dir (`settings.images_dir`), created if missing."""
+    from gateway.journal.disk import DiskBlobStore
+
+    return DiskBlobStore(settings.images_dir)
