@@ -163,21 +163,20 @@ def serve(data_dir: Path, port: int) -> None:
     from gateway.api.deps import wire
     from gateway.api.errors import install_error_handlers
     from gateway.api.memory import router as memory_router
-    from gateway.auth import Authenticator
-    from gateway.journal import open_blobs, open_journal
-    from gateway.memory.service import Memory
+    from gateway.runtime import Runtime
     from gateway.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, api_keys=KEYS, qdrant_collection=COLLECTION,
                         fastembed_cache_dir=FULL_CLIP, embed_threads=1)
-    journal = open_journal(settings)
-    memory = Memory.from_settings(settings, journal, open_blobs(settings))
+    runtime = Runtime.from_settings(settings)
+    memory = runtime.memory
+    assert memory is not None
 
     app = FastAPI()
     install_error_handlers(app)
-    wire(app, settings=settings, auth=Authenticator(settings.tenants_by_key, settings.default_tenant),
-         memory=memory)
+    wire(app, settings=settings, auth=runtime.auth, memory=memory)
     app.include_router(memory_router)
+    # Memory alone: the upstream pool's health probes would run beside the measured searches.
     memory.start()
     memory.embedder.load()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")

@@ -64,6 +64,17 @@ class Runtime:
         auth = Authenticator(settings.tenants_by_key, settings.default_tenant, settings.admin_keys)
         return cls(settings, auth, journal, blobs, loader, pool, chat, memory)
 
+    @classmethod
+    def for_command(cls, settings: Settings, *, threads: int | None = None) -> Runtime:
+        """For a process that serves nothing (a CLI command, a benchmark): memory is built even where the
+        gateway runs without it, since the data dir's exchanges can still be listed, searched and
+        forgotten; `threads` replaces the models' thread count. Start nothing: `memory.open()` opens
+        the store alone (no ingest worker, no background thread); `close()` closes what was opened."""
+        update: dict[str, object] = {"memory_enabled": True}
+        if threads is not None:
+            update["embed_threads"] = threads
+        return cls.from_settings(settings.model_copy(update=update))
+
     async def start(self) -> None:
         await self.pool.start()
         if self.memory is not None:

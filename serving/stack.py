@@ -204,7 +204,7 @@ def _repo_path(value: str) -> str:
 
 
 def write_run_env(path: Path, env: dict[str, str], profile: str) -> None:
-    """The runtime file the `visionrag` CLI reads (gateway/cli_env.py), so that it uses the same data,
+    """The runtime file the `visionrag` CLI reads (gateway/cli/env.py), so that it uses the same data,
     models and gateway from any folder. Kept after `make stop`: the CLI still needs the models then."""
     lines = [f"# Written by serving/stack.py start (make run) for profile {profile!r}: the gateway's",
              "# settings beyond the environment and .env. Read by the visionrag CLI; rewritten by each start."]

@@ -14,6 +14,7 @@ without their details (paths, URLs, library messages).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -34,11 +35,12 @@ from gateway.memory.protocol import (
     ExchangeSummary,
     ForgetRequest,
     ForgetResponse,
-    SearchHit,
     SearchRequest,
     SearchResponse,
+    search_hit,
+    unix,
 )
-from gateway.memory.store.base import Hit, SearchFilter
+from gateway.memory.store.base import SearchFilter
 from gateway.memory.thumbnails import SIZES, snap
 
 router = APIRouter(tags=["memory"])
@@ -66,7 +68,7 @@ async def search(
     )
     outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
     return SearchResponse(
-        data=[_hit(request, hit) for hit in outcome.hits],
+        data=[search_hit(hit, functools.partial(image_url, request)) for hit in outcome.hits],
         target=body.target,
         query_type="text" if body.text is not None else "image",
         timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
@@ -120,7 +122,7 @@ async def forget_exchanges(request: Request, tenant: TenantDep, memory: MemoryDe
     """Forget every exchange of the caller's tenant of one `user` and/or older than `before`, as
     DELETE /exchanges/{exchange_id} does each."""
     body = await read_model(request, ForgetRequest)
-    deleted = await memory.forget_where(tenant, user=body.user, before=_unix(body.before))
+    deleted = await memory.forget_where(tenant, user=body.user, before=unix(body.before))
     return ForgetResponse(deleted=deleted)
 
 @router.get("/exchanges", response_model=ExchangeList, responses=errors(F.INVALID_CURSOR))
@@ -137,7 +139,7 @@ async def list_exchanges(
 ) -> ExchangeList:
     """The caller's tenant's exchanges, most recent first, a page at a time: pass `next_cursor` back as
     `cursor` for the next (older) page."""
-    query = ExchangeQuery(limit=limit, cursor=cursor, time_from=_unix(time_from), time_to=_unix(time_to),
+    query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(time_from), time_to=unix(time_to),
                           models=tuple(model or ()), user=user)
     page = await memory.list_exchanges(tenant, query)
     return ExchangeList(
@@ -204,27 +206,3 @@ async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str
     assert caller.tenant is not None
     return await memory.tenant_stats(caller.tenant)
 
-
-def _unix(moment: datetime | None) -> float | None:
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _hit(request: Request, hit: Hit) -> SearchHit:
-    payload = hit.payload
-    sha = payload.get("image_sha256")
-    return SearchHit(
-        score=hit.score,
-        exchange_id=str(payload.get("exchange_id", "")),
-        question=str(payload.get("question") or ""),
-        answer=str(payload.get("answer") or ""),
-        image_url=image_url(request, sha),
-        image_sha256=sha,
-        source_url=payload.get("image_url"),
-        time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
-        model=str(payload.get("model") or ""),
-        user=payload.get("user"),
-        status=str(payload.get("status") or "complete"),
-        endpoint=str(payload.get("endpoint") or ""),
-    )

@@ -1,16 +1,19 @@
-"""The memory HTTP API's request and response bodies (no logic here).
+"""The memory HTTP API's request and response bodies, and the one conversion of a store hit into the
+hit they answer (for the routes and the CLI alike).
 
 Validation failures become OpenAI-shaped 400s through the app's RequestValidationError handler.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.memory.search import QUERY_MAX_CHARS
+from gateway.memory.store.base import Hit
 
 # CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
 # BM25 terms ("terms", text queries only); or all of them fused.
@@ -31,7 +34,7 @@ class SearchFilters(BaseModel):
 
     @model_validator(mode="after")
     def _range(self) -> SearchFilters:
-        if self.time_from and self.time_to and _aware(self.time_from) > _aware(self.time_to):
+        if self.time_from and self.time_to and aware(self.time_from) > aware(self.time_to):
             raise ValueError("filters.time_from is after filters.time_to")
         if isinstance(self.model, list) and not self.model:
             raise ValueError("filters.model is an empty list; leave it out to search every model")
@@ -142,10 +145,14 @@ class ExchangeList(BaseModel):
     next_cursor: str | None
     has_more: bool
 
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
+def aware(moment: datetime) -> datetime:
+    """A time of the API (or the CLI's options) with its zone; one without a zone is taken as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def unix(moment: datetime | None) -> float | None:
+    """A time of the API (or the CLI's options) in unix seconds."""
+    return None if moment is None else aware(moment).timestamp()
 
 
 class ForgetRequest(BaseModel):
@@ -167,3 +174,24 @@ class ForgetRequest(BaseModel):
 class ForgetResponse(BaseModel):
     object: Literal["forget.result"] = "forget.result"
     deleted: int
+
+
+def search_hit(hit: Hit, image_url: Callable[[str], str]) -> SearchHit:
+    """A store hit as /search answers it; `image_url` addresses the matching image by its sha256 (the
+    route: this gateway's URL for it; the CLI: the configured gateway's)."""
+    payload = hit.payload
+    sha = payload.get("image_sha256")
+    return SearchHit(
+        score=hit.score,
+        exchange_id=str(payload.get("exchange_id", "")),
+        question=str(payload.get("question") or ""),
+        answer=str(payload.get("answer") or ""),
+        image_url=image_url(sha) if sha else None,
+        image_sha256=sha,
+        source_url=payload.get("image_url"),
+        time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
+        model=str(payload.get("model") or ""),
+        user=payload.get("user"),
+        status=str(payload.get("status") or "complete"),
+        endpoint=str(payload.get("endpoint") or ""),
+    )

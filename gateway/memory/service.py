@@ -1,13 +1,13 @@
-"""`Memory`: the one object the gateway wires in, and the one the memory routes call.
+"""`Memory`: the one object memory is, built by the runtime (gateway.runtime) and called by the memory
+routes and the CLI.
 
-    app.include_router(gateway.api.memory.router)               # at construction
-    # in the lifespan, after Services (journal, blobs, image loader) exist:
     memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
-    memory.start()                 # opens the store (StoreLocked if held elsewhere), starts ingest and
-                                   # the thread that finishes deletions
-    app.state.memory = memory
+    memory.start()       # a gateway: opens the store (StoreLocked if held elsewhere), starts ingest and
+                         # the threads that finish deletions, sweep retention and purge the store
+    memory.open()        # or a process that serves nothing (a CLI command): the store alone, the
+                         # command's work (drain, forget, ...) done in its own thread
     ...
-    await memory.stop()            # before the journal closes; unfinished work stays queued
+    await memory.stop()  # before the journal closes; unfinished work stays queued
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,13 +31,13 @@ from gateway.memory.batching import Batched
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget import Finisher, Forgetter
-from gateway.memory.ingest import IngestWorker, MaintenancePolicy
+from gateway.memory.ingest import IngestStats, IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
 from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
-from gateway.memory.store.base import SearchFilter, StoreError, Target, VectorStore
+from gateway.memory.store.base import SearchFilter, StoreError, StoreStats, Target, VectorStore
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
@@ -232,6 +233,42 @@ class Memory:
         await asyncio.to_thread(self.store.close)
         if self._owns_loader:
             await self.image_loader.fetcher.close()
+
+    # --- one-off use, in a process that serves nothing (the CLI): nothing runs in the background ------
+
+    def open(self, *, rebuild: bool = False) -> None:
+        """Open the store for this process, starting nothing (no ingest worker, finisher, retention or
+        purge thread): a command's work is done in its own thread, then `stop()` closes the store.
+        `rebuild`: drop the store, recreate it with this version's schema and queue every journaled
+        exchange to be embedded again (then `drain()`). Raises StoreLocked while another process (a
+        running gateway) holds the embedded store, SchemaMismatch when it needs `visionrag reindex`,
+        StoreError when it cannot be reached."""
+        if rebuild:
+            self.store.recreate()
+            self.journal.requeue_all()
+        else:
+            self.store.ensure_schema()
+
+    def drain(self, on_progress: Callable[[int], None] | None = None) -> IngestStats:
+        """Embed the journal's whole backlog now, in this thread, reporting each batch's count. Raises
+        EmbedderError or StoreError; what is not done stays queued."""
+        self.worker.drain(on_progress=on_progress)
+        return self.worker.stats
+
+    def finish_forgetting(self) -> int:
+        """Finish every recorded deletion now, in this thread, with what an earlier process left
+        (the finisher's one pass); returns how many. Raises StoreError while the store refuses."""
+        return self.forgetter.finish()
+
+    def store_stats(self) -> StoreStats:
+        """The store's size. Raises StoreLocked while another process holds it, StoreError otherwise."""
+        return self.store.stats()
+
+    def optimize_here(self) -> bool:
+        """Build the store's index now; whether anything changed. The embedded store builds it in this
+        process (where a serving gateway forks a child to keep answering); a server indexes itself."""
+        optimize_here = getattr(self.store, "optimize_here", None)
+        return optimize_here() if optimize_here is not None else self.store.optimize()
 
     def stats(self) -> dict[str, Any]:
         """Backlog and progress of the whole memory path, for the operator's /memory/stats."""

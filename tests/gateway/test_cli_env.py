@@ -1,4 +1,4 @@
-"""Where the CLI takes its settings from (gateway/cli_env.py), and failing at once offline."""
+"""Where the CLI takes its settings from (gateway/cli/env.py), and failing at once offline."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli_env
+from gateway.cli import env as cli_env
 from tests.plugins.gateway_server import ROOT, free_port
 
 

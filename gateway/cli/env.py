@@ -33,7 +33,7 @@ _PATH_SETTINGS = ("data_dir", "fastembed_cache_dir", "qdrant_local_path")
 
 def project_root() -> Path | None:
     """The checkout this package runs from, or None when installed elsewhere (a wheel)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() and (root / "serving").is_dir() else None
 
 
