@@ -31,11 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from gateway.memory.embed import ClipEmbedder
-from gateway.memory.points import StorePoint, point_id, rfc3339
-from gateway.memory.schema import Sparse
+from gateway.memory.points import point_id
 from gateway.memory.search import Searcher, text_probes
 from gateway.memory.store.base import SearchFilter
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
+from gateway.memory.store.schema import Sparse
 from gateway.memory.text_embed import TextEncoders
 
 ROOT = Path(__file__).resolve().parent.parent

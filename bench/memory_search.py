@@ -72,7 +72,7 @@ def unit_rows(rng: np.random.Generator, rows: int) -> np.ndarray:
 
 
 def fill(store: EdgeStore, start: int, stop: int, kept: list[np.ndarray]) -> float:
-    from gateway.memory.points import StorePoint, rfc3339
+    from gateway.memory.store.points import StorePoint, rfc3339
 
     rng = np.random.default_rng(start)
     started = time.perf_counter()

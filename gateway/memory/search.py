@@ -1,6 +1,6 @@
 """Search: embed the query, query the store with one probe per signal (fused there), one result per exchange.
 
-Signals (gateway.memory.schema): CLIP puts text and images in one space, so a text query against
+Signals (gateway.memory.store.schema): CLIP puts text and images in one space, so a text query against
 `image` vectors is text->image and an image query against `answer` vectors is image->text; the
 sentence model (`text`: question and answer passages, MAX_SIM) finds meaning anywhere in a long
 answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses every signal the query can use
@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway import metrics
-from gateway.memory.embed import ClipEmbedder
-from gateway.memory.schema import TEXT_MAX_CHARS
+from gateway.memory.embed import TEXT_MAX_CHARS, ClipEmbedder
 from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
+from gateway.memory.store.schema import CLIP_NAMES
 from gateway.memory.text_embed import TextEncoders
 
-CLIP_TARGETS = ("image", "question", "answer")
 # A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
 # model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
 # ranking dilutes the good ones (bench/memory_quality.py measures it).
+TEXT_QUERY_ALL = ("image", "text", "terms")
 
 # The longest text a query embeds: /search refuses a longer one, a chat's retrieval reads no further into
 # its message (the cap on everything embedded, stored exchanges included).
@@ -45,12 +45,12 @@ def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: st
     sentence model, BM25): what /search, the CLI and retrieval for chat send to the store. Each query
     vector is computed once. Without a minimum, a term probe keeps every point sharing a term."""
     if isinstance(target, str):
-        all_names = ("image", "text", "terms") if text_encoders is not None else CLIP_TARGETS
+        all_names = TEXT_QUERY_ALL if text_encoders is not None else CLIP_NAMES
         names: Sequence[str] = all_names if target == "all" else (target,)
     else:
         names = target
     probes: list[Probe] = []
-    clip_names = [name for name in names if name in CLIP_TARGETS]
+    clip_names = [name for name in names if name in CLIP_NAMES]
     if clip_names:
         vector = clip.embed_texts([text])[0].tolist()
         probes += [Probe(vector, name, clip_min_score) for name in clip_names]
@@ -97,7 +97,7 @@ class Searcher:
         if text is not None:
             probes = text_probes(self.embedder, self.text, text, target)
         else:
-            if target not in (*CLIP_TARGETS, "all"):
+            if target not in (*CLIP_NAMES, "all"):
                 raise ValueError(f"an image query compares with CLIP's vectors only, not {target!r}")
             vector = image_query_vector(self.embedder, self.store, flt.tenant, image, image_sha256)  # type: ignore[arg-type]
             probes = probes_for(vector.tolist(), target)

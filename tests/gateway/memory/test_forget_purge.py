@@ -35,14 +35,15 @@ from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker
-from gateway.memory.points import StorePoint
+from gateway.memory.points import point_id
 from gateway.memory.purge import PurgeScheduler
-from gateway.memory.schema import Sparse
 from gateway.memory.search import Searcher
 from gateway.memory.service import Memory
 from gateway.memory.store.base import Probe, SearchFilter
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
 from gateway.memory.store.remote import VACUUM, WAL, RemoteStore
+from gateway.memory.store.schema import Sparse
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import Thumbnails
@@ -222,7 +223,6 @@ def test_a_purge_that_drops_an_index_has_the_next_quiet_maintenance_rebuild_it(
     import numpy as np
 
     from gateway.memory.ingest import MaintenancePolicy
-    from gateway.memory.points import point_id, rfc3339
 
     journal, blobs = Journal(tmp_path / "journal.sqlite3"), BlobStore(tmp_path / "images")
     store = EdgeStore(tmp_path / "shard")

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from gateway.journal import Exchange
-from gateway.memory.embed import CLIP_TEXT_CHARS
+from gateway.memory.embed import CLIP_TEXT_CHARS, TEXT_MAX_CHARS
 from gateway.memory.retrieval import MAX_KNOWN_FETCH, RecallQuery, Thresholds
-from gateway.memory.schema import TEXT_MAX_CHARS
 from gateway.memory.search import QUERY_MAX_CHARS
 from gateway.memory.service import Memory
 from gateway.memory.store.base import SearchFilter

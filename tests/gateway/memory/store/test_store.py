@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.memory.points import StorePoint, point_id, rfc3339
-from gateway.memory.schema import BY_NAME, MINILM_DIM, Sparse
+from gateway.memory.points import point_id
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     RRF_K,
@@ -25,7 +24,9 @@ from gateway.memory.store.base import (
     probes_for,
 )
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
 from gateway.memory.store.remote import RemoteStore
+from gateway.memory.store.schema import BY_NAME, MINILM_DIM, Sparse
 from tests.plugins.gateway_server import free_port
 
 RNG = np.random.default_rng(7)
@@ -91,7 +92,7 @@ def at_cosine(query: np.ndarray, cosine: float, seed: int) -> list[float]:
 
 
 def test_fusion_weights_bm25_above_the_sentence_model(store: VectorStore) -> None:
-    """Weighted RRF, k = 2, BM25 weighted 2 (gateway.memory.schema): rank r scores 2 / (r + 2) on BM25,
+    """Weighted RRF, k = 2, BM25 weighted 2 (gateway.memory.store.schema): rank r scores 2 / (r + 2) on BM25,
     1 / (r + 1) on the sentence model. Expected orders computed by hand from those."""
     assert (RRF_K, BY_NAME["terms"].fusion_weight, BY_NAME["text"].fusion_weight) == (2, 2.0, 1.0)
     q1, q2 = (v / np.linalg.norm(v) for v in np.random.default_rng(3).standard_normal((2, MINILM_DIM)))

@@ -42,11 +42,6 @@ class VectorSpec:
 
 CLIP_DIM = 512
 MINILM_DIM = 384
-# The longest text any model here embeds, stored or asked: a question or answer beyond it is embedded by
-# its head (a chat's retrieval and /search alike, so the two embed a long question the same way). Every
-# model's work grows with the text it is given, since tokenizing comes before truncating; the sentence
-# model's passages (MAX_PASSAGES of about 100 words) stop near this length anyway.
-TEXT_MAX_CHARS = 20_000
 
 SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("image", "dense", CLIP_DIM, "clip_image"),
@@ -56,6 +51,8 @@ SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("terms", "sparse", None, "bm25", distance=None, fusion_weight=2.0),
 )
 BY_NAME = {spec.name: spec for spec in SCHEMA}
+# The vectors in CLIP's one space (image and text alike): an image query can use only these.
+CLIP_NAMES: tuple[str, ...] = tuple(spec.name for spec in SCHEMA if spec.encoder.startswith("clip_"))
 
 
 def specs(kind: Kind) -> tuple[VectorSpec, ...]:
