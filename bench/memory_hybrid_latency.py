@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
+from bench.memory_search import NoJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.points import point_id
 from gateway.memory.search import Searcher, text_probes
@@ -89,7 +90,7 @@ def main() -> None:
         for start in range(0, size, 256):
             store.upsert(points(start, min(256, size - start), rng))
         results["upsert_per_s"] = size / (time.perf_counter() - started)
-        searcher = Searcher(clip, store, text)
+        searcher = Searcher(clip, store, NoJournal(), text)
         probes = [text_probes(clip, text, q, "all") for q in queries]
         if index:
             started = time.perf_counter()

@@ -33,7 +33,7 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.images import ImageLoader
-    from gateway.memory.protocol import SearchHit, SearchRequest
+    from gateway.memory.protocol import SearchRequest
 
 app = typer.Typer(
     name="visionrag",
@@ -384,7 +384,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     from gateway.images import ImageError, ImageLoader
     from gateway.journal import Journal
     from gateway.memory.embed import EmbedderError, ImageDecodeError
-    from gateway.memory.protocol import SearchResponse
+    from gateway.memory.protocol import SearchHit, SearchResponse
     from gateway.memory.search import Searcher
     from gateway.memory.service import embedder_from_settings, open_store, text_encoders_from_settings
     from gateway.memory.store.base import SearchFilter, StoreError, StoreLocked
@@ -410,7 +410,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
         journal = Journal(settings.journal_path)
         try:
             # Texts come from the journal (the store keeps none), and forgotten exchanges never come back.
-            outcome = Searcher(embedder_from_settings(settings), JournalTexts(store, journal),
+            outcome = Searcher(embedder_from_settings(settings), store, JournalTexts(journal),
                                text_encoders_from_settings(settings)).search(
                 flt, text=query.text, image=image, target=query.target, limit=query.limit)
         finally:
@@ -427,7 +427,8 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
         store.close()
     images = gateway_url(settings) + "/images/"
     response = SearchResponse(
-        data=[_hit(hit.score, hit.payload, images) for hit in outcome.hits],
+        data=[SearchHit.from_found(found, image_url=images + found.image_sha256 if found.image_sha256 else None)
+              for found in outcome.hits],
         target=query.target,
         query_type="text" if query.text is not None else "image",
         timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
@@ -441,20 +442,6 @@ async def _query_image(image: str, loader: ImageLoader) -> bytes:
     finally:
         await loader.fetcher.close()
     return data
-
-
-def _hit(score: float, payload: dict, images_url: str) -> SearchHit:
-    """A stored point as the gateway's /search answers it (image URLs point at the configured gateway)."""
-    from gateway.memory.protocol import SearchHit
-
-    sha = payload.get("image_sha256")
-    return SearchHit(
-        score=score, exchange_id=str(payload.get("exchange_id", "")), question=str(payload.get("question") or ""),
-        answer=str(payload.get("answer") or ""), image_url=images_url + sha if sha else None, image_sha256=sha,
-        source_url=payload.get("image_url"), time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
-        model=str(payload.get("model") or ""), user=payload.get("user"),
-        status=str(payload.get("status") or "complete"), endpoint=str(payload.get("endpoint") or ""),
-    )
 
 
 def _http_search(base_url: str, body: dict[str, object], api_key: str | None) -> dict:
@@ -499,10 +486,10 @@ def list_(
 
     Reads the journal through the memory service; works while a gateway runs.
     """
+    from gateway.errors import InvalidRequest
     from gateway.journal import BlobStore, Journal
     from gateway.memory.browse import ExchangeQuery
     from gateway.memory.service import Memory
-    from gateway.errors import InvalidRequest
 
     settings = _settings()
 

@@ -36,7 +36,7 @@ from gateway.memory.protocol import (
     SearchRequest,
     SearchResponse,
 )
-from gateway.memory.store.base import Hit, SearchFilter
+from gateway.memory.store.base import SearchFilter
 from gateway.memory.thumbnails import SIZES, snap
 
 router = APIRouter(tags=["memory"])
@@ -62,7 +62,8 @@ async def search(
     )
     outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
     return SearchResponse(
-        data=[_hit(request, hit) for hit in outcome.hits],
+        data=[SearchHit.from_found(found, image_url=image_url(request, found.image_sha256))
+              for found in outcome.hits],
         target=body.target,
         query_type="text" if body.text is not None else "image",
         timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
@@ -193,22 +194,3 @@ def _unix(moment: datetime | None) -> float | None:
     if moment is None:
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _hit(request: Request, hit: Hit) -> SearchHit:
-    payload = hit.payload
-    sha = payload.get("image_sha256")
-    return SearchHit(
-        score=hit.score,
-        exchange_id=str(payload.get("exchange_id", "")),
-        question=str(payload.get("question") or ""),
-        answer=str(payload.get("answer") or ""),
-        image_url=image_url(request, sha),
-        image_sha256=sha,
-        source_url=payload.get("image_url"),
-        time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
-        model=str(payload.get("model") or ""),
-        user=payload.get("user"),
-        status=str(payload.get("status") or "complete"),
-        endpoint=str(payload.get("endpoint") or ""),
-    )

@@ -5,12 +5,13 @@ Validation failures become OpenAI-shaped 400s through the app's RequestValidatio
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.memory.search import QUERY_MAX_CHARS
+from gateway.memory.texts import Found
 
 # CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
 # BM25 terms ("terms", text queries only); or all of them fused.
@@ -85,6 +86,25 @@ class SearchHit(BaseModel):
     status: str
     endpoint: str
 
+    @classmethod
+    def from_found(cls, found: Found, *, image_url: str | None) -> SearchHit:
+        """A hit as /search (and the CLI's search) answers it; `image_url` is where the caller serves
+        the hit's image (None without one)."""
+        return cls(
+            score=found.score,
+            exchange_id=found.exchange_id,
+            question=found.question,
+            answer=found.answer,
+            image_url=image_url,
+            image_sha256=found.image_sha256,
+            source_url=found.source_url,
+            time=datetime.fromtimestamp(found.time, tz=UTC),
+            model=found.model,
+            user=found.user,
+            status=found.status,
+            endpoint=found.endpoint,
+        )
+
 
 class SearchResponse(BaseModel):
     object: Literal["list"] = "list"
@@ -143,8 +163,6 @@ class ExchangeList(BaseModel):
     has_more: bool
 
 def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

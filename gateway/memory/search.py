@@ -17,9 +17,10 @@ import numpy as np
 
 from gateway import metrics
 from gateway.memory.embed import TEXT_MAX_CHARS, ClipEmbedder
-from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
+from gateway.memory.store.base import Probe, SearchFilter, Target, VectorStore, probes_for
 from gateway.memory.store.schema import CLIP_NAMES
 from gateway.memory.text_embed import TextEncoders
+from gateway.memory.texts import Found, JournalTexts
 
 # A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
 # model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
@@ -33,7 +34,7 @@ QUERY_MAX_CHARS = TEXT_MAX_CHARS
 
 @dataclass(slots=True)
 class SearchOutcome:
-    hits: list[Hit]
+    hits: list[Found]
     embed_ms: float
     store_ms: float
 
@@ -74,9 +75,11 @@ def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, 
 
 
 class Searcher:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, text: TextEncoders | None = None) -> None:
+    def __init__(self, embedder: ClipEmbedder, store: VectorStore, texts: JournalTexts,
+                 text: TextEncoders | None = None) -> None:
         self.embedder = embedder
         self.store = store
+        self.texts = texts
         self.text = text
 
     def search(
@@ -108,8 +111,9 @@ class Searcher:
         metrics.STORE_QUERY.observe(done - embedded)
         return SearchOutcome(hits, (embedded - started) * 1000, (done - embedded) * 1000)
 
-    def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Hit]:
-        """The store query alone, deduplicated to one hit (the best) per exchange.
+    def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Found]:
+        """The store query alone (its hits with their texts), deduplicated to one hit (the best) per
+        exchange.
 
         Text vectors live on one point per exchange, so a single text probe's hits are already unique;
         image and fused queries can hit several images of one exchange, hence the over-fetch.
@@ -117,13 +121,12 @@ class Searcher:
         text_only = len(probes) == 1 and probes[0].using != "image"
         fetch = limit if text_only else limit * 2
         seen: set[str] = set()
-        unique: list[Hit] = []
-        for hit in self.store.query(probes, flt, fetch):
-            exchange_id = str(hit.payload.get("exchange_id", hit.id))
-            if exchange_id in seen:
+        unique: list[Found] = []
+        for found in self.texts.fill(self.store.query(probes, flt, fetch), flt.tenant):
+            if found.exchange_id in seen:
                 continue
-            seen.add(exchange_id)
-            unique.append(hit)
+            seen.add(found.exchange_id)
+            unique.append(found)
             if len(unique) == limit:
                 break
         return unique

@@ -132,9 +132,9 @@ class Memory:
         # of concurrent requests share model runs (ingest batches by itself).
         query_clip = Batched(embedder, ("embed_texts", "embed_images"))
         query_text = Batched(self.text, ("sentences",)) if self.text is not None else None
-        with_texts = JournalTexts(store, journal)
-        self.searcher = Searcher(query_clip, with_texts, query_text)
-        self.retriever = Retriever(query_clip, with_texts, worker.reuse, query_text)
+        texts = JournalTexts(journal)
+        self.searcher = Searcher(query_clip, store, texts, query_text)
+        self.retriever = Retriever(query_clip, store, texts, worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)

@@ -266,7 +266,7 @@ class EdgeStore:
             )
         with self._use() as shard:
             found = shard.query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+        return [Hit.decode(p.id, p.score, p.payload) for p in found]
 
     def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         with self._use() as shard:

@@ -1,10 +1,12 @@
 """What the store holds and answers: points (named vectors and a payload) and hits.
 
-The payload's fields are defined here once (`PointPayload`).
+The payload's fields are defined here once (`PointPayload`): written by `encode`, read back by
+`Hit.decode`, which both adapters call, so nothing above the store parses a payload.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,8 +76,32 @@ class PointPayload:
         return payload
 
 
-@dataclass(slots=True)
-class Hit:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit(PointPayload):
+    """A point a query found: its payload decoded, its id and its score."""
+
     id: str
     score: float
-    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def decode(cls, point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
+        """A hit from what either adapter got back. Keys that earlier versions wrote and no longer read
+        (`question`, `answer`, `image_url`) are left out; a missing field takes its neutral value."""
+        raw = payload or {}
+        user, index = raw.get("user"), raw.get("image_index")
+        sha256, mime = raw.get("image_sha256"), raw.get("image_mime")
+        return cls(
+            id=str(point_id),
+            score=float(score),
+            exchange_id=str(raw.get("exchange_id", "")),
+            tenant=str(raw.get("tenant", "")),
+            time=float(raw.get("ts") or 0.0),
+            model=str(raw.get("model") or ""),
+            user=None if user is None else str(user),
+            endpoint=str(raw.get("endpoint") or ""),
+            status=str(raw.get("status") or "complete"),
+            image_count=int(raw.get("image_count") or 0),
+            image_index=index if isinstance(index, int) else None,
+            image_sha256=None if sha256 is None else str(sha256),
+            image_mime=None if mime is None else str(mime),
+        )

@@ -159,7 +159,7 @@ class RemoteStore:
                     limit=limit,
                     with_payload=True,
                 )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return [Hit.decode(p.id, p.score, p.payload) for p in response.points]
 
     def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         self.ensure_schema()
