@@ -20,12 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.memory.embed import ClipEmbedder
 from gateway.memory.reuse import VectorReuse
-from gateway.memory.search import QUERY_MAX_CHARS, image_query_vector
+from gateway.memory.search import QUERY_MAX_CHARS, QueryClip, QueryText, image_query_vector
 from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
-from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 
 # Over-fetch for the conversation's own answers, which are found and dropped (see `recall`): at most this
@@ -69,8 +67,8 @@ class Thresholds:
 
 
 class Retriever:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, texts: JournalTexts, reuse: VectorReuse,
-                 text: TextEncoders | None = None) -> None:
+    def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts, reuse: VectorReuse,
+                 text: QueryText | None = None) -> None:
         self.embedder = embedder
         self.store = store
         self.texts = texts

@@ -12,14 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from gateway import metrics
-from gateway.memory.embed import TEXT_MAX_CHARS, ClipEmbedder
+from gateway.memory.embed import TEXT_MAX_CHARS
 from gateway.memory.store.base import Probe, SearchFilter, Target, VectorStore, probes_for
-from gateway.memory.store.schema import CLIP_NAMES
-from gateway.memory.text_embed import TextEncoders
+from gateway.memory.store.schema import CLIP_NAMES, Sparse
 from gateway.memory.texts import Found, JournalTexts
 
 # A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
@@ -32,6 +32,22 @@ TEXT_QUERY_ALL = ("image", "text", "terms")
 QUERY_MAX_CHARS = TEXT_MAX_CHARS
 
 
+class QueryClip(Protocol):
+    """What a query asks of CLIP: a ClipEmbedder, or the gateway's BatchedClip (gateway.memory.batching)."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray: ...
+
+
+class QueryText(Protocol):
+    """What a query asks of the text encoders: TextEncoders, or the gateway's BatchedText."""
+
+    def sentences(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def terms_query(self, text: str) -> Sparse: ...
+
+
 @dataclass(slots=True)
 class SearchOutcome:
     hits: list[Found]
@@ -39,7 +55,7 @@ class SearchOutcome:
     store_ms: float
 
 
-def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str,
+def text_probes(clip: QueryClip, text_encoders: QueryText | None, text: str,
                 target: Target | Sequence[str] = "all", *, clip_min_score: float | None = None,
                 text_min_score: float | None = None, terms_min_score: float | None = None) -> list[Probe]:
     """The probes for a text query on `target` (one name, several, or "all": CLIP text->image, the
@@ -64,7 +80,7 @@ def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: st
     return probes
 
 
-def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, image: bytes,
+def image_query_vector(embedder: QueryClip, store: VectorStore, tenant: str, image: bytes,
                        sha256: str | None = None) -> np.ndarray:
     """CLIP's vector for a query image. An image asked about again (the same bytes, by sha256) already
     has its vector in this tenant's memory: that one is taken, and the vision model does not run."""
@@ -75,8 +91,8 @@ def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, 
 
 
 class Searcher:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, texts: JournalTexts,
-                 text: TextEncoders | None = None) -> None:
+    def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts,
+                 text: QueryText | None = None) -> None:
         self.embedder = embedder
         self.store = store
         self.texts = texts
