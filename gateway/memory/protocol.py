@@ -11,11 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.memory.search import QUERY_MAX_CHARS
+from gateway.memory.store.base import Target
 from gateway.memory.texts import Found
 
-# CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
-# BM25 terms ("terms", text queries only); or all of them fused.
-Target = Literal["image", "question", "answer", "text", "terms", "all"]
 MAX_LIMIT = 100
 
 

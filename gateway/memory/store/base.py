@@ -14,8 +14,9 @@ from typing import Literal, Protocol, runtime_checkable
 from gateway.memory.store.points import Hit, StorePoint
 from gateway.memory.store.schema import BY_NAME, CLIP_NAMES, Sparse, VectorValue
 
-# What a search compares with: one named vector, or "all" of them fused (see search.Searcher).
-# "text" is the sentence model's passages, "terms" BM25.
+# What a search compares with: one named vector, or "all" of them fused (see search.Searcher): CLIP's
+# image/question/answer vectors; the sentence model's passages ("text") and BM25 ("terms"), for text
+# queries only.
 Target = Literal["image", "question", "answer", "text", "terms", "all"]
 
 # Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters that a

@@ -1,6 +1,11 @@
 """The vectors every stored exchange has: one table that ingest, both stores and search read.
 
-Adding a vector is one entry here (plus its encoder in `encoders`, if new), not edits across files.
+Both stores' layouts, the points ingest writes and the weights of fused queries follow this table. A
+vector made by an encoder that is not listed here also needs that encoder's output in ingest
+(`IngestWorker.prepare`, keyed by `VectorSpec.encoder`); to be searched by, its query vector in
+`search.text_probes` and its name in `base.Target`; for a chat's retrieval, its probe and minimum score
+(`retrieval`). Stores made with other vectors are refused until `visionrag reindex` rebuilds them
+(`base.SchemaMismatch`).
 
 - CLIP (`image`, `question`, `answer`): one 512-d space for images and text, so image<->text and
   image<->image search work. CLIP reads only the first 77 tokens of a text.
