@@ -86,7 +86,8 @@ class Hit(PointPayload):
     @classmethod
     def decode(cls, point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
         """A hit from what either adapter got back. Keys that earlier versions wrote and no longer read
-        (`question`, `answer`, `image_url`) are left out; a missing field takes its neutral value."""
+        (`question`, `answer`, `image_url`) are left out; a missing field reads as empty (a missing status
+        as "complete"), as the readers before this one read it."""
         raw = payload or {}
         user, index = raw.get("user"), raw.get("image_index")
         sha256, mime = raw.get("image_sha256"), raw.get("image_mime")
