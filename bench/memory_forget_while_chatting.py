@@ -56,9 +56,10 @@ def image_sha(n: int) -> str:
 def fill_store(path: Path, count: int) -> None:
     import numpy as np
 
-    from gateway.memory.points import StorePoint, point_id, rfc3339
-    from gateway.memory.schema import SCHEMA, Sparse
+    from gateway.memory.points import point_id
     from gateway.memory.store.edge import EdgeStore
+    from gateway.memory.store.points import StorePoint, rfc3339
+    from gateway.memory.store.schema import SCHEMA, Sparse
 
     rng = np.random.default_rng(0)
 

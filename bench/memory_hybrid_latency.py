@@ -30,12 +30,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
+from bench.memory_search import NoJournal
 from gateway.memory.embed import ClipEmbedder
-from gateway.memory.points import StorePoint, point_id, rfc3339
-from gateway.memory.schema import Sparse
+from gateway.memory.points import point_id
 from gateway.memory.search import Searcher, text_probes
 from gateway.memory.store.base import SearchFilter
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
+from gateway.memory.store.schema import Sparse
 from gateway.memory.text_embed import TextEncoders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +90,7 @@ def main() -> None:
         for start in range(0, size, 256):
             store.upsert(points(start, min(256, size - start), rng))
         results["upsert_per_s"] = size / (time.perf_counter() - started)
-        searcher = Searcher(clip, store, text)
+        searcher = Searcher(clip, store, NoJournal(), text)
         probes = [text_probes(clip, text, q, "all") for q in queries]
         if index:
             started = time.perf_counter()

@@ -38,10 +38,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from bench.memory_search import pct, tenant_of, unit_rows
-from gateway.memory.points import StorePoint, rfc3339
-from gateway.memory.schema import Sparse
 from gateway.memory.store.base import Probe, SearchFilter, StoreUnavailable
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
+from gateway.memory.store.schema import Sparse
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1.75e9

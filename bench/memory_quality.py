@@ -42,6 +42,7 @@ from gateway.memory.search import Searcher, text_probes
 from gateway.memory.store.base import SearchFilter
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.text_embed import TextEncoders
+from gateway.memory.texts import JournalTexts
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "models" / "clip-tiny"
@@ -210,14 +211,14 @@ def main() -> None:
         started = time.perf_counter()
         IngestWorker(journal, blobs, clip, store, text=text, batch_size=32).drain()
         ingest_s = time.perf_counter() - started
-        searcher = Searcher(clip, store, text)
+        searcher = Searcher(clip, store, JournalTexts(journal), text)
         flt = SearchFilter("default")
         ranks: dict[str, dict[str, list[int | None]]] = {s: {} for s in SIGNALS}
         for kind, query, target in queries:
             probes = text_probes(clip, text, query, ("image", "question", "answer", "text", "terms"))
             for signal, names in SIGNALS.items():
                 hits = searcher.query([p for p in probes if p.using in names], flt, limit=10)
-                found = [h.payload["exchange_id"] for h in hits]
+                found = [h.exchange_id for h in hits]
                 rank = found.index(ids[target]) + 1 if ids[target] in found else None
                 ranks[signal].setdefault(kind, []).append(rank)
         store.close()

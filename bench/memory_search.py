@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -43,6 +44,8 @@ import numpy as np
 from gateway.memory.search import Searcher
 from gateway.memory.store.base import RRF_K, probes_for
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import Hit
+from gateway.memory.texts import Found, JournalTexts
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_CLIP = ROOT / "models" / "clip-full"
@@ -50,6 +53,17 @@ COLLECTION = "bench_exchanges"
 SMALL_TENANTS = 100
 KEYS = "main:k-main," + ",".join(f"t{i}:k-t{i}" for i in range(SMALL_TENANTS))
 T0 = 1.75e9
+
+
+class NoJournal(JournalTexts):
+    """Synthetic points have no journal rows: their hits pass with empty texts, so `Searcher.query` is
+    the store query and the dedup alone."""
+
+    def __init__(self) -> None:
+        pass
+
+    def fill(self, hits: Sequence[Hit], tenant: str) -> list[Found]:
+        return [Found.of(hit, "", "", None) for hit in hits]
 
 
 def tenant_of(n: int) -> str:
@@ -72,7 +86,7 @@ def unit_rows(rng: np.random.Generator, rows: int) -> np.ndarray:
 
 
 def fill(store: EdgeStore, start: int, stop: int, kept: list[np.ndarray]) -> float:
-    from gateway.memory.points import StorePoint, rfc3339
+    from gateway.memory.store.points import StorePoint, rfc3339
 
     rng = np.random.default_rng(start)
     started = time.perf_counter()
@@ -112,7 +126,7 @@ def store_latency(
         started = time.perf_counter()
         hits = searcher.query(probes_for(q.tolist(), target), flt, limit=10)
         latencies.append((time.perf_counter() - started) * 1000)
-        results.append([int(h.payload["exchange_id"][2:]) for h in hits])
+        results.append([int(h.exchange_id[2:]) for h in hits])
     return latencies, results
 
 
@@ -267,7 +281,7 @@ def main() -> None:
             rate = fill(store, 0, size, kept)
             vectors = np.concatenate(kept)
             tenants = np.array([tenant_of(n) for n in range(size)])
-            searcher = Searcher(None, store)  # type: ignore[arg-type]  # store queries only: no embedder
+            searcher = Searcher(None, store, NoJournal())  # type: ignore[arg-type]  # store queries only: no embedder
             row: dict = {"size": size, "upserts_per_s": rate, "scenarios": {}}
             phases = ["brute force"]
             if not args.no_index:

@@ -212,9 +212,10 @@ def serve_before(port: int) -> None:
 # --- store only ------------------------------------------------------------------------------------
 def store_child(layout: str, n: int, path: Path, index: bool) -> dict:
     """In a fresh process: write n points with `layout`, reopen, search; optionally index and again."""
-    from gateway.memory.points import StorePoint, point_id, rfc3339
+    from gateway.memory.points import point_id
     from gateway.memory.store.base import SearchFilter, probes_for
     from gateway.memory.store.edge import EdgeStore
+    from gateway.memory.store.points import StorePoint, rfc3339
 
     kind = EdgeStore
     if layout == "before":

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     clip_vision_model: str = "Qdrant/clip-ViT-B-32-vision"
     # fastembed's model cache; unset uses fastembed's default (FASTEMBED_CACHE_PATH or a temp dir).
     fastembed_cache_dir: Path | None = None
-    # Text encoders beside CLIP (gateway.memory.schema): a sentence model for meaning, BM25 for terms.
+    # Text encoders beside CLIP (gateway.memory.store.schema): a sentence model for meaning, BM25 for terms.
     sentence_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     bm25_model: str = "Qdrant/bm25"
     # Their fastembed cache; unset uses fastembed_cache_dir.

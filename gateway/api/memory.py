@@ -14,7 +14,6 @@ without their details (paths, URLs, library messages).
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -37,7 +36,6 @@ from gateway.memory.protocol import (
     ForgetResponse,
     SearchRequest,
     SearchResponse,
-    search_hit,
     unix,
 )
 from gateway.memory.store.base import SearchFilter
@@ -67,12 +65,7 @@ async def search(
         user=body.filters.user,
     )
     outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
-    return SearchResponse(
-        data=[search_hit(hit, functools.partial(image_url, request)) for hit in outcome.hits],
-        target=body.target,
-        query_type="text" if body.text is not None else "image",
-        timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
-    )
+    return SearchResponse.of(body, outcome, lambda sha: str(request.url_for("memory_image", sha256=sha)))
 
 @router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse, responses=errors(F.EXCHANGE_NOT_FOUND))
 async def get_exchange(

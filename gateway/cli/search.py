@@ -104,7 +104,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
     answers; None if a running gateway holds the store."""
     from gateway.errors import BackendUnavailable
     from gateway.images import ImageError
-    from gateway.memory.protocol import SearchResponse, search_hit
+    from gateway.memory.protocol import SearchResponse
     from gateway.memory.store.base import SearchFilter, StoreError, StoreLocked
 
     async def work(runtime: Runtime, memory: Memory) -> dict | None:
@@ -126,12 +126,7 @@ def _local_search(settings: Settings, query: SearchRequest, tenant: str) -> dict
             raise fail(str(exc.__cause__ or exc) + (HUB_UNREACHABLE if offline else "")) from None
         # Image URLs point at the configured gateway, which serves them.
         images = gateway_url(runtime.settings) + "/images/"
-        response = SearchResponse(
-            data=[search_hit(hit, lambda sha: images + sha) for hit in outcome.hits],
-            target=query.target,
-            query_type="text" if query.text is not None else "image",
-            timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
-        )
+        response = SearchResponse.of(query, outcome, lambda sha: images + sha)
         return response.model_dump(mode="json")
 
     return run_local(settings, work)

@@ -1,9 +1,9 @@
 """Memory: every recorded exchange embedded with CLIP, stored in Qdrant, and searchable.
 
 Modules, one idea each: `embed` (fastembed CLIP), `points` (exchange -> points), `store` (the vector
-store protocol and its two adapters), `ingest` (the background worker), `search` (queries),
-`protocol` (HTTP request/response models), `routes` (the HTTP API) and `service` (the `Memory` facade
-the app wires in).
+store: its schema, its points and hits, its protocol and two adapters), `texts` (hits' texts from the
+journal), `ingest` (the background worker), `search` (queries), `protocol` (HTTP request/response
+models) and `service` (the `Memory` facade that gateway.api's routes call).
 """
 
 from gateway.memory.service import Memory

@@ -24,8 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from gateway.memory.embed import EmbedderError
+from gateway.memory.embed import ClipEmbedder, EmbedderError
+from gateway.memory.store.schema import Sparse
+from gateway.memory.text_embed import TextEncoders
 
 
 class _Call:
@@ -124,13 +127,30 @@ class Batcher:
             start += len(call.items)
 
 
-class Batched:
-    """`target` with the named methods batched across threads; every other attribute is the target's."""
+class BatchedClip:
+    """CLIP for queries: concurrent callers' `embed_texts`, and their `embed_images`, share model runs."""
 
-    def __init__(self, target: Any, methods: Sequence[str], max_items: int = 16, parallel: int | None = None) -> None:
-        self.target = target
-        self.batchers = {name: Batcher(getattr(target, name), max_items, parallel) for name in methods}
+    def __init__(self, clip: ClipEmbedder, max_items: int = 16, parallel: int | None = None) -> None:
+        self.text_runs = Batcher(clip.embed_texts, max_items, parallel)
+        self.image_runs = Batcher(clip.embed_images, max_items, parallel)
 
-    def __getattr__(self, name: str) -> Any:
-        batcher = self.__dict__.get("batchers", {}).get(name)
-        return batcher if batcher is not None else getattr(self.target, name)
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text_runs(texts)
+
+    def embed_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+        return self.image_runs(images)
+
+
+class BatchedText:
+    """The text encoders for queries: concurrent callers' `sentences` share model runs."""
+
+    def __init__(self, encoders: TextEncoders, max_items: int = 16, parallel: int | None = None) -> None:
+        self.encoders = encoders
+        self.sentence_runs = Batcher(encoders.sentences, max_items, parallel)
+
+    def sentences(self, texts: Sequence[str]) -> np.ndarray:
+        return self.sentence_runs(texts)
+
+    def terms_query(self, text: str) -> Sparse:
+        # Not batched: a BM25 query is tokenizing and hashing, no model run.
+        return self.encoders.terms_query(text)

@@ -26,12 +26,17 @@ import numpy as np
 from PIL import Image
 
 from gateway.images import DecodeBudget, ImageDecoder, ImageError, ImagePolicy
-from gateway.memory.points import DIM
+from gateway.memory.store.schema import CLIP_DIM
 
 # CLIP ViT-B/32's input side; used until the vision model is loaded and says its own.
 DEFAULT_INPUT_EDGE = 224
 # What CLIP's text model is given of a text (see embed_texts).
 CLIP_TEXT_CHARS = 4096
+# The longest text any model here embeds, stored or asked: a question or answer beyond it is embedded by
+# its head (a chat's retrieval and /search alike, so the two embed a long question the same way). Every
+# model's work grows with the text it is given, since tokenizing comes before truncating; the sentence
+# model's passages (MAX_PASSAGES of about 100 words) stop near this length anyway.
+TEXT_MAX_CHARS = 20_000
 
 
 class EmbedderError(RuntimeError):
@@ -119,7 +124,7 @@ class ClipEmbedder:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, DIM), dtype=np.float32)
+            return np.zeros((0, CLIP_DIM), dtype=np.float32)
         # CLIP reads 77 tokens, but its tokenizer splits the whole text first: only a head that holds
         # them is given (the same vector unless its tokens average over 50 characters).
         texts = [text[:CLIP_TEXT_CHARS] for text in texts]
@@ -132,7 +137,7 @@ class ClipEmbedder:
         Raises ImageDecodeError naming the first undecodable one.
         """
         if not images:
-            return np.zeros((0, DIM), dtype=np.float32)
+            return np.zeros((0, CLIP_DIM), dtype=np.float32)
         model = self._vision_model()
         decoded = [
             data if isinstance(data, Image.Image) else self.decode_image(data, index)

@@ -30,10 +30,11 @@ from PIL import Image
 from gateway import metrics
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError
-from gateway.memory.points import PointPlan, StorePoint, plan_points
+from gateway.memory.points import PointPlan, plan_points
 from gateway.memory.reuse import VectorReuse
-from gateway.memory.schema import SCHEMA, VectorValue
 from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
+from gateway.memory.store.points import StorePoint
+from gateway.memory.store.schema import SCHEMA, VectorValue
 from gateway.memory.text_embed import TextEncoders, passages
 
 log = logging.getLogger("visionrag.memory.ingest")

@@ -12,20 +12,15 @@ overwrites the same points instead of duplicating them.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.journal import Exchange
-from gateway.memory.schema import CLIP_DIM, SCHEMA, TEXT_MAX_CHARS, VectorValue
+from gateway.memory.embed import TEXT_MAX_CHARS
+from gateway.memory.store.points import PointPayload
 
 # Fixed forever: changing it would give every stored exchange new point ids (duplicates on re-ingest).
 POINT_NAMESPACE = uuid.UUID("6f1c1a2e-8d1b-5b0e-9a51-3c0f6f0d2a77")
-
-# The named vectors come from one table (gateway.memory.schema); CLIP's three share one space.
-VECTOR_NAMES: tuple[str, ...] = tuple(spec.name for spec in SCHEMA)
-CLIP_NAMES: tuple[str, ...] = ("image", "question", "answer")
-DIM = CLIP_DIM
 
 # What happens to each journal status. "error" exchanges (the upstream failed) have no answer worth
 # finding and would crowd search results with failures: they are skipped and marked ingested. A cut-off
@@ -35,19 +30,6 @@ STORED_STATUSES = frozenset({"complete", "incomplete"})
 
 def point_id(exchange_id: str, image_index: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{exchange_id}/{image_index}"))
-
-
-def rfc3339(moment: float | datetime) -> str:
-    """Qdrant's datetime payload index wants RFC 3339; always UTC so range filters compare correctly.
-
-    `moment` is unix seconds or a datetime (a naive one is taken as UTC).
-    """
-    if isinstance(moment, datetime):
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        value = moment.astimezone(UTC)
-    else:
-        value = datetime.fromtimestamp(moment, tz=UTC)
-    return value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -61,30 +43,19 @@ class PointPlan:
     answer: str | None
 
 
-@dataclass(slots=True)
-class StorePoint:
-    """A point ready for the store: its id, named vectors (a subset of VECTOR_NAMES) and payload."""
-
-    id: str
-    vectors: dict[str, VectorValue]
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-def base_payload(exchange: Exchange) -> dict[str, Any]:
-    return {
-        "exchange_id": exchange.id,
-        "tenant": exchange.tenant,
-        "time": rfc3339(exchange.created_at),
-        "ts": exchange.created_at,
-        "model": exchange.model,
-        "user": exchange.user,
-        "endpoint": exchange.endpoint,
-        "status": exchange.status,
-        # No question or answer here: the store keeps deleted points' payload in its files (and its
-        # WAL) until a vacuum, so text kept here could outlive a deletion. Hits get their text from
-        # the journal (gateway.memory.texts), which forgets it for good.
-        "image_count": len(exchange.images),
-    }
+def base_payload(exchange: Exchange) -> PointPayload:
+    """What every point of the exchange says of it (no texts: see PointPayload); the image fields are
+    each point's own."""
+    return PointPayload(
+        exchange_id=exchange.id,
+        tenant=exchange.tenant,
+        time=exchange.created_at,
+        model=exchange.model,
+        user=exchange.user,
+        endpoint=exchange.endpoint,
+        status=exchange.status,
+        image_count=len(exchange.images),
+    )
 
 
 def plan_points(exchange: Exchange) -> list[PointPlan]:
@@ -98,12 +69,12 @@ def plan_points(exchange: Exchange) -> list[PointPlan]:
     if not exchange.images:
         if question is None and answer is None:
             return []  # nothing to embed: no image and no text
-        return [PointPlan(point_id(exchange.id, 0), {**base, "image_index": None}, None, question, answer)]
+        return [PointPlan(point_id(exchange.id, 0), base.encode(), None, question, answer)]
     plans = []
     for index, image in enumerate(exchange.images):
         # No client URL either (it may be a pre-signed link): like the texts, hits get it from the
         # journal. Points written by earlier versions still carry an `image_url`, which readers ignore.
-        payload = {**base, "image_index": index, "image_sha256": image.sha256, "image_mime": image.mime}
+        payload = replace(base, image_index=index, image_sha256=image.sha256, image_mime=image.mime).encode()
         first = index == 0
         plans.append(
             PointPlan(

@@ -12,12 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.memory.search import QUERY_MAX_CHARS
-from gateway.memory.store.base import Hit
+from gateway.memory.search import QUERY_MAX_CHARS, SearchOutcome
+from gateway.memory.store.base import Target
+from gateway.memory.texts import Found
 
-# CLIP's image/question/answer vectors; the sentence model's passages ("text", text queries only);
-# BM25 terms ("terms", text queries only); or all of them fused.
-Target = Literal["image", "question", "answer", "text", "terms", "all"]
 MAX_LIMIT = 100
 
 
@@ -88,6 +86,25 @@ class SearchHit(BaseModel):
     status: str
     endpoint: str
 
+    @classmethod
+    def from_found(cls, found: Found, *, image_url: str | None) -> SearchHit:
+        """A hit as /search (and the CLI's search) answers it; `image_url` is where the caller serves
+        the hit's image (None without one)."""
+        return cls(
+            score=found.score,
+            exchange_id=found.exchange_id,
+            question=found.question,
+            answer=found.answer,
+            image_url=image_url,
+            image_sha256=found.image_sha256,
+            source_url=found.source_url,
+            time=datetime.fromtimestamp(found.time, tz=UTC),
+            model=found.model,
+            user=found.user,
+            status=found.status,
+            endpoint=found.endpoint,
+        )
+
 
 class SearchResponse(BaseModel):
     object: Literal["list"] = "list"
@@ -96,6 +113,19 @@ class SearchResponse(BaseModel):
     query_type: Literal["text", "image"]
     # Where the time went: embedding the query, and the vector store's query.
     timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, request: SearchRequest, outcome: SearchOutcome,
+           image_url: Callable[[str], str]) -> SearchResponse:
+        """What /search (and the CLI's search) answers; `image_url` addresses a hit's image by its sha256
+        (the route: this gateway's URL for it; the CLI: the configured gateway's)."""
+        return cls(
+            data=[SearchHit.from_found(found, image_url=image_url(found.image_sha256) if found.image_sha256 else None)
+                  for found in outcome.hits],
+            target=request.target,
+            query_type="text" if request.text is not None else "image",
+            timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
+        )
 
 
 class ExchangeImage(BaseModel):
@@ -174,24 +204,3 @@ class ForgetRequest(BaseModel):
 class ForgetResponse(BaseModel):
     object: Literal["forget.result"] = "forget.result"
     deleted: int
-
-
-def search_hit(hit: Hit, image_url: Callable[[str], str]) -> SearchHit:
-    """A store hit as /search answers it; `image_url` addresses the matching image by its sha256 (the
-    route: this gateway's URL for it; the CLI: the configured gateway's)."""
-    payload = hit.payload
-    sha = payload.get("image_sha256")
-    return SearchHit(
-        score=hit.score,
-        exchange_id=str(payload.get("exchange_id", "")),
-        question=str(payload.get("question") or ""),
-        answer=str(payload.get("answer") or ""),
-        image_url=image_url(sha) if sha else None,
-        image_sha256=sha,
-        source_url=payload.get("image_url"),
-        time=datetime.fromtimestamp(float(payload.get("ts", 0.0)), tz=UTC),
-        model=str(payload.get("model") or ""),
-        user=payload.get("user"),
-        status=str(payload.get("status") or "complete"),
-        endpoint=str(payload.get("endpoint") or ""),
-    )

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.memory.embed import ClipEmbedder
 from gateway.memory.reuse import VectorReuse
-from gateway.memory.search import QUERY_MAX_CHARS, image_query_vector
+from gateway.memory.search import QUERY_MAX_CHARS, QueryClip, QueryText, image_query_vector
 from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
-from gateway.memory.text_embed import TextEncoders
+from gateway.memory.texts import JournalTexts
 
 # Over-fetch for the conversation's own answers, which are found and dropped (see `recall`): at most this
 # many, so a client's long history does not make the store query (and the journal reads of its hits) grow.
@@ -68,10 +67,11 @@ class Thresholds:
 
 
 class Retriever:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, reuse: VectorReuse,
-                 text: TextEncoders | None = None) -> None:
+    def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts, reuse: VectorReuse,
+                 text: QueryText | None = None) -> None:
         self.embedder = embedder
         self.store = store
+        self.texts = texts
         self.reuse = reuse
         self.text = text
 
@@ -100,21 +100,18 @@ class Retriever:
         hits = self.store.query(probes, flt, k * 2 + min(len(query.known_answers), MAX_KNOWN_FETCH))
         sources: list[Source] = []
         seen: set[str] = set()
-        for hit in hits:
-            payload = hit.payload
-            exchange_id = str(payload.get("exchange_id", hit.id))
-            answer = str(payload.get("answer") or "")
-            if exchange_id in seen or (answer and answer in query.known_answers):
+        for found in self.texts.fill(hits, flt.tenant):
+            if found.exchange_id in seen or (found.answer and found.answer in query.known_answers):
                 continue
-            seen.add(exchange_id)
+            seen.add(found.exchange_id)
             sources.append(Source(
-                exchange_id=exchange_id,
-                score=hit.score,
-                question=str(payload.get("question") or ""),
-                answer=answer,
-                time=float(payload.get("ts") or 0.0),
-                model=str(payload.get("model") or ""),
-                image_sha256=payload.get("image_sha256"),
+                exchange_id=found.exchange_id,
+                score=found.score,
+                question=found.question,
+                answer=found.answer,
+                time=found.time,
+                model=found.model,
+                image_sha256=found.image_sha256,
             ))
             if len(sources) == k:
                 break

@@ -1,6 +1,6 @@
 """Search: embed the query, query the store with one probe per signal (fused there), one result per exchange.
 
-Signals (gateway.memory.schema): CLIP puts text and images in one space, so a text query against
+Signals (gateway.memory.store.schema): CLIP puts text and images in one space, so a text query against
 `image` vectors is text->image and an image query against `answer` vectors is image->text; the
 sentence model (`text`: question and answer passages, MAX_SIM) finds meaning anywhere in a long
 answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses every signal the query can use
@@ -12,45 +12,62 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from gateway import metrics
-from gateway.memory.embed import ClipEmbedder
-from gateway.memory.schema import TEXT_MAX_CHARS
-from gateway.memory.store.base import Hit, Probe, SearchFilter, Target, VectorStore, probes_for
-from gateway.memory.text_embed import TextEncoders
+from gateway.memory.embed import TEXT_MAX_CHARS
+from gateway.memory.store.base import Probe, SearchFilter, Target, VectorStore, probes_for
+from gateway.memory.store.schema import CLIP_NAMES, Sparse
+from gateway.memory.texts import Found, JournalTexts
 
-CLIP_TARGETS = ("image", "question", "answer")
 # A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
 # model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
 # ranking dilutes the good ones (bench/memory_quality.py measures it).
+TEXT_QUERY_ALL = ("image", "text", "terms")
 
 # The longest text a query embeds: /search refuses a longer one, a chat's retrieval reads no further into
 # its message (the cap on everything embedded, stored exchanges included).
 QUERY_MAX_CHARS = TEXT_MAX_CHARS
 
 
+class QueryClip(Protocol):
+    """What a query asks of CLIP: a ClipEmbedder, or the gateway's BatchedClip (gateway.memory.batching)."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray: ...
+
+
+class QueryText(Protocol):
+    """What a query asks of the text encoders: TextEncoders, or the gateway's BatchedText."""
+
+    def sentences(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def terms_query(self, text: str) -> Sparse: ...
+
+
 @dataclass(slots=True)
 class SearchOutcome:
-    hits: list[Hit]
+    hits: list[Found]
     embed_ms: float
     store_ms: float
 
 
-def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: str,
+def text_probes(clip: QueryClip, text_encoders: QueryText | None, text: str,
                 target: Target | Sequence[str] = "all", *, clip_min_score: float | None = None,
                 text_min_score: float | None = None, terms_min_score: float | None = None) -> list[Probe]:
     """The probes for a text query on `target` (one name, several, or "all": CLIP text->image, the
     sentence model, BM25): what /search, the CLI and retrieval for chat send to the store. Each query
     vector is computed once. Without a minimum, a term probe keeps every point sharing a term."""
     if isinstance(target, str):
-        all_names = ("image", "text", "terms") if text_encoders is not None else CLIP_TARGETS
+        all_names = TEXT_QUERY_ALL if text_encoders is not None else CLIP_NAMES
         names: Sequence[str] = all_names if target == "all" else (target,)
     else:
         names = target
     probes: list[Probe] = []
-    clip_names = [name for name in names if name in CLIP_TARGETS]
+    clip_names = [name for name in names if name in CLIP_NAMES]
     if clip_names:
         vector = clip.embed_texts([text])[0].tolist()
         probes += [Probe(vector, name, clip_min_score) for name in clip_names]
@@ -63,7 +80,7 @@ def text_probes(clip: ClipEmbedder, text_encoders: TextEncoders | None, text: st
     return probes
 
 
-def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, image: bytes,
+def image_query_vector(embedder: QueryClip, store: VectorStore, tenant: str, image: bytes,
                        sha256: str | None = None) -> np.ndarray:
     """CLIP's vector for a query image. An image asked about again (the same bytes, by sha256) already
     has its vector in this tenant's memory: that one is taken, and the vision model does not run."""
@@ -74,9 +91,11 @@ def image_query_vector(embedder: ClipEmbedder, store: VectorStore, tenant: str, 
 
 
 class Searcher:
-    def __init__(self, embedder: ClipEmbedder, store: VectorStore, text: TextEncoders | None = None) -> None:
+    def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts,
+                 text: QueryText | None = None) -> None:
         self.embedder = embedder
         self.store = store
+        self.texts = texts
         self.text = text
 
     def search(
@@ -97,7 +116,7 @@ class Searcher:
         if text is not None:
             probes = text_probes(self.embedder, self.text, text, target)
         else:
-            if target not in (*CLIP_TARGETS, "all"):
+            if target not in (*CLIP_NAMES, "all"):
                 raise ValueError(f"an image query compares with CLIP's vectors only, not {target!r}")
             vector = image_query_vector(self.embedder, self.store, flt.tenant, image, image_sha256)  # type: ignore[arg-type]
             probes = probes_for(vector.tolist(), target)
@@ -108,8 +127,9 @@ class Searcher:
         metrics.STORE_QUERY.observe(done - embedded)
         return SearchOutcome(hits, (embedded - started) * 1000, (done - embedded) * 1000)
 
-    def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Hit]:
-        """The store query alone, deduplicated to one hit (the best) per exchange.
+    def query(self, probes: list[Probe], flt: SearchFilter, *, limit: int) -> list[Found]:
+        """The store query alone (its hits with their texts), deduplicated to one hit (the best) per
+        exchange.
 
         Text vectors live on one point per exchange, so a single text probe's hits are already unique;
         image and fused queries can hit several images of one exchange, hence the over-fetch.
@@ -117,13 +137,12 @@ class Searcher:
         text_only = len(probes) == 1 and probes[0].using != "image"
         fetch = limit if text_only else limit * 2
         seen: set[str] = set()
-        unique: list[Hit] = []
-        for hit in self.store.query(probes, flt, fetch):
-            exchange_id = str(hit.payload.get("exchange_id", hit.id))
-            if exchange_id in seen:
+        unique: list[Found] = []
+        for found in self.texts.fill(self.store.query(probes, flt, fetch), flt.tenant):
+            if found.exchange_id in seen:
                 continue
-            seen.add(exchange_id)
-            unique.append(hit)
+            seen.add(found.exchange_id)
+            unique.append(found)
             if len(unique) == limit:
                 break
         return unique

@@ -27,7 +27,7 @@ from gateway import metrics
 from gateway.errors import BackendUnavailable, NotFound
 from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
-from gateway.memory.batching import Batched
+from gateway.memory.batching import BatchedClip, BatchedText
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget import Finisher, Forgetter
@@ -134,11 +134,11 @@ class Memory:
         self.worker = worker
         # Hits take their texts from the journal, and forgotten exchanges are never returned. Queries
         # of concurrent requests share model runs (ingest batches by itself).
-        query_clip = Batched(embedder, ("embed_texts", "embed_images"))
-        query_text = Batched(self.text, ("sentences",)) if self.text is not None else None
-        with_texts = JournalTexts(store, journal)
-        self.searcher = Searcher(query_clip, with_texts, query_text)
-        self.retriever = Retriever(query_clip, with_texts, worker.reuse, query_text)
+        query_clip = BatchedClip(embedder)
+        query_text = BatchedText(self.text) if self.text is not None else None
+        texts = JournalTexts(journal)
+        self.searcher = Searcher(query_clip, store, texts, query_text)
+        self.retriever = Retriever(query_clip, store, texts, worker.reuse, query_text)
         self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
         self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gateway.memory.embed import EmbedderError
-from gateway.memory.schema import MINILM_DIM, Sparse
+from gateway.memory.store.schema import MINILM_DIM, Sparse
 
 SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BM25_MODEL = "Qdrant/bm25"

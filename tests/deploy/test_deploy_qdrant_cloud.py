@@ -18,7 +18,7 @@ def json_blocks() -> list[dict]:
 
 
 def test_collection_body_is_a_valid_create_collection(json_blocks):
-    from gateway.memory.schema import SCHEMA
+    from gateway.memory.store.schema import SCHEMA
 
     (body,) = [b for b in json_blocks if "vectors" in b]
     # The same model qdrant-client serializes for PUT /collections/{name}: unknown keys or wrong

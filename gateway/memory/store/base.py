@@ -7,15 +7,16 @@ Two adapters implement it: `EdgeStore` (Qdrant's engine in-process, the default)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
-from gateway.memory.points import CLIP_NAMES, StorePoint
-from gateway.memory.schema import BY_NAME, Sparse, VectorValue
+from gateway.memory.store.points import Hit, StorePoint
+from gateway.memory.store.schema import BY_NAME, CLIP_NAMES, Sparse, VectorValue
 
-# What a search compares with: one named vector, or "all" of them fused (see search.Searcher).
-# "text" is the sentence model's passages, "terms" BM25.
+# What a search compares with: one named vector, or "all" of them fused (see search.Searcher): CLIP's
+# image/question/answer vectors; the sentence model's passages ("text") and BM25 ("terms"), for text
+# queries only.
 Target = Literal["image", "question", "answer", "text", "terms", "all"]
 
 # Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters that a
@@ -47,7 +48,7 @@ class StoreLocked(StoreError):
 
 
 class SchemaMismatch(StoreError):
-    """The store was made with other named vectors than gateway.memory.schema lists: it must be
+    """The store was made with other named vectors than the schema (store.schema) lists: it must be
     rebuilt from the journal (`visionrag reindex`)."""
 
     def __init__(self, location: str, detail: str) -> None:
@@ -104,13 +105,6 @@ def probes_for(vector: Sequence[float], target: str) -> list[Probe]:
     """One CLIP query vector against one CLIP vector, or against all three (`target="all"`)."""
     names = CLIP_NAMES if target == "all" else (target,)
     return [Probe(vector, name) for name in names]
-
-
-@dataclass(slots=True)
-class Hit:
-    id: str
-    score: float
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

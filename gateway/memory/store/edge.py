@@ -42,8 +42,6 @@ from typing import Literal
 
 import qdrant_edge as qe
 
-from gateway.memory.points import StorePoint, rfc3339
-from gateway.memory.schema import SCHEMA, Sparse, VectorValue
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
@@ -51,7 +49,6 @@ from gateway.memory.store.base import (
     RRF_K,
     TENANT_FIELD,
     TIME_FIELD,
-    Hit,
     Probe,
     SchemaMismatch,
     SearchFilter,
@@ -62,6 +59,8 @@ from gateway.memory.store.base import (
     fusion_weights,
     query_vector,
 )
+from gateway.memory.store.points import Hit, StorePoint, rfc3339
+from gateway.memory.store.schema import SCHEMA, Sparse, VectorValue
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
 _PREFETCH_FACTOR = 4
@@ -267,7 +266,7 @@ class EdgeStore:
             )
         with self._use() as shard:
             found = shard.query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+        return [Hit.decode(p.id, p.score, p.payload) for p in found]
 
     def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         with self._use() as shard:

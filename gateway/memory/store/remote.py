@@ -22,15 +22,12 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from gateway.memory.points import StorePoint, rfc3339
-from gateway.memory.schema import SCHEMA, Sparse, VectorValue
 from gateway.memory.store.base import (
     KEYWORD_FIELDS,
     RETIRED_INDEX_FIELDS,
     RRF_K,
     TENANT_FIELD,
     TIME_FIELD,
-    Hit,
     Probe,
     SchemaMismatch,
     SearchFilter,
@@ -40,6 +37,8 @@ from gateway.memory.store.base import (
     fusion_weights,
     query_vector,
 )
+from gateway.memory.store.points import Hit, StorePoint, rfc3339
+from gateway.memory.store.schema import SCHEMA, Sparse, VectorValue
 
 _PREFETCH_FACTOR = 4
 # Statuses that mean "try again later" rather than "this request is wrong".
@@ -160,7 +159,7 @@ class RemoteStore:
                     limit=limit,
                     with_payload=True,
                 )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return [Hit.decode(p.id, p.score, p.payload) for p in response.points]
 
     def image_vector(self, tenant: str, sha256: str) -> list[float] | None:
         self.ensure_schema()

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from gateway.memory.batching import Batched, Batcher
+from gateway.memory.batching import BatchedClip, Batcher
 from gateway.memory.embed import EmbedderError
 
 
@@ -191,9 +191,8 @@ def test_an_interrupt_in_one_of_several_runs_leaves_nothing_waiting_or_queued() 
 def test_batched_clip_gives_the_vectors_clip_gives_alone(embedder) -> None:
     texts = [f"a diagram of service number {n}" for n in range(8)]
     alone = embedder.embed_texts(texts)
-    batched = Batched(embedder, ("embed_texts",), parallel=1)
+    batched = BatchedClip(embedder, parallel=1)
     with ThreadPoolExecutor(8) as pool:
         rows = list(pool.map(lambda t: batched.embed_texts([t])[0], texts))
     # Padding differs with the batch's longest text; the vectors stay the same to float precision.
     np.testing.assert_allclose(np.asarray(rows), alone, atol=1e-4)
-    assert batched.loaded is True and batched.batch_size == embedder.batch_size  # everything else is the embedder's own

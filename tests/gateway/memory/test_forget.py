@@ -383,7 +383,7 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
         assert not blobs.path(target.images[0].sha256).exists()
         worker.drain()  # re-ingesting from the journal finds nothing of it
         hits = memory.searcher.search(_filter(), text=answer, target="answer", limit=10).hits
-        assert [hit.payload["exchange_id"] for hit in hits] == [other.id]
+        assert [hit.exchange_id for hit in hits] == [other.id]
     finally:
         memory.finisher.stop()
         worker.stop()

@@ -37,14 +37,15 @@ from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
 from gateway.memory.forget import Forgetter
 from gateway.memory.ingest import IngestWorker
-from gateway.memory.points import StorePoint
+from gateway.memory.points import point_id
 from gateway.memory.purge import PurgeScheduler
-from gateway.memory.schema import Sparse
 from gateway.memory.search import Searcher
 from gateway.memory.service import Memory
 from gateway.memory.store.base import Probe, SearchFilter
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import StorePoint, rfc3339
 from gateway.memory.store.remote import VACUUM, WAL, RemoteStore
+from gateway.memory.store.schema import Sparse
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
 from gateway.memory.thumbnails import Thumbnails
@@ -114,7 +115,7 @@ class Setup:
         self.store.ensure_schema()
         self.worker = IngestWorker(self.journal, self.blobs, embedder, self.store, text=text)
         self.forgetter = Forgetter(self.journal, self.blobs, self.store, Thumbnails(root / "thumbnails"))
-        self.searcher = Searcher(embedder, JournalTexts(self.store, self.journal), text)
+        self.searcher = Searcher(embedder, self.store, JournalTexts(self.journal), text)
 
     def ingest(self, *exchanges: Exchange) -> None:
         for one in exchanges:
@@ -127,7 +128,7 @@ class Setup:
 
     def found_ids(self, text: str) -> list[str]:
         hits = self.searcher.search(SearchFilter(TENANT), text=text, target="terms", limit=10).hits
-        return [hit.payload["exchange_id"] for hit in hits]
+        return [hit.exchange_id for hit in hits]
 
     def close(self) -> None:
         self.store.close()
@@ -224,7 +225,6 @@ def test_a_purge_that_drops_an_index_has_the_next_quiet_maintenance_rebuild_it(
     import numpy as np
 
     from gateway.memory.ingest import MaintenancePolicy
-    from gateway.memory.points import point_id, rfc3339
 
     journal, blobs = SQLiteJournal(tmp_path / "journal.sqlite3"), DiskBlobStore(tmp_path / "images")
     store = EdgeStore(tmp_path / "shard")
@@ -251,7 +251,7 @@ def test_a_purge_that_drops_an_index_has_the_next_quiet_maintenance_rebuild_it(
         assert worker.stats.optimizations == 1
         assert not store.stats().index_wanted and (store.stats().indexed_vectors or 0) >= indexed - 1
         hits = store.query([Probe(vectors[42].tolist(), "image")], SearchFilter(TENANT), 1)
-        assert hits[0].payload["exchange_id"] == "ex42"
+        assert hits[0].exchange_id == "ex42"
     finally:
         store.close()
         journal.close()
@@ -310,13 +310,13 @@ def test_hits_take_the_client_image_url_from_the_journal_not_the_store(setup: Se
                         source_url="https://example.com/harbour.png")
     setup.ingest(with_url)
     hits = setup.searcher.search(SearchFilter(TENANT), text="harbour", target="terms", limit=5).hits
-    assert [hit.payload["image_url"] for hit in hits] == ["https://example.com/harbour.png"]
+    assert [hit.source_url for hit in hits] == ["https://example.com/harbour.png"]
     # As an earlier version stored it: the URL in the point's payload.
     (point,) = setup.worker.prepare([with_url]).points
     point.payload["image_url"] = "https://stale.example.com/old.png"
     setup.store.upsert([point])
     hits = setup.searcher.search(SearchFilter(TENANT), text="harbour", target="terms", limit=5).hits
-    assert [hit.payload["image_url"] for hit in hits] == ["https://example.com/harbour.png"]
+    assert [hit.source_url for hit in hits] == ["https://example.com/harbour.png"]
     # Another tenant's filter never gets it, even if its points answered.
     assert setup.searcher.search(SearchFilter("bravo"), text="harbour", target="terms", limit=5).hits == []
 

@@ -69,12 +69,12 @@ def searcher(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, text_en
     worker = IngestWorker(journal, blobs, embedder, store, text=text_encoders)
     worker.drain()
     assert store.count() == len(exchanges)
-    return Searcher(embedder, JournalTexts(store, journal), text_encoders)
+    return Searcher(embedder, store, JournalTexts(journal), text_encoders)
 
 
 def answers(searcher: Searcher, text: str, target: str, limit: int = 5) -> list[str]:
     hits = searcher.search(SearchFilter("default"), text=text, target=target, limit=limit).hits  # type: ignore[arg-type]
-    return [hit.payload["answer"] for hit in hits]
+    return [hit.answer for hit in hits]
 
 
 def test_a_long_answer_is_found_by_a_fact_in_its_last_paragraph(searcher: Searcher) -> None:
@@ -95,7 +95,7 @@ def test_text_signals_fused_in_the_store(searcher: Searcher, text_encoders: Text
               if p.using in ("text", "terms")]
     assert [p.using for p in probes] == ["text", "terms"]
     hits = searcher.query(probes, SearchFilter("default"), limit=3)
-    assert "port 8080" in hits[0].payload["answer"]
+    assert "port 8080" in hits[0].answer
     assert hits[0].score > hits[1].score  # RRF scores, fused by the store
 
 

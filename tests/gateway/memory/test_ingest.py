@@ -37,7 +37,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 def exchange_ids_in(store: VectorStore, tenant: str = "default") -> Counter[str]:
     """How many points hold text vectors per exchange (exactly one per stored exchange)."""
     hits = store.query(probes_for([1.0] + [0.0] * 511, "question"), SearchFilter(tenant), 100)
-    return Counter(h.payload["exchange_id"] for h in hits)
+    return Counter(h.exchange_id for h in hits)
 
 
 def test_drain_stores_every_kind_of_exchange(journal, blobs, embedder, store, make_exchange) -> None:
@@ -54,7 +54,7 @@ def test_drain_stores_every_kind_of_exchange(journal, blobs, embedder, store, ma
     assert worker.stats.skipped == 1 and worker.stats.points == 4
     assert exchange_ids_in(store) == {two_images.id: 1, text_only.id: 1, cut.id: 1}
     image_hits = store.query(probes_for(embedder.embed_images([noise_png(2)])[0].tolist(), "image"), SearchFilter("default"), 1)
-    assert image_hits[0].payload["exchange_id"] == two_images.id and image_hits[0].payload["image_index"] == 1
+    assert image_hits[0].exchange_id == two_images.id and image_hits[0].image_index == 1
 
 
 def test_marks_only_after_the_store_acknowledged_and_never_re_embeds(

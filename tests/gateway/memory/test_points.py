@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.memory.points import plan_points, point_id, rfc3339
+from gateway.memory.points import plan_points, point_id
+from gateway.memory.store.points import rfc3339
 
 
 def test_point_ids_are_deterministic_and_distinct_per_image() -> None:

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from gateway.journal import Exchange
-from gateway.memory.embed import CLIP_TEXT_CHARS
+from gateway.memory.embed import CLIP_TEXT_CHARS, TEXT_MAX_CHARS
 from gateway.memory.retrieval import MAX_KNOWN_FETCH, RecallQuery, Thresholds
-from gateway.memory.schema import TEXT_MAX_CHARS
 from gateway.memory.search import QUERY_MAX_CHARS
 from gateway.memory.service import Memory
 from gateway.memory.store.base import SearchFilter
@@ -47,7 +46,7 @@ def test_the_models_read_at_most_the_query_cap_of_a_long_message(memory: Memory,
     ingest(memory, ["The orders table belongs to the billing service."])
     seen: dict[str, list[Any]] = {"clip": [], "minilm": [], "bm25": []}
     # Queries run the models through their batchers (gateway.memory.batching); BM25 directly.
-    clip, sentences = memory.retriever.embedder.batchers["embed_texts"], memory.retriever.text.batchers["sentences"]
+    clip, sentences = memory.retriever.embedder.text_runs, memory.retriever.text.sentence_runs  # type: ignore[attr-defined]
     monkeypatch.setattr(clip, "fn", recorded(clip.fn, seen["clip"]))
     monkeypatch.setattr(sentences, "fn", recorded(sentences.fn, seen["minilm"]))
     monkeypatch.setattr(memory.text, "terms_query", recorded(memory.text.terms_query, seen["bm25"]))

@@ -126,7 +126,7 @@ def test_an_image_asked_about_again_is_not_embedded_again(memory: Memory, monkey
     assert memory.worker.drain() == 1
 
     # Queries (search, retrieval) run the vision model through their batcher; ingest directly.
-    queries = memory.retriever.embedder.batchers["embed_images"]
+    queries = memory.retriever.embedder.image_runs  # type: ignore[attr-defined]
     ingest_runs: list[int] = []
     real = memory.embedder.embed_images
     monkeypatch.setattr(memory.embedder, "embed_images",

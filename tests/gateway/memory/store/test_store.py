@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gateway.memory.points import StorePoint, point_id, rfc3339
-from gateway.memory.schema import BY_NAME, MINILM_DIM, Sparse
+from gateway.memory.points import point_id
 from gateway.memory.store import pages
 from gateway.memory.store.base import (
     RRF_K,
@@ -25,7 +25,9 @@ from gateway.memory.store.base import (
     probes_for,
 )
 from gateway.memory.store.edge import EdgeStore
+from gateway.memory.store.points import Hit, PointPayload, StorePoint, rfc3339
 from gateway.memory.store.remote import RemoteStore
+from gateway.memory.store.schema import BY_NAME, MINILM_DIM, Sparse
 from tests.plugins.gateway_server import free_port
 
 RNG = np.random.default_rng(7)
@@ -50,7 +52,7 @@ def test_nearest_on_each_named_vector(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(20)])
     for slot, target in enumerate(("image", "question", "answer")):
         hits = store.query(probes_for(unit(5 * 10 + slot), target), SearchFilter("t1"), 3)
-        assert hits[0].payload["exchange_id"] == "ex5"
+        assert hits[0].exchange_id == "ex5"
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
         assert len(hits) == 3
 
@@ -63,7 +65,7 @@ def test_fused_query_ranks_the_exchange_matching_every_vector_first(store: Vecto
     image_only.vectors["image"] = query  # ties on the image ranking, loses on the other two
     store.upsert([point(n) for n in range(20)] + [image_only, everywhere])
     hits = store.query(probes_for(query, "all"), SearchFilter("t1"), 5)
-    assert hits[0].payload["exchange_id"] == "ex90"
+    assert hits[0].exchange_id == "ex90"
     assert len({h.id for h in hits}) == len(hits) == 5
     # RRF scores are rank-based: strictly decreasing down the list here.
     assert hits[0].score > hits[1].score
@@ -78,7 +80,7 @@ def test_probes_of_different_vectors_fuse_into_one_ranking(store: VectorStore) -
     image_only.vectors["image"] = image_query  # ties with ex80 on the image, random on the question
     store.upsert([point(n) for n in range(20)] + [image_only, both])
     hits = store.query([Probe(image_query, "image"), Probe(text_query, "question")], SearchFilter("t1"), 3)
-    assert hits[0].payload["exchange_id"] == "ex80"
+    assert hits[0].exchange_id == "ex80"
     assert hits[0].score > hits[1].score
 
 
@@ -91,7 +93,7 @@ def at_cosine(query: np.ndarray, cosine: float, seed: int) -> list[float]:
 
 
 def test_fusion_weights_bm25_above_the_sentence_model(store: VectorStore) -> None:
-    """Weighted RRF, k = 2, BM25 weighted 2 (gateway.memory.schema): rank r scores 2 / (r + 2) on BM25,
+    """Weighted RRF, k = 2, BM25 weighted 2 (gateway.memory.store.schema): rank r scores 2 / (r + 2) on BM25,
     1 / (r + 1) on the sentence model. Expected orders computed by hand from those."""
     assert (RRF_K, BY_NAME["terms"].fusion_weight, BY_NAME["text"].fusion_weight) == (2, 2.0, 1.0)
     q1, q2 = (v / np.linalg.norm(v) for v in np.random.default_rng(3).standard_normal((2, MINILM_DIM)))
@@ -110,7 +112,7 @@ def test_fusion_weights_bm25_above_the_sentence_model(store: VectorStore) -> Non
 
     def order(query: np.ndarray, term: int) -> list[str]:
         probes = [Probe(query.tolist(), "text"), Probe(Sparse((term,), (1.0,)), "terms")]
-        return [h.payload["exchange_id"] for h in store.query(probes, SearchFilter("t1"), 3)]
+        return [h.exchange_id for h in store.query(probes, SearchFilter("t1"), 3)]
 
     # A: BM25 1st, sentence 3rd = 2/3 + 1/4; B: BM25 3rd, sentence 1st = 2/5 + 1/2; C: 1/2 + 1/3.
     # (Plain RRF ties A and B; k = 60 with these weights puts B first.)
@@ -123,10 +125,10 @@ def test_fusion_weights_bm25_above_the_sentence_model(store: VectorStore) -> Non
 def test_min_score_keeps_only_close_points_in_each_probe(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(20)])
     exact = store.query([Probe(unit(50), "image", min_score=0.99)], SearchFilter("t1"), 5)
-    assert [h.payload["exchange_id"] for h in exact] == ["ex5"]
+    assert [h.exchange_id for h in exact] == ["ex5"]
     fused = store.query([Probe(unit(50), "image", min_score=0.99), Probe(unit(71), "question", min_score=0.99)],
                         SearchFilter("t1"), 5)
-    assert {h.payload["exchange_id"] for h in fused} == {"ex5", "ex7"}
+    assert {h.exchange_id for h in fused} == {"ex5", "ex7"}
     assert store.query([Probe(unit(999), "image", min_score=0.99)], SearchFilter("t1"), 5) == []
 
 
@@ -134,21 +136,21 @@ def test_excluded_exchanges_never_come_back(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(5)])
     flt = SearchFilter("t1", exclude_exchanges=("ex2", "ex3"))
     for probes in (probes_for(unit(20), "image"), probes_for(unit(20), "all")):
-        found = {h.payload["exchange_id"] for h in store.query(probes, flt, 10)}
+        found = {h.exchange_id for h in store.query(probes, flt, 10)}
         assert found == {"ex0", "ex1", "ex4"}
 
 
 def test_points_with_a_subset_of_vectors(store: VectorStore) -> None:
     store.upsert([point(1, names=("question", "answer")), point(2, names=("image",))])
     image_hits = store.query(probes_for(unit(10), "image"), SearchFilter("t1"), 5)
-    assert [h.payload["exchange_id"] for h in image_hits] == ["ex2"]  # ex1 has no image vector
+    assert [h.exchange_id for h in image_hits] == ["ex2"]  # ex1 has no image vector
     answer_hits = store.query(probes_for(unit(12), "answer"), SearchFilter("t1"), 5)
-    assert [h.payload["exchange_id"] for h in answer_hits] == ["ex1"]
+    assert [h.exchange_id for h in answer_hits] == ["ex1"]
 
 
 def test_tenant_scoping(store: VectorStore) -> None:
     store.upsert([point(1, tenant="a"), point(2, tenant="b")])
-    assert [h.payload["exchange_id"] for h in store.query(probes_for(unit(20), "image"), SearchFilter("a"), 5)] == ["ex1"]
+    assert [h.exchange_id for h in store.query(probes_for(unit(20), "image"), SearchFilter("a"), 5)] == ["ex1"]
     assert store.query(probes_for(unit(10), "image"), SearchFilter("nobody"), 5) == []
     assert store.count("a") == 1 and store.count() == 2
 
@@ -163,7 +165,7 @@ def test_filters_time_model_user(store: VectorStore) -> None:
     ])
 
     def ids(flt: SearchFilter) -> set[str]:
-        return {h.payload["exchange_id"] for h in store.query(probes_for(unit(10), "image"), flt, 10)}
+        return {h.exchange_id for h in store.query(probes_for(unit(10), "image"), flt, 10)}
 
     assert ids(SearchFilter("t1")) == {"ex1", "ex2", "ex3"}
     assert ids(SearchFilter("t1", time_from=datetime.fromtimestamp(t0 + day / 2, UTC))) == {"ex2", "ex3"}
@@ -189,6 +191,18 @@ def test_an_image_s_stored_vector_is_found_by_its_sha256_in_its_tenant_only(stor
     assert store.image_vector("a", "ef" * 32) is None  # a point of that image without an image vector
 
 
+def test_a_hit_is_its_point_s_payload_decoded_without_the_keys_of_earlier_versions(store: VectorStore) -> None:
+    written = PointPayload(exchange_id="ex1", tenant="t1", time=1.7e9 + 0.25, model="m1", user="alice",
+                           endpoint="chat.completions", status="incomplete", image_count=2, image_index=1,
+                           image_sha256="ab" * 32, image_mime="image/png")
+    # As an earlier version wrote it: the texts and the client's image URL in the payload.
+    old_keys = {"question": "q", "answer": "a", "image_url": "https://example.com/a.png"}
+    store.upsert([StorePoint(point_id("ex1", 1), {"image": unit(10)}, {**written.encode(), **old_keys})])
+    (hit,) = store.query(probes_for(unit(10), "image"), SearchFilter("t1"), 1)
+    assert hit == Hit(id=point_id("ex1", 1), score=hit.score, **{f.name: getattr(written, f.name) for f in fields(written)})
+    assert type(hit) is Hit and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
 def test_stats(store: VectorStore) -> None:
     store.upsert([point(n) for n in range(3)])
     stats = store.stats()
@@ -204,7 +218,7 @@ def test_edge_persists_across_reopen_and_indexes_on_optimize(tmp_path: Path) -> 
     reopened.ensure_schema()  # idempotent on an existing shard
     assert reopened.count() == 50
     reopened.optimize()
-    assert reopened.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
+    assert reopened.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].exchange_id == "ex3"
     reopened.close()
 
 
@@ -272,11 +286,11 @@ def test_edge_optimize_runs_in_a_child_without_freezing_this_process(tmp_path: P
     assert ticks > elapsed * 200  # ~1000/s when free; the GIL was never held for long
     assert refused  # while the child held the shard, operations failed fast instead of blocking
     assert store.stats().indexed_vectors > 0
-    assert store.query(probes_for(vectors[42].tolist(), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex42"
+    assert store.query(probes_for(vectors[42].tolist(), "image"), SearchFilter("t1"), 1)[0].exchange_id == "ex42"
     # The indexed segment scores int8 copies (rescored from the float originals): each point is still
     # its own nearest neighbour.
     sample = rng.choice(6000, 50, replace=False)
-    found = [store.query(probes_for(vectors[n].tolist(), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] for n in sample]
+    found = [store.query(probes_for(vectors[n].tolist(), "image"), SearchFilter("t1"), 1)[0].exchange_id for n in sample]
     assert found == [f"ex{n}" for n in sample]
     store.close()
 
@@ -309,8 +323,8 @@ def test_edge_hands_the_pages_of_written_points_back(tmp_path: Path) -> None:
     assert store.count() == 3000
     for n in (0, 1500, 2999):
         hit = store.query(probes_for(points[n].vectors["answer"], "answer"), SearchFilter("t1"), 1)[0]
-        assert hit.payload["exchange_id"] == f"ex{n}" and hit.score == pytest.approx(1.0, abs=1e-4)
-        assert hit.payload["answer"] == points[n].payload["answer"]
+        assert hit.exchange_id == f"ex{n}" and hit.score == pytest.approx(1.0, abs=1e-4)
+        assert hit.time == points[n].payload["ts"]
     store.close()
 
 
@@ -333,8 +347,8 @@ def test_edge_opens_a_shard_made_with_the_old_layout(tmp_path: Path) -> None:
     store.ensure_schema()
     assert store.count() == 30
     store.upsert([point(n) for n in range(30, 40)])
-    assert store.query(probes_for(unit(7 * 10 + 1), "question"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex7"
-    assert store.query(probes_for(unit(35 * 10), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex35"
+    assert store.query(probes_for(unit(7 * 10 + 1), "question"), SearchFilter("t1"), 1)[0].exchange_id == "ex7"
+    assert store.query(probes_for(unit(35 * 10), "image"), SearchFilter("t1"), 1)[0].exchange_id == "ex35"
     store.close()
     written = json.loads((path / "edge_config.json").read_text())
     assert {v["memory"] for v in written["vectors"].values()} == {"cold"}
@@ -427,7 +441,7 @@ def test_purge_deleted_after_a_deletion_only(store: VectorStore) -> None:
         assert store.purge_deleted() is True
     assert store.purge_pending_since() is None and store.purge_deleted() is False
     assert store.count() == 4
-    assert store.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].payload["exchange_id"] == "ex3"
+    assert store.query(probes_for(unit(30), "image"), SearchFilter("t1"), 1)[0].exchange_id == "ex3"
 
 
 def test_edge_wal_segments_are_small_and_an_older_shard_gets_them_with_a_purge(tmp_path: Path) -> None:

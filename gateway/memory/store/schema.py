@@ -1,6 +1,11 @@
 """The vectors every stored exchange has: one table that ingest, both stores and search read.
 
-Adding a vector is one entry here (plus its encoder in `encoders`, if new), not edits across files.
+Both stores' layouts, the points ingest writes and the weights of fused queries follow this table. A
+vector made by an encoder that is not listed here also needs that encoder's output in ingest
+(`IngestWorker.prepare`, keyed by `VectorSpec.encoder`); to be searched by, its query vector in
+`search.text_probes` and its name in `base.Target`; for a chat's retrieval, its probe and minimum score
+(`retrieval`). Stores made with other vectors are refused until `visionrag reindex` rebuilds them
+(`base.SchemaMismatch`).
 
 - CLIP (`image`, `question`, `answer`): one 512-d space for images and text, so image<->text and
   image<->image search work. CLIP reads only the first 77 tokens of a text.
@@ -42,11 +47,6 @@ class VectorSpec:
 
 CLIP_DIM = 512
 MINILM_DIM = 384
-# The longest text any model here embeds, stored or asked: a question or answer beyond it is embedded by
-# its head (a chat's retrieval and /search alike, so the two embed a long question the same way). Every
-# model's work grows with the text it is given, since tokenizing comes before truncating; the sentence
-# model's passages (MAX_PASSAGES of about 100 words) stop near this length anyway.
-TEXT_MAX_CHARS = 20_000
 
 SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("image", "dense", CLIP_DIM, "clip_image"),
@@ -56,6 +56,8 @@ SCHEMA: tuple[VectorSpec, ...] = (
     VectorSpec("terms", "sparse", None, "bm25", distance=None, fusion_weight=2.0),
 )
 BY_NAME = {spec.name: spec for spec in SCHEMA}
+# The vectors in CLIP's one space (image and text alike): an image query can use only these.
+CLIP_NAMES: tuple[str, ...] = tuple(spec.name for spec in SCHEMA if spec.encoder.startswith("clip_"))
 
 
 def specs(kind: Kind) -> tuple[VectorSpec, ...]:
