@@ -11,7 +11,8 @@ request (JSON, or SSE when `stream` is set). For tests of the gateway's own beha
 forwards, which headers and error shapes it answers with, how it rewrites a body. What vLLM itself
 accepts and returns (validation, token ids, chat templates, media) is tested against the real vLLM.
 
-`edge(data_dir, **settings)`: both together, the gateway's only upstream being the recording one;
+`edge(data_dir, **settings)`: both together, the gateway's only upstream being the recording one
+(unless `upstream_urls` lists others around `RECORDING`);
 `on_edge(data_dir, scenario, **settings)` runs one scenario on it from a plain (sync) test.
 
 httpx's ASGI transport hands over a response once the app has sent all of it, so a stream is read
@@ -234,10 +235,15 @@ class Edge:
         return openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=api_key, max_retries=0, http_client=http)
 
 
+# In `upstream_urls`, where the recording upstream goes among other replicas (a dead one, say).
+RECORDING = "<the recording upstream>"
+
+
 @asynccontextmanager
 async def edge(data_dir: Path, **overrides: Any) -> AsyncIterator[Edge]:
     async with RecordingUpstream() as upstream:
-        settings = settings_for(data_dir, upstream_urls=[upstream.base_url], **overrides)
+        urls = [upstream.base_url if url == RECORDING else url for url in overrides.pop("upstream_urls", [RECORDING])]
+        settings = settings_for(data_dir, upstream_urls=urls, **overrides)
         async with gateway(settings) as (app, client):
             yield Edge(app, client, upstream, settings)
 
