@@ -169,7 +169,7 @@ def test_no_disruption_budget_blocks_a_node_drain(k8s_objects):
 
 
 def test_gateway_readiness_is_its_own(k8s_objects):
-    # /ready answers 200 while the gateway serves, whatever vLLM's state (tests/gateway/proxy/test_ready.py).
+    # /ready answers 200 while the gateway serves, whatever vLLM's state (tests/gateway/api/test_ready.py).
     container = k8s_find(k8s_objects, "StatefulSet", "gateway")["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
 

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from gateway.journal.sqlite import SQLiteJournal
-from tests.gateway.memory import test_routes
+from tests.gateway.api import test_memory as memory_routes
+from tests.gateway.api.test_memory import A, Api, B, ingest
 from tests.gateway.memory.conftest import noise_png
-from tests.gateway.memory.test_routes import A, Api, B, ingest
 
-api = test_routes.api  # the memory routes' app, as a fixture here too
+api = memory_routes.api  # the memory routes' app, as a fixture here too
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 

@@ -1,6 +1,6 @@
 """Thumbnails (gateway.memory.thumbnails) are bounded like every other decode and never outlive their image.
 
-Through the memory routes' app (tests.gateway.memory.test_routes) and `Memory.thumbnail`: one decode per image
+Through the memory routes' app (tests.gateway.api.test_memory) and `Memory.thumbnail`: one decode per image
 for every size, within the decode budget CLIP's decodes share, one render per image however many
 first requests arrive at once, and a render that overlaps the image's deletion leaves nothing behind.
 Renders are held at a gate (an Event in the original's read), not slowed by sleeps.
@@ -19,10 +19,10 @@ from PIL import Image
 
 from gateway.images import DecodeBudget
 from gateway.journal import Exchange
-from tests.gateway.memory import test_routes
-from tests.gateway.memory.test_routes import A, Api, ingest
+from tests.gateway.api import test_memory as memory_routes
+from tests.gateway.api.test_memory import A, Api, ingest
 
-api = test_routes.api  # the memory routes' app, as a fixture here too
+api = memory_routes.api  # the memory routes' app, as a fixture here too
 
 
 def rgba_png(seed: int, size: tuple[int, int] = (900, 600)) -> bytes:

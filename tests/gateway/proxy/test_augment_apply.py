@@ -2,7 +2,7 @@
 
 The store is a double (`Store`): a store whose image read fails or stalls exactly between choosing the
 sources and attaching their images cannot be arranged on demand with the real one (the real store and
-vLLM are in tests/memory/test_chat_memory.py). The upstream is real TCP: a port where nothing listens
+vLLM are in tests/gateway/memory/test_chat_memory.py). The upstream is real TCP: a port where nothing listens
 (token counts fall back to estimates), or a server that accepts and never answers (a stalled upstream).
 """
 

@@ -1,7 +1,7 @@
 """How stored exchanges are rendered into a memory chat (gateway.proxy.quoting and augment's message
 building): quoted data that stored text cannot end, forge or turn into instructions.
 
-Pure functions, no model. What the real vLLM server receives is tested in tests/memory/test_chat_memory.py;
+Pure functions, no model. What the real vLLM server receives is tested in tests/gateway/memory/test_chat_memory.py;
 here the tiny served model's own tokenizer (models/tiny-vlm/tokenizer.json) checks that no quoted text
 turns into one of its special tokens.
 """

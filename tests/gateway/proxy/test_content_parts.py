@@ -5,6 +5,9 @@ on other part types; see gateway/proxy/messages.py). Each shape is sent with a U
 listener, in user and system messages, through a gateway in front of the real vLLM server: the answer
 must be a 400, or an image normalized through the gateway's image path and recorded, and nothing may
 ever connect to the listener unless the gateway itself was allowed to fetch from it.
+
+Fields and message shapes the gateway refuses before looking at any part are tested in process
+(tests/gateway/api/test_errors.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from tests.gateway.proxy.test_errors import assert_openai_error
+from tests.gateway.api.test_errors import assert_openai_error
 from tests.plugins.loopback import Listener
 from tests.plugins.media import data_url, png_bytes
 
@@ -140,31 +143,6 @@ def test_string_parts_become_text(shared_gateway, vllm_server):
     assert response.status_code == 200, response.text
     exchange = shared_gateway.journal().get(response.headers["x-visionrag-exchange-id"])
     assert exchange.question == "plain string part"
-
-
-@pytest.mark.parametrize("field, value", [
-    ("mm_processor_kwargs", {"size": {"longest_edge": 100000}}),
-    ("media_io_kwargs", {"image": {"mode": "I;16"}}),
-    ("chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}"),
-])
-def test_fields_that_change_media_handling_are_refused(shared_gateway, vllm_server, field, value):
-    body = {"model": vllm_server.model, "max_tokens": 2, field: value,
-            "messages": [{"role": "user", "content": "hi"}]}
-    response = httpx.post(shared_gateway.url + "/v1/chat/completions", json=body, timeout=60)
-    assert assert_openai_error(response, 400, "unsupported_parameter")["param"] == field
-
-
-@pytest.mark.parametrize("messages, param", [
-    ([{"role": "user", "content": {"type": "image_url", "image_url": "http://127.0.0.1:1/x.png"}}],
-     "messages[0].content"),
-    ([{"role": "user", "content": 5}], "messages[0].content"),
-    ([{"content": "no role"}], "messages[0].role"),
-    (["just a string"], "messages[0]"),
-])
-def test_malformed_messages_are_400(shared_gateway, vllm_server, messages, param):
-    body = {"model": vllm_server.model, "max_tokens": 2, "messages": messages}
-    response = httpx.post(shared_gateway.url + "/v1/chat/completions", json=body, timeout=60)
-    assert assert_openai_error(response, 400)["param"] == param
 
 
 @pytest.mark.parametrize("shape", ["no type, object", "image_url with uuid"])

@@ -1,4 +1,9 @@
-"""Several upstream replicas: least-outstanding balancing, failover, and recovery."""
+"""Several upstream replicas: least-outstanding balancing, failover, and recovery.
+
+Failover runs in process, the live replica being the recording upstream (tests.gateway.inprocess);
+replicas that must overlap in time or come up late are scripted upstream processes. Both are doubles
+for the model server: which replica answers is the gateway's doing, not vLLM's.
+"""
 
 import concurrent.futures
 import time
@@ -6,6 +11,7 @@ from collections import Counter
 
 import httpx
 
+from tests.gateway.inprocess import MODEL, RECORDING, Edge, on_edge
 from tests.plugins.gateway_server import free_port
 
 
@@ -18,16 +24,21 @@ def upstream_of(gateway, response) -> str:
     return gateway.journal().get(response.headers["x-visionrag-exchange-id"]).extra["upstream"]
 
 
-def test_dead_replica_is_skipped_and_reported(start_gateway, vllm_server):
+def test_dead_replica_is_skipped_and_reported(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    gateway = start_gateway(f"{dead},{vllm_server.base_url}", admin_keys="sk-ops")
-    for _ in range(4):
-        response = chat(gateway, vllm_server.model)
-        assert response.status_code == 200
-        assert upstream_of(gateway, response) == vllm_server.base_url
-    ready = httpx.get(gateway.url + "/ready", headers={"Authorization": "Bearer sk-ops"}).json()
-    assert ready["upstreams"] == {"healthy": 1, "total": 2}
-    assert ready["replicas"] == [{"url": dead, "healthy": False}, {"url": vllm_server.base_url, "healthy": True}]
+
+    async def scenario(gateway: Edge):
+        live = gateway.upstream.base_url
+        for _ in range(4):
+            response = await gateway.client.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+            assert response.status_code == 200
+            assert upstream_of(gateway, response) == live
+        ready = (await gateway.client.get("/ready", headers={"Authorization": "Bearer sk-ops"})).json()
+        assert ready["upstreams"] == {"healthy": 1, "total": 2}
+        assert ready["replicas"] == [{"url": dead, "healthy": False}, {"url": live, "healthy": True}]
+
+    on_edge(tmp_path, scenario, admin_keys="sk-ops", upstream_urls=[dead, RECORDING])
 
 
 def test_least_outstanding_spreads_concurrent_requests(start_gateway, fake_upstream):

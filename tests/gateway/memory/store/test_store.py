@@ -432,7 +432,7 @@ def test_remote_collection_layout_is_the_documented_one() -> None:
 
 def test_purge_deleted_after_a_deletion_only(store: VectorStore) -> None:
     """The embedded store purges what deletions left (issue 16 §2; the byte scans are in
-    tests/memory/test_forget_purge.py); a server does it by itself, so its adapter never has one pending."""
+    tests/gateway/memory/test_forget_purge.py); a server does it by itself, so its adapter never has one pending."""
     store.upsert([point(n) for n in range(5)])
     assert store.purge_pending_since() is None and store.purge_deleted() is False
     store.delete_exchanges("t1", ["ex1"])

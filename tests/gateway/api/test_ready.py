@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.gateway.inprocess import gateway, settings_for
+from tests.gateway.inprocess import Edge, gateway, on_edge, settings_for
 from tests.plugins.gateway_server import free_port
 
 OPS = {"Authorization": "Bearer sk-ops"}
@@ -100,3 +100,12 @@ def png_data_url() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_health_and_ready(tmp_path):
+    async def scenario(gateway: Edge):
+        return await gateway.client.get("/health"), await gateway.client.get("/ready")
+
+    health, ready = on_edge(tmp_path, scenario)
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"

@@ -1,8 +1,9 @@
-"""The memory HTTP API on both store adapters: search by text and image, tenant scoping, errors.
+"""The memory HTTP API (gateway.api.memory) on both store adapters: search by text and image, tenant
+scoping, errors.
 
 The app here is assembled from the real pieces (Memory, the gateway's error handlers and
-authenticator) rather than gateway.app, so these tests need no upstream model; the end-to-end tests
-in test_e2e.py go through the whole gateway and vLLM.
+authenticator) rather than gateway.api.app, so these tests need no upstream model; the end-to-end
+tests in tests/gateway/memory/test_e2e.py go through the whole gateway and vLLM.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ from gateway.memory.service import Memory
 from gateway.memory.store.base import VectorStore
 from gateway.memory.text_embed import TextEncoders
 from gateway.settings import Settings
+from tests.gateway.memory import conftest as memory_fixtures
 from tests.gateway.memory.conftest import noise_png
 from tests.plugins.media import data_url
+
+# The memory fixtures (the tiny CLIP, both store adapters, a journal), as fixtures here too.
+clip_cache, embedder = memory_fixtures.clip_cache, memory_fixtures.embedder
+text_cache, text_encoders = memory_fixtures.text_cache, memory_fixtures.text_encoders
+store, journal, blobs = memory_fixtures.store, memory_fixtures.journal, memory_fixtures.blobs
+make_exchange = memory_fixtures.make_exchange
 
 # `key-d` belongs to the default tenant: what an open gateway recorded, kept reachable once keys are on.
 KEYS = {"key-a": "acme", "key-b": "bravo", "key-d": "default"}

@@ -22,7 +22,7 @@ from gateway.api.app import create_app
 from gateway.api.openapi.document import describe
 from tests.gateway.inprocess import gateway, settings_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY_CLIP = ROOT / "models" / "clip-tiny"
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"}
 PROBES = {"/health", "/ready"}

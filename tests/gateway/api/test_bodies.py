@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.gateway.inprocess import gateway, settings_for
+from tests.gateway.inprocess import gateway, on_edge, settings_for
 from tests.plugins.media import data_url, png_bytes
 
 KEY = {"Authorization": "Bearer sk-acme"}
@@ -113,3 +113,16 @@ def test_openapi_still_documents_the_bodies_read_by_hand(tmp_path):
     assert {"text", "image", "target", "limit", "filters"} <= set(search_schema["properties"])
     assert "time_from" in search_schema["properties"]["filters"]["properties"]  # nested model inlined
     assert "$ref" not in str(search_schema)
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"null", b"[]", b"[1,2]", b'"text"', b"{", b"\xff\xfe", b'{"messages": "\\ud800"}',
+    b"[" * 100_000 + b"]" * 100_000, b'{"messages": [{"role": "user", "content": "' + b"9" * 100 + b'"}], "n": '
+    + b"9" * 400 + b"}",
+])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"])
+def test_malformed_bodies_are_4xx(tmp_path, path, raw):
+    response = on_edge(tmp_path, lambda gateway: gateway.client.post(
+        path, content=raw, headers={"Content-Type": "application/json"}))
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["message"]
