@@ -38,7 +38,7 @@ from fastapi import FastAPI
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.api.app import create_app
-from gateway.journal import Journal
+from gateway.journal import Journal, open_journal
 from gateway.settings import Settings
 from tests.plugins.gateway_server import free_port
 
@@ -227,7 +227,7 @@ class Edge:
     settings: Settings
 
     def journal(self) -> Journal:
-        return Journal(self.settings.journal_path)
+        return open_journal(self.settings)
 
     def openai(self, api_key: str = "unused") -> openai.AsyncOpenAI:
         """The openai SDK, talking to the app over the same transport."""
