@@ -75,7 +75,7 @@ JOURNAL_APPEND_SECONDS = Histogram(
     "visionrag_journal_append_seconds", "Appending one exchange to the journal (lock wait and commit).",
     buckets=_FAST, registry=REGISTRY)
 
-# --- memory (memory.ingest, memory.search, memory.routes) ----------------------------------------------------
+# --- memory (memory.ingest, memory.search, api.memory) -------------------------------------------------------
 INGESTED = Counter(
     "visionrag_ingested_exchanges", "Exchanges taken off the journal's backlog (stored in memory or skipped).",
     registry=REGISTRY)

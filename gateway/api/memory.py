@@ -2,13 +2,13 @@
 POST /exchanges/forget, GET /images/{sha256}, GET /memory/stats.
 
 `router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
-(gateway.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
+(gateway.api.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
 
-Every route is scoped to the caller's tenant (gateway.deps.TenantDep). Another tenant's exchange
+Every route is scoped to the caller's tenant (gateway.api.deps.TenantDep). Another tenant's exchange
 or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
 operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
 The routes call only `Memory`'s methods (which keep blocking work off the event loop); the errors
-they raise become responses in gateway.errors, which logs store and model failures and answers them
+they raise become responses in gateway.api.errors, which logs store and model failures and answers them
 without their details (paths, URLs, library messages).
 """
 
