@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     # The sentence model's cosine (its own scale) and BM25's IDF-weighted term score (unbounded).
     memory_min_sentence_score: float = Field(default=0.45, ge=-1.0, le=1.0)
     memory_min_terms_score: float = Field(default=6.0, ge=0.0)
+    # Per vector of the store's schema, over the four above: `vector:score` entries (e.g. question:0.9).
+    memory_min_scores: CommaList = Field(default_factory=list)
     # Retrieval plus token counting; past it the chat goes ahead without memory (header says so).
     memory_chat_timeout_ms: int = Field(default=500, gt=0)
     # Tokens of sources at most, and never more than the model's context leaves after the request and
@@ -164,7 +166,7 @@ class Settings(BaseSettings):
     qdrant_local_path: Path | None = None
 
     @field_validator("upstream_urls", "image_formats", "fetch_allow_hosts", "memory_retention_tenant_days",
-                     mode="before")
+                     "memory_min_scores", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -14,6 +14,7 @@ from gateway.cli.env import gateway_url, load_settings, models_offline_if_unreac
 from gateway.cli.local import HUB_UNREACHABLE, run_local
 from gateway.cli.output import console, fail, short, table
 from gateway.cli.remote import ApiKeyOption, GatewayOption, gateway_call
+from gateway.memory.store.schema import SCHEMA
 
 if TYPE_CHECKING:
     from gateway.memory.protocol import SearchRequest
@@ -22,13 +23,8 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 
-class Target(str, Enum):
-    image = "image"
-    question = "question"
-    answer = "answer"
-    text = "text"
-    terms = "terms"
-    all = "all"
+# The choices of --target: /search's, from the store's schema.
+Target = Enum("Target", [(name, name) for name in SCHEMA.targets], type=str)  # type: ignore[misc]
 
 
 def search(
@@ -36,7 +32,7 @@ def search(
     image: Annotated[str | None, typer.Option(help="Search by this image: a file path or an http(s) URL.")] = None,
     target: Annotated[Target, typer.Option(
         help="Stored vector to compare with: CLIP's image/question/answer, the sentence model's passages "
-             "(text), BM25 (terms); 'all' fuses every one the query can use.")] = Target.all,
+             "(text), BM25 (terms); 'all' fuses the ones that suit the query.")] = Target["all"],
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
     model: Annotated[list[str] | None, typer.Option(help="Only these models (repeatable).")] = None,
     user: Annotated[str | None, typer.Option(help="Only this client `user`.")] = None,

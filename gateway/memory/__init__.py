@@ -4,8 +4,8 @@ Modules, one idea each: `embed` (fastembed CLIP), `points` (exchange -> points),
 store: its schema, its points and hits, its protocol and two adapters), `texts` (hits' texts from the
 journal), `ingest` (the background worker), `search` (queries), `protocol` (HTTP request/response
 models) and `service` (the `Memory` facade that gateway.api's routes call).
+
+Nothing is imported here: a light importer (the CLI's options read `store.schema`) does not load the
+whole memory path and its models' libraries.
 """
 
-from gateway.memory.service import Memory
-
-__all__ = ["Memory"]

@@ -30,12 +30,13 @@ from PIL import Image
 from gateway import metrics
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError
+from gateway.memory.encoders import MODELS, PARTS, available, check, per_image
 from gateway.memory.points import PointPlan, plan_points
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.store.base import StoreError, StoreUnavailable, VectorStore
 from gateway.memory.store.points import StorePoint
-from gateway.memory.store.schema import SCHEMA, VectorValue
-from gateway.memory.text_embed import TextEncoders, passages
+from gateway.memory.store.schema import SCHEMA, Schema, Sparse, VectorValue
+from gateway.memory.text_embed import TextEncoders
 
 log = logging.getLogger("visionrag.memory.ingest")
 
@@ -121,11 +122,13 @@ class IngestWorker:
         nice: int = 0,
         reuse: VectorReuse | None = None,
         text: TextEncoders | None = None,
+        schema: Schema = SCHEMA,
     ) -> None:
         """`text` makes the sentence-model and BM25 vectors (schema's `text` and `terms`); without it
-        points get only CLIP's. `nice` > 0 lowers the worker thread's CPU priority by that much (Linux: per thread), so on a
-        busy box the request path gets the CPU first and ingest takes what is left. `reuse` holds
-        vectors that retrieval for a chat already computed."""
+        points get only CLIP's. `schema`: the vectors to write (the store's). `nice` > 0 lowers the
+        worker thread's CPU priority by that much (Linux: per thread), so on a busy box the request path
+        gets the CPU first and ingest takes what is left. `reuse` holds vectors that retrieval for a chat
+        already computed."""
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
@@ -137,6 +140,8 @@ class IngestWorker:
         self.nice = nice
         self.reuse = reuse if reuse is not None else VectorReuse(0)
         self.text = text
+        check(schema)
+        self.schema = schema
         self.native_id: int | None = None  # the worker thread's OS id, once running
         self.stats = IngestStats()
         self._prepared: _Prepared | None = None
@@ -266,7 +271,8 @@ class IngestWorker:
                 on_progress(done)
 
     def prepare(self, batch: list[Exchange]) -> _Prepared:
-        """Embed a batch: every distinct image and text once, in batches."""
+        """Embed a batch: every distinct image and text once per model, in batches, whichever vectors of
+        the schema read it (gateway.memory.encoders)."""
         plans: list[PointPlan] = []
         skipped = 0
         for exchange in batch:
@@ -275,13 +281,50 @@ class IngestWorker:
                 skipped += 1
             plans.extend(exchange_plans)
 
-        image_vectors: dict[str, np.ndarray] = {}
+        specs = [spec for spec in self.schema if available(spec, self.text)]
+        # What each vector reads of each point: vector name -> plan id -> an image's sha256 or text(s).
+        reads = {spec.name: {plan.id: part for plan in plans if (part := PARTS[spec.reads].read(plan))}
+                 for spec in specs}
+        shas = dict.fromkeys(sha for spec in specs if per_image(spec) for sha in reads[spec.name].values())
+        image_vectors, unusable = self._image_vectors(list(shas))  # type: ignore[arg-type]
+        # Every distinct text once per model, whichever vectors read it (a multivector's texts one by one).
+        texts: dict[str, dict[str, None]] = {}  # model -> its texts, in order
+        for spec in specs:
+            if not per_image(spec):
+                for part in reads[spec.name].values():
+                    texts.setdefault(spec.model, {}).update(dict.fromkeys([part] if isinstance(part, str) else part))
+        text_vectors = {model: self._text_vectors(model, list(todo)) for model, todo in texts.items()}
+
+        points: list[StorePoint] = []
+        for plan in plans:
+            vectors: dict[str, VectorValue] = {}
+            for spec in specs:
+                part = reads[spec.name].get(plan.id)
+                if part is None:
+                    continue
+                value: VectorValue | None
+                if isinstance(part, list):  # a multivector: one vector per text
+                    value = [text_vectors[spec.model][text] for text in part]  # type: ignore[misc]
+                elif per_image(spec):
+                    value = image_vectors.get(part)  # None: the image is unusable
+                else:
+                    value = text_vectors[spec.model][part]
+                if value is not None and not (isinstance(value, Sparse) and not value.indices):
+                    vectors[spec.name] = value
+            if vectors:  # an image-only point whose image is unusable has nothing left to search by
+                points.append(StorePoint(plan.id, vectors, plan.payload))
+        return _Prepared([e.id for e in batch], points, skipped, unusable)
+
+    def _image_vectors(self, shas: list[str]) -> tuple[dict[str, VectorValue], int]:
+        """CLIP's vector of each of these images that is usable, and how many are not (missing from
+        the BlobStore, or not decodable)."""
+        vectors: dict[str, np.ndarray] = {}
         images: dict[str, Image.Image] = {}
         unusable = 0
-        for sha in dict.fromkeys(p.image_sha256 for p in plans if p.image_sha256):
+        for sha in shas:
             reused = self.reuse.take_image(sha)
             if reused is not None:
-                image_vectors[sha] = reused
+                vectors[sha] = reused
                 continue
             data = self.blobs.get(sha)
             if data is None:
@@ -293,53 +336,22 @@ class IngestWorker:
             except ImageDecodeError as exc:
                 log.warning("image %s does not decode (%s); storing its exchange without it", sha, exc)
                 unusable += 1
-        image_shas = list(images)
-        image_vectors.update(zip(image_shas, self.embedder.embed_images([images[s] for s in image_shas]), strict=True))
+        if images:
+            vectors.update(zip(images, self.embedder.embed_images(list(images.values())), strict=True))
+        return {sha: vector.tolist() for sha, vector in vectors.items()}, unusable
 
-        text_vectors: dict[str, np.ndarray] = {}
-        for text in dict.fromkeys(t for p in plans for t in (p.question, p.answer) if t):
-            reused = self.reuse.take_text(text)
-            if reused is not None:
-                text_vectors[text] = reused
-        # Sorted by length: a batch is padded to its longest text, so mixing short questions with long
-        # answers would run the questions at the answers' length.
-        texts = sorted({t for p in plans for t in (p.question, p.answer) if t and t not in text_vectors}, key=len)
-        text_vectors.update(zip(texts, self.embedder.embed_texts(texts), strict=True))
-
-        # Per encoder of the schema: plan id -> that encoder's vector for the plan.
-        encoded: dict[str, dict[str, VectorValue]] = {
-            "clip_image": {p.id: image_vectors[p.image_sha256].tolist()
-                           for p in plans if p.image_sha256 in image_vectors},
-            "clip_question": {p.id: text_vectors[p.question].tolist() for p in plans if p.question},
-            "clip_answer": {p.id: text_vectors[p.answer].tolist() for p in plans if p.answer},
-        }
-        if self.text is not None:
-            encoded.update(self._text_vectors([p for p in plans if p.question or p.answer]))
-
-        points: list[StorePoint] = []
-        for plan in plans:
-            vectors = {spec.name: encoded[spec.encoder][plan.id]
-                       for spec in SCHEMA if plan.id in encoded.get(spec.encoder, {})}
-            if vectors:  # an image-only point whose image is unusable has nothing left to search by
-                points.append(StorePoint(plan.id, vectors, plan.payload))
-        return _Prepared([e.id for e in batch], points, skipped, unusable)
-
-    def _text_vectors(self, plans: list[PointPlan]) -> dict[str, dict[str, VectorValue]]:
-        """The sentence model's passages (the question, then the answer cut into passages) and BM25
-        of question + answer, for every plan carrying text."""
-        assert self.text is not None
-        parts = {p.id: ([p.question] if p.question else []) + passages(p.answer or "") for p in plans}
-        reused: dict[str, np.ndarray] = {}
-        for plan in plans:
-            if plan.question and (vector := self.reuse.take_text(plan.question, "minilm")) is not None:
-                reused[plan.question] = vector
-        todo = list(dict.fromkeys(t for texts in parts.values() for t in texts if t not in reused))
-        vectors = dict(zip(todo, self.text.sentences(todo), strict=True)) | reused
-        terms = self.text.terms_document(["\n".join(t for t in (p.question, p.answer) if t) for p in plans])
-        return {
-            "minilm_passages": {pid: [vectors[t].tolist() for t in texts] for pid, texts in parts.items()},
-            "bm25": {p.id: sparse for p, sparse in zip(plans, terms, strict=True) if sparse.indices},
-        }
+    def _text_vectors(self, model: str, texts: list[str]) -> dict[str, VectorValue]:
+        """`model`'s vector of each of these distinct texts: taken from what retrieval computed for a
+        chat's question where the model allows it (encoders.Model.reusable), else embedded in one run."""
+        vectors: dict[str, VectorValue] = {}
+        if MODELS[model].reusable:
+            for text in texts:
+                if (reused := self.reuse.take_text(text, model)) is not None:
+                    vectors[text] = reused.tolist()
+        todo = [text for text in texts if text not in vectors]
+        if todo:
+            vectors.update(zip(todo, MODELS[model].documents(self.embedder, self.text, todo), strict=True))
+        return vectors
 
     # --- maintenance ---------------------------------------------------------------------------------
     def _maybe_maintain(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.memory.search import QUERY_MAX_CHARS, SearchOutcome
+from gateway.memory.search import QUERY_MAX_CHARS, SearchOutcome, image_targets
 from gateway.memory.store.base import Target
 from gateway.memory.texts import Found
 
@@ -63,7 +63,7 @@ class SearchRequest(BaseModel):
     def _one_query(self) -> SearchRequest:
         if (self.text is None) == (self.image is None):
             raise ValueError("give exactly one of `text` or `image`")
-        if self.image is not None and self.target in ("text", "terms"):
+        if self.image is not None and self.target not in image_targets():
             raise ValueError(f"target {self.target!r} compares text with text: search it with `text`")
         if self.text is not None and not self.text.strip():
             raise ValueError("`text` is blank")

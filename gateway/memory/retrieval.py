@@ -16,14 +16,17 @@ is asked for a bounded number of hits however long the conversation is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.memory.encoders import MODELS, QueryClip, QueryText
 from gateway.memory.reuse import VectorReuse
-from gateway.memory.search import QUERY_MAX_CHARS, QueryClip, QueryText, image_query_vector
+from gateway.memory.search import QUERY_MAX_CHARS, image_query_vector
 from gateway.memory.search import text_probes as hybrid_text_probes
 from gateway.memory.store.base import Probe, SearchFilter, VectorStore
+from gateway.memory.store.schema import SCHEMA, Schema
 from gateway.memory.texts import JournalTexts
 
 # Over-fetch for the conversation's own answers, which are found and dropped (see `recall`): at most this
@@ -53,47 +56,80 @@ class Source:
     image_sha256: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Minimum score per signal. CLIP's image-image and text-text cosine similarities live on
-    different scales, hence one each; the sentence model's cosine has its own (related passages score
-    ~0.5-0.7, unrelated ones below ~0.3); BM25's is a sum of IDF-weighted term weights (one rare
-    shared term scores ~1.6 x ln(exchanges), so 6.0 asks for a rare term or several common ones)."""
+# The vectors each of the four VISIONRAG_MEMORY_MIN_*_SCORE settings (and Thresholds' keywords) sets: they
+# predate a minimum per vector, and their names are not the vectors'. `text` is CLIP's text-text
+# similarity; the sentence model's vector `text` is `sentence`.
+SETTING_VECTORS = {"image": ("image",), "text": ("question", "answer"), "sentence": ("text",), "terms": ("terms",)}
 
-    image: float = 0.85
-    text: float = 0.85
-    sentence: float = 0.45
-    terms: float = 6.0
+
+@dataclass(frozen=True, slots=True, init=False)
+class Thresholds:
+    """The least score a past exchange needs on each vector a chat's retrieval probes, by vector name;
+    a vector left out keeps the schema's (`VectorSpec.recall_min_score`, which says why each is what
+    it is). The keywords set the vectors of the settings of that name (SETTING_VECTORS); `scores`
+    wins over them."""
+
+    scores: Mapping[str, float]
+
+    def __init__(self, scores: Mapping[str, float] | None = None, *, image: float | None = None,
+                 text: float | None = None, sentence: float | None = None, terms: float | None = None) -> None:
+        by_setting = {"image": image, "text": text, "sentence": sentence, "terms": terms}
+        merged = {name: score for setting, score in by_setting.items() if score is not None
+                  for name in SETTING_VECTORS[setting]}
+        object.__setattr__(self, "scores", merged | dict(scores or {}))
+
+    @classmethod
+    def parse(cls, entries: list[str], **settings: float) -> Thresholds:
+        """`entries`: `vector:score` strings (VISIONRAG_MEMORY_MIN_SCORES); `settings`: the keywords."""
+        scores = {}
+        for entry in entries:
+            name, sep, value = entry.rpartition(":")
+            if not sep or name not in SCHEMA:
+                raise ValueError(f"minimum score entry {entry!r} is not vector:score with a vector of "
+                                 f"{list(SCHEMA.names)}")
+            scores[name] = float(value)
+        return cls(scores, **settings)
+
+    def of(self, schema: Schema) -> dict[str, float | None]:
+        """The minimum of every vector of `schema` that a chat's retrieval probes."""
+        return {spec.name: self.scores.get(spec.name, spec.recall_min_score) for spec in schema if spec.recalled_by}
 
 
 class Retriever:
     def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts, reuse: VectorReuse,
-                 text: QueryText | None = None) -> None:
+                 text: QueryText | None = None, *, schema: Schema = SCHEMA) -> None:
+        """`schema`: the vectors to search (the store's)."""
         self.embedder = embedder
         self.store = store
         self.texts = texts
         self.reuse = reuse
         self.text = text
+        self.schema = schema
 
     def recall(self, query: RecallQuery, flt: SearchFilter, *, k: int, thresholds: Thresholds) -> list[Source]:
         """Blocking (model + store): call it from a worker thread. Raises EmbedderError/StoreError."""
         probes: list[Probe] = []
-        if query.image is not None:
+        min_scores = thresholds.of(self.schema)
+        by_image = [spec.name for spec in self.schema if "image" in spec.recalled_by]
+        if query.image is not None and by_image:
             image_vector = image_query_vector(self.embedder, self.store, flt.tenant, query.image, query.image_sha256)
-            probes.append(Probe(image_vector.tolist(), "image", thresholds.image))
+            probes += [Probe(image_vector.tolist(), name, min_scores[name]) for name in by_image]
             if query.image_sha256:
                 self.reuse.put_image(query.image_sha256, image_vector)
         question = query.question[:QUERY_MAX_CHARS].strip()
         if question:
-            # CLIP's near-duplicate questions/answers (its high threshold), the sentence model, BM25.
-            text_probes = hybrid_text_probes(self.embedder, self.text, question, ("question", "answer", "text", "terms"),
-                                             clip_min_score=thresholds.text, text_min_score=thresholds.sentence,
-                                             terms_min_score=thresholds.terms)
+            # As the schema has it: CLIP's near-duplicate questions/answers (its high threshold), the
+            # sentence model, BM25.
+            by_text = [spec.name for spec in self.schema if "text" in spec.recalled_by]
+            text_probes = hybrid_text_probes(self.embedder, self.text, question, by_text, min_scores=min_scores,
+                                             schema=self.schema)
             probes += text_probes
+            reused: set[str] = set()
             for probe in text_probes:  # ingesting this exchange takes these instead of embedding again
-                if probe.using in ("question", "text"):
-                    encoder = "clip" if probe.using == "question" else "minilm"
-                    self.reuse.put_text(question, np.asarray(probe.vector, dtype=np.float32), encoder)
+                model = self.schema[probe.using].model
+                if MODELS[model].reusable and model not in reused:
+                    reused.add(model)
+                    self.reuse.put_text(question, np.asarray(probe.vector, dtype=np.float32), model)
         if not probes:
             return []
         # Over-fetch: an exchange with several images has several points, and known turns are dropped.

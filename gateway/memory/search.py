@@ -3,49 +3,28 @@
 Signals (gateway.memory.store.schema): CLIP puts text and images in one space, so a text query against
 `image` vectors is text->image and an image query against `answer` vectors is image->text; the
 sentence model (`text`: question and answer passages, MAX_SIM) finds meaning anywhere in a long
-answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses every signal the query can use
-(an image query: CLIP's three).
+answer; BM25 (`terms`) finds exact identifiers. `target="all"` fuses the signals the schema picks for
+the query's kind (`VectorSpec.fused_by`; an image query: CLIP's three).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from gateway import metrics
 from gateway.memory.embed import TEXT_MAX_CHARS
-from gateway.memory.store.base import Probe, SearchFilter, Target, VectorStore, probes_for
-from gateway.memory.store.schema import CLIP_NAMES, Sparse
+from gateway.memory.encoders import MODELS, QueryClip, QueryText, available, fused, per_image, searchable_by
+from gateway.memory.store.base import Probe, SearchFilter, Target, VectorStore
+from gateway.memory.store.schema import ALL, SCHEMA, Schema, VectorValue
 from gateway.memory.texts import Found, JournalTexts
-
-# A text query on "all" uses CLIP only to find images (text->image): for text against text the sentence
-# model and BM25 supersede CLIP's text vectors (77 tokens, weak on terms), and in RRF every weaker
-# ranking dilutes the good ones (bench/memory_quality.py measures it).
-TEXT_QUERY_ALL = ("image", "text", "terms")
 
 # The longest text a query embeds: /search refuses a longer one, a chat's retrieval reads no further into
 # its message (the cap on everything embedded, stored exchanges included).
 QUERY_MAX_CHARS = TEXT_MAX_CHARS
-
-
-class QueryClip(Protocol):
-    """What a query asks of CLIP: a ClipEmbedder, or the gateway's BatchedClip (gateway.memory.batching)."""
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray: ...
-
-
-class QueryText(Protocol):
-    """What a query asks of the text encoders: TextEncoders, or the gateway's BatchedText."""
-
-    def sentences(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def terms_query(self, text: str) -> Sparse: ...
 
 
 @dataclass(slots=True)
@@ -55,28 +34,33 @@ class SearchOutcome:
     store_ms: float
 
 
+def image_targets(schema: Schema = SCHEMA) -> tuple[str, ...]:
+    """The targets an image query may compare with: the vectors of a model that embeds images, or all."""
+    return (*(spec.name for spec in schema if searchable_by(spec, "image")), ALL)
+
+
 def text_probes(clip: QueryClip, text_encoders: QueryText | None, text: str,
-                target: Target | Sequence[str] = "all", *, clip_min_score: float | None = None,
-                text_min_score: float | None = None, terms_min_score: float | None = None) -> list[Probe]:
-    """The probes for a text query on `target` (one name, several, or "all": CLIP text->image, the
-    sentence model, BM25): what /search, the CLI and retrieval for chat send to the store. Each query
-    vector is computed once. Without a minimum, a term probe keeps every point sharing a term."""
+                target: Target | Sequence[str] = ALL, *, min_scores: Mapping[str, float | None] | None = None,
+                schema: Schema = SCHEMA) -> list[Probe]:
+    """The probes for a text query on `target` (one name, several, or "all": see encoders.fused):
+    what /search, the CLI and retrieval for chat send to the store, in the schema's order, each with its
+    minimum from `min_scores` (none without). The query vector is computed once per model. A vector
+    whose model is missing (no text encoders) is not probed; without a minimum, a term probe keeps every
+    point sharing a term."""
     if isinstance(target, str):
-        all_names = TEXT_QUERY_ALL if text_encoders is not None else CLIP_NAMES
-        names: Sequence[str] = all_names if target == "all" else (target,)
+        names: Sequence[str] = fused(schema, "text", text_encoders) if target == ALL else (target,)
     else:
         names = target
+    vectors: dict[str, VectorValue | None] = {}  # model -> the query's vector
     probes: list[Probe] = []
-    clip_names = [name for name in names if name in CLIP_NAMES]
-    if clip_names:
-        vector = clip.embed_texts([text])[0].tolist()
-        probes += [Probe(vector, name, clip_min_score) for name in clip_names]
-    if text_encoders is not None and "text" in names:
-        probes.append(Probe(text_encoders.sentences([text])[0].tolist(), "text", text_min_score))
-    if text_encoders is not None and "terms" in names:
-        terms = text_encoders.terms_query(text)
-        if terms.indices:  # a query of stopwords only has no terms to match
-            probes.append(Probe(terms, "terms", terms_min_score))
+    for spec in schema:
+        if spec.name not in names or not available(spec, text_encoders):
+            continue
+        if spec.model not in vectors:
+            vectors[spec.model] = MODELS[spec.model].query(clip, text_encoders, text)
+        vector = vectors[spec.model]
+        if vector is not None:
+            probes.append(Probe(vector, spec.name, (min_scores or {}).get(spec.name)))  # type: ignore[arg-type]
     return probes
 
 
@@ -92,11 +76,13 @@ def image_query_vector(embedder: QueryClip, store: VectorStore, tenant: str, ima
 
 class Searcher:
     def __init__(self, embedder: QueryClip, store: VectorStore, texts: JournalTexts,
-                 text: QueryText | None = None) -> None:
+                 text: QueryText | None = None, *, schema: Schema = SCHEMA) -> None:
+        """`schema`: the vectors to search (the store's)."""
         self.embedder = embedder
         self.store = store
         self.texts = texts
         self.text = text
+        self.schema = schema
 
     def search(
         self,
@@ -114,12 +100,13 @@ class Searcher:
             raise ValueError("give exactly one of text or image")
         started = time.perf_counter()
         if text is not None:
-            probes = text_probes(self.embedder, self.text, text, target)
+            probes = text_probes(self.embedder, self.text, text, target, schema=self.schema)
         else:
-            if target not in (*CLIP_NAMES, "all"):
+            if target not in image_targets(self.schema):
                 raise ValueError(f"an image query compares with CLIP's vectors only, not {target!r}")
-            vector = image_query_vector(self.embedder, self.store, flt.tenant, image, image_sha256)  # type: ignore[arg-type]
-            probes = probes_for(vector.tolist(), target)
+            vector = image_query_vector(self.embedder, self.store, flt.tenant, image, image_sha256).tolist()  # type: ignore[arg-type]
+            names = fused(self.schema, "image", self.text) if target == ALL else (target,)
+            probes = [Probe(vector, name) for name in names]
         embedded = time.perf_counter()
         hits = self.query(probes, flt, limit=limit)
         done = time.perf_counter()
@@ -134,7 +121,8 @@ class Searcher:
         Text vectors live on one point per exchange, so a single text probe's hits are already unique;
         image and fused queries can hit several images of one exchange, hence the over-fetch.
         """
-        text_only = len(probes) == 1 and probes[0].using != "image"
+        spec = self.schema.get(probes[0].using) if len(probes) == 1 else None
+        text_only = spec is not None and not per_image(spec)
         fetch = limit if text_only else limit * 2
         seen: set[str] = set()
         unique: list[Found] = []

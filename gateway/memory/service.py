@@ -184,8 +184,9 @@ class Memory:
         )
         owns = image_loader is None
         loader = image_loader or ImageLoader.from_settings(settings)
-        thresholds = Thresholds(image=settings.memory_min_image_score, text=settings.memory_min_text_score,
-                                sentence=settings.memory_min_sentence_score, terms=settings.memory_min_terms_score)
+        thresholds = Thresholds.parse(settings.memory_min_scores, image=settings.memory_min_image_score,
+                                      text=settings.memory_min_text_score, sentence=settings.memory_min_sentence_score,
+                                      terms=settings.memory_min_terms_score)
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
         return cls(journal, blobs, embedder, store, worker, loader, thumbnails_dir=settings.thumbnails_dir,

@@ -12,12 +12,11 @@ from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from gateway.memory.store.points import Hit, StorePoint
-from gateway.memory.store.schema import BY_NAME, CLIP_NAMES, Sparse, VectorValue
+from gateway.memory.store.schema import CLIP_NAMES, SCHEMA, Schema, Sparse, VectorValue
 
-# What a search compares with: one named vector, or "all" of them fused (see search.Searcher): CLIP's
-# image/question/answer vectors; the sentence model's passages ("text") and BM25 ("terms"), for text
-# queries only.
-Target = Literal["image", "question", "answer", "text", "terms", "all"]
+# What a search compares with: one named vector of the schema, or "all" of them fused (see
+# search.Searcher). A Literal made from the table, so that validation and the OpenAPI enum follow it.
+Target = Literal[SCHEMA.targets]  # type: ignore[valid-type]
 
 # Payload fields with an index: tenant partitions the data (is_tenant), the rest are filters that a
 # query uses (/search: model, user; /images: image_sha256). Each index on a field unique per point costs
@@ -86,18 +85,18 @@ class Probe:
     min_score: float | None = None
 
 
-def query_vector(probe: Probe) -> VectorValue | Sequence[float]:
+def query_vector(probe: Probe, schema: Schema = SCHEMA) -> VectorValue | Sequence[float]:
     """The probe's vector as the store compares it: a dense query against a multivector is a
     multivector of one part (MAX_SIM: its best match among the stored parts)."""
-    spec = BY_NAME.get(probe.using)
+    spec = schema.get(probe.using)
     if spec is not None and spec.kind == "multi" and not isinstance(probe.vector, Sparse):
         return [list(probe.vector)]
     return probe.vector
 
 
-def fusion_weights(probes: Sequence[Probe]) -> list[float] | None:
+def fusion_weights(probes: Sequence[Probe], schema: Schema = SCHEMA) -> list[float] | None:
     """Each probe's weight in RRF, from the schema table; None when all are 1 (plain RRF)."""
-    weights = [BY_NAME[probe.using].fusion_weight if probe.using in BY_NAME else 1.0 for probe in probes]
+    weights = [spec.fusion_weight if (spec := schema.get(probe.using)) else 1.0 for probe in probes]
     return weights if any(weight != 1.0 for weight in weights) else None
 
 

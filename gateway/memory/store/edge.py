@@ -60,7 +60,7 @@ from gateway.memory.store.base import (
     query_vector,
 )
 from gateway.memory.store.points import Hit, StorePoint, rfc3339
-from gateway.memory.store.schema import SCHEMA, Sparse, VectorValue
+from gateway.memory.store.schema import SCHEMA, Schema, Sparse, VectorValue
 
 # Prefetch depth per vector for fused queries: enough candidates for RRF to reorder.
 _PREFETCH_FACTOR = 4
@@ -84,6 +84,9 @@ _WAL_OPTIONS = {"segment_capacity": 1 << 20, "segment_queue_len": 0, "retain_clo
 _MAX_FILLER_BYTES = 64 << 20
 _MAX_FILLERS = 32
 _NEVER = 1 << 40  # an optimizer threshold (in KB, or segments) that no shard reaches
+# The schema's words for how vectors compare, in the engine's.
+_DISTANCES = {"cosine": qe.Distance.Cosine}
+_MODIFIERS = {"idf": qe.Modifier.Idf, None: None}
 
 
 def _kept_resident(path: str) -> bool:
@@ -96,8 +99,11 @@ def _kept_resident(path: str) -> bool:
 class EdgeStore:
     backend = "edge"
 
-    def __init__(self, path: Path, *, maintenance_nice: int = 10) -> None:
+    def __init__(self, path: Path, *, maintenance_nice: int = 10, schema: Schema = SCHEMA) -> None:
+        """`schema`: the named vectors of the shard. Only SCHEMA can be optimized or purged (the
+        maintenance child opens the shard with it); another is for tests of the table itself."""
         self.path = path
+        self.schema = schema
         self.maintenance_nice = maintenance_nice
         self._shard: qe.EdgeShard | None = None
         # Serializes open/close against use; queries and updates themselves run concurrently, counted in
@@ -111,18 +117,18 @@ class EdgeStore:
 
     # --- lifecycle -----------------------------------------------------------------------------
     @staticmethod
-    def _config(task: Task | None = None) -> qe.EdgeConfig:
+    def _config(task: Task | None = None, schema: Schema = SCHEMA) -> qe.EdgeConfig:
         """The shard's settings; `task`'s optimizer settings for the maintenance child (every open
         passes them all, which replaces what an earlier task wrote into the shard's config)."""
         max_sim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         vectors = {
-            spec.name: qe.EdgeVectorParams(size=spec.size, distance=qe.Distance.Cosine, memory=qe.Memory.Cold,
+            spec.name: qe.EdgeVectorParams(size=spec.size, distance=_DISTANCES[spec.distance], memory=qe.Memory.Cold,
                                            multivector_config=max_sim if spec.kind == "multi" else None)
-            for spec in SCHEMA if spec.kind != "sparse"
+            for spec in schema if spec.kind != "sparse"
         }
         # IDF: the shard keeps each term's document frequency, so BM25 vectors carry term frequencies only.
-        sparse = {spec.name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
-                  for spec in SCHEMA if spec.kind == "sparse"}
+        sparse = {spec.name: qe.EdgeSparseVectorParams(modifier=_MODIFIERS[spec.modifier])
+                  for spec in schema if spec.kind == "sparse"}
         # quantile 0.99: int8 bounds that ignore the extreme 1% of values, as in Qdrant's docs; results
         # are rescored with the float originals, so the bounds cost precision only before rescoring.
         int8 = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
@@ -147,7 +153,7 @@ class EdgeStore:
         try:
             # load() with a config checks it against the shard and writes it: how older shards get
             # this memory layout (for the segments written or rebuilt from now on).
-            shard = qe.EdgeShard.load(str(self.path), self._config(task))
+            shard = qe.EdgeShard.load(str(self.path), self._config(task, self.schema))
         except Exception as exc:  # the binding raises plain Exception with Rust's message
             if "Incompatible configs" in str(exc):
                 raise SchemaMismatch(str(self.path), str(exc).split("Incompatible configs:")[-1].strip()) from None
@@ -238,7 +244,7 @@ class EdgeStore:
         edge_filter = _filter(flt)
 
         def nearest(probe: Probe) -> qe.Query:
-            return qe.Query.Nearest(_vector(query_vector(probe)), using=probe.using)  # type: ignore[arg-type]
+            return qe.Query.Nearest(_vector(query_vector(probe, self.schema)), using=probe.using)  # type: ignore[arg-type]
 
         if len(probes) == 1:
             request = qe.QueryRequest(
@@ -261,7 +267,7 @@ class EdgeStore:
             request = qe.QueryRequest(
                 limit=limit,
                 prefetches=prefetches,
-                query=qe.Fusion.Rrf(k=RRF_K, weights=fusion_weights(probes)),
+                query=qe.Fusion.Rrf(k=RRF_K, weights=fusion_weights(probes, self.schema)),
                 with_payload=True,
             )
         with self._use() as shard:

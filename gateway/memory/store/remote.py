@@ -38,7 +38,7 @@ from gateway.memory.store.base import (
     query_vector,
 )
 from gateway.memory.store.points import Hit, StorePoint, rfc3339
-from gateway.memory.store.schema import SCHEMA, Sparse, VectorValue
+from gateway.memory.store.schema import SCHEMA, Schema, Sparse, VectorValue
 
 _PREFETCH_FACTOR = 4
 # Statuses that mean "try again later" rather than "this request is wrong".
@@ -57,9 +57,12 @@ class RemoteStore:
         location: str | None = None,
         path: str | None = None,
         timeout_s: float = 10.0,
+        schema: Schema = SCHEMA,
     ) -> None:
-        """`url` (+ `api_key`) for a server/Cloud; `location=":memory:"` or `path` for local mode (tests)."""
+        """`url` (+ `api_key`) for a server/Cloud; `location=":memory:"` or `path` for local mode (tests).
+        `schema`: the collection's named vectors (another than SCHEMA is for tests of the table itself)."""
         self.collection = collection
+        self.schema = schema
         self.local = url is None
         self.location = url or path or location or ":memory:"
         if url is not None:
@@ -94,9 +97,9 @@ class RemoteStore:
             return
         with self._call("create collection"):
             if not self._client.collection_exists(self.collection):
-                self._client.create_collection(self.collection, **collection_layout())
+                self._client.create_collection(self.collection, **collection_layout(self.schema))
             info = self._client.get_collection(self.collection)
-            _check_vectors(info, f"{self.location} (collection {self.collection})")
+            _check_vectors(info, f"{self.location} (collection {self.collection})", self.schema)
             if not self.local and _vacuums_late(info):
                 # Made by an earlier version with Qdrant's defaults. The server rewrites each segment that
                 # holds a deleted point once, and leaves the others alone. Local mode ignores these.
@@ -135,7 +138,7 @@ class RemoteStore:
                 probe = probes[0]
                 response = self._client.query_points(
                     self.collection,
-                    query=_vector(query_vector(probe)),  # type: ignore[arg-type]
+                    query=_vector(query_vector(probe, self.schema)),  # type: ignore[arg-type]
                     using=probe.using,
                     query_filter=query_filter,
                     score_threshold=probe.min_score,
@@ -147,7 +150,7 @@ class RemoteStore:
                     self.collection,
                     prefetch=[
                         models.Prefetch(
-                            query=_vector(query_vector(probe)),  # type: ignore[arg-type]
+                            query=_vector(query_vector(probe, self.schema)),  # type: ignore[arg-type]
                             using=probe.using,
                             limit=limit * _PREFETCH_FACTOR,
                             filter=query_filter,
@@ -155,7 +158,7 @@ class RemoteStore:
                         )
                         for probe in probes
                     ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=fusion_weights(probes))),
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=fusion_weights(probes, self.schema))),
                     limit=limit,
                     with_payload=True,
                 )
@@ -235,9 +238,12 @@ VACUUM = models.OptimizersConfigDiff(deleted_threshold=0.0, vacuum_min_vector_nu
 # WAL segments of 1 MB instead of 32: the server deletes a WAL segment (and the deleted points' upserts
 # in it) only once it is full and flushed, so smaller ones are gone sooner. Only settable at creation.
 WAL = models.WalConfigDiff(wal_capacity_mb=1)
+# The schema's words for how vectors compare, in the server's.
+_DISTANCES = {"cosine": models.Distance.COSINE}
+_MODIFIERS = {"idf": models.Modifier.IDF, None: None}
 
 
-def collection_layout() -> dict[str, Any]:
+def collection_layout(schema: Schema = SCHEMA) -> dict[str, Any]:
     """How a new collection keeps RAM per exchange small (deploy/qdrant-cloud.md, "Sizing"): float32
     originals and payload on disk, int8 copies in RAM for scoring (rescored from the originals), the
     HNSW graph in RAM; and how it lets go of deleted points (VACUUM, WAL). An existing collection keeps
@@ -246,13 +252,13 @@ def collection_layout() -> dict[str, Any]:
     max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
     return {
         "vectors_config": {
-            spec.name: models.VectorParams(size=spec.size, distance=models.Distance.COSINE, on_disk=True,
+            spec.name: models.VectorParams(size=spec.size, distance=_DISTANCES[spec.distance], on_disk=True,
                                            multivector_config=max_sim if spec.kind == "multi" else None)
-            for spec in SCHEMA if spec.kind != "sparse"
+            for spec in schema if spec.kind != "sparse"
         },
         "sparse_vectors_config": {
-            spec.name: models.SparseVectorParams(modifier=models.Modifier.IDF)
-            for spec in SCHEMA if spec.kind == "sparse"
+            spec.name: models.SparseVectorParams(modifier=_MODIFIERS[spec.modifier])
+            for spec in schema if spec.kind == "sparse"
         },
         "quantization_config": models.ScalarQuantization(
             scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
@@ -281,13 +287,13 @@ def payload_indexes() -> list[tuple[str, Any]]:
     ]
 
 
-def _check_vectors(info: models.CollectionInfo, where: str) -> None:
+def _check_vectors(info: models.CollectionInfo, where: str, schema: Schema) -> None:
     """An existing collection must have exactly the schema's named vectors (of the same kinds)."""
     params = info.config.params
     dense = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
     have = {name: ("multi" if p.multivector_config else "dense") for name, p in dense.items() if p}
     have.update({name: "sparse" for name in (params.sparse_vectors or {})})
-    want = {spec.name: spec.kind for spec in SCHEMA}
+    want = {spec.name: spec.kind for spec in schema}
     if have != want:
         raise SchemaMismatch(where, f"has {sorted(have)}, this version needs {sorted(want)}")
 

@@ -135,3 +135,14 @@ def test_keyboard_and_screen_reader_basics(stack: Stack, seeded: dict, open_page
     page.locator(".grid .card img.thumb").first.wait_for()
     alts = page.locator(".grid img").evaluate_all("imgs => imgs.map(i => i.alt)")
     assert alts and all(alts), alts
+
+
+def test_the_target_choices_are_the_vector_schemas(stack: Stack, open_page) -> None:
+    """The page lists what /search takes (its OpenAPI enum, from the store's schema), "all" first."""
+    from gateway.memory.store.schema import SCHEMA
+
+    page, _ = open_page(stack.url, route="#/search")
+    target = page.get_by_label("Target")
+    target.locator(f"option[value='{SCHEMA.names[-1]}']").wait_for(state="attached")
+    assert target.locator("option").evaluate_all("options => options.map(o => o.value)") == ["all", *SCHEMA.names]
+    assert target.input_value() == "all"

@@ -1,16 +1,34 @@
 // Search: by text or by an image (picked, dropped or pasted), with a target and filters.
 
-import { postJson } from "./api.js";
+import { json, postJson } from "./api.js";
 import { field, h } from "./dom.js";
 import { card, filterFields } from "./cards.js";
 import { imageDataUrl, imagePicker } from "./images.js";
 
+// The targets /search takes, as the gateway's OpenAPI document lists them (its vector schema decides
+// them): "all" first. Fetched once per page; without the document, "all" alone.
+let targets = null;
+function searchTargets() {
+  targets ??= json("/openapi.json")
+    .then((doc) => doc.paths["/search"].post.requestBody.content["application/json"].schema.properties.target.enum)
+    .then((values) => ["all", ...values.filter((value) => value !== "all")])
+    .catch(() => ["all"]);
+  return targets;
+}
+
+function targetOption(value) {
+  return h("option", { value }, value === "all" ? "All (fused)" : value[0].toUpperCase() + value.slice(1));
+}
+
 export function searchView(view, params) {
   const text = h("input", { type: "search", name: "text", placeholder: "words in a question or an answer" });
   const picker = imagePicker("Search by image");
-  const target = h("select", { name: "target" },
-    ...[["all", "All (fused)"], ["image", "Image"], ["question", "Question"], ["answer", "Answer"]]
-      .map(([value, label]) => h("option", { value }, label)));
+  const target = h("select", { name: "target" }, targetOption("all"));
+  const targetsShown = searchTargets().then((values) => {
+    const chosen = target.value;
+    target.replaceChildren(...values.map(targetOption));
+    target.value = chosen;
+  });
   const limit = h("input", { type: "number", name: "limit", min: 1, max: 100, value: 24 });
   const filters = filterFields();
   const status = h("p", { class: "status", role: "status", "aria-live": "polite" });
@@ -55,9 +73,9 @@ export function searchView(view, params) {
 
   // "Find similar" from an exchange's page: image to image.
   if (params.get("similar")) {
-    target.value = "image";
     status.textContent = "Loading the image…";
-    imageDataUrl(params.get("similar")).then(run, (exc) => { status.textContent = ""; error.textContent = exc.message; });
+    targetsShown.then(() => { target.value = "image"; return imageDataUrl(params.get("similar")); })
+      .then(run, (exc) => { status.textContent = ""; error.textContent = exc.message; });
   } else if (params.get("q")) {
     text.value = params.get("q");
     run(null);
