@@ -7,6 +7,7 @@ runtime's services to the routes' dependencies (gateway.api.deps).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await runtime.start()
             wire(app, settings=settings, auth=runtime.auth, chat=runtime.chat, memory=runtime.memory)
+            _settle_heap()
             yield
         finally:
             await runtime.close()
@@ -52,3 +54,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, settings)
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+# Whether _settle_heap ran in this process.
+_heap_settled = False
+
+# New objects between collections of the youngest generation (Python's default is 700).
+_YOUNG_COLLECTION_OBJECTS = 10_000
+
+
+def _settle_heap() -> None:
+    """Once per process, when the first app has started: the cyclic garbage collector's work is taken off
+    the request path.
+
+    What start-up built (routes, schemas, the memory's models) lives as long as the process, and a full
+    collection walked all of it on the event loop, stalling every request in flight: frozen (gc.freeze),
+    the collector no longer looks at it. And with a few dozen requests in flight, their live objects alone
+    passed the youngest generation's threshold, so collections ran every few requests and promoted those
+    objects towards the full collections; a threshold above what requests in flight hold lets them die
+    young, by reference counting, as they do one request at a time."""
+    global _heap_settled
+    if _heap_settled:
+        return
+    _heap_settled = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_OBJECTS, *gc.get_threshold()[1:])
