@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import NoMatchFound
 
 from gateway.api.body import openapi_body, read_json, read_model
-from gateway.api.deps import AuthDep, ChatDep, TenantDep
+from gateway.api.deps import AuthDep, ChatDep, TenantDep, chat_service
 from gateway.api.openapi import failures as F
 from gateway.api.openapi.responses import completion_or_stream, errors
 from gateway.api.openapi.schemas import ref
@@ -78,52 +78,52 @@ def _image_url(request: Request, sha256: str | None) -> str | None:
 
 @router.post("/v1/chat/completions", openapi_extra=openapi_body(ref("ChatCompletionRequest")),
              responses={**completion_or_stream("ChatCompletion"), **errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED)})
-async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def chat_completions(request: Request, tenant: TenantDep) -> Response:
     """OpenAI chat completions, streamed or not. Every image is fetched or decoded and checked by the gateway
     and sent on as a `data:` URL; the exchange is recorded before the answer ends, and `x-visionrag-exchange-id`
     names it."""
     payload = await read_json(request)
-    return _response(request, await chat.handle(payload, tenant))
+    return _response(request, await chat_service(request).handle(payload, tenant))
 
 
 @router.post("/v1/completions", openapi_extra=openapi_body(ref("CompletionRequest")),
              responses={**completion_or_stream("Completion"),
                         **errors(*F.UPSTREAM, F.PROMPT, F.UNSUPPORTED_PARAMETER, *F.RELAYED)})
-async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def completions(request: Request, tenant: TenantDep) -> Response:
     """Text completions, streamed or not, recorded like chats."""
     payload = await read_json(request)
-    return _response(request, await chat.complete_text(payload, tenant))
+    return _response(request, await chat_service(request).complete_text(payload, tenant))
 
 
 @router.post("/tokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
              responses=errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED))
-async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def tokenize(request: Request, _: TenantDep) -> Response:
     """vLLM's tokenizer, not recorded; `messages` pass the same content and image checks as a chat."""
     payload = await read_json(request)
-    return _response(request, await chat.tokenize(payload, "/tokenize"))
+    return _response(request, await chat_service(request).tokenize(payload, "/tokenize"))
 
 
 @router.post("/detokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
              responses=errors(*F.UPSTREAM, F.UNSUPPORTED_PARAMETER, *F.RELAYED))
-async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def detokenize(request: Request, _: TenantDep) -> Response:
     """vLLM's detokenizer, not recorded."""
     payload = await read_json(request)
-    return _response(request, await chat.tokenize(payload, "/detokenize"))
+    return _response(request, await chat_service(request).tokenize(payload, "/detokenize"))
 
 
 @router.get("/v1/models", responses=errors(*F.UPSTREAM))
-async def models(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def models(request: Request, _: TenantDep) -> Response:
     """The models the upstream serves."""
-    return _response(request, await chat.models())
+    return _response(request, await chat_service(request).models())
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest),
              responses=errors(*F.UPSTREAM, *F.PREDICT, *F.RELAYED))
-async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def predict(request: Request, tenant: TenantDep) -> Response:
     """The original service's request: one image and a question, answered as `{"output"}` and recorded
     like a chat."""
     body = await read_model(request, PredictRequest)
-    result = await chat.predict(body, tenant)
+    result = await chat_service(request).predict(body, tenant)
     answer: dict[str, Any] = {"output": result.data["choices"][0]["message"].get("content") or ""}
     headers = {EXCHANGE_HEADER: str(result.exchange_id)}
     if result.memory is not None:
