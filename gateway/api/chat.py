@@ -3,6 +3,7 @@ of what it answers (`_response`)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.body import openapi_body, read_json, read_model
 from gateway.api.deps import AuthDep, ChatDep, TenantDep, chat_service
@@ -32,7 +34,7 @@ def _response(request: Request, result: ChatResult) -> Response:
     if result.memory is not None:
         headers.update(result.memory.headers)
     if isinstance(result, EventStream):
-        return StreamingResponse(
+        return _EventStreamResponse(
             result.events,
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -42,6 +44,40 @@ def _response(request: Request, result: ChatResult) -> Response:
         info = _memory_info(request, result.memory, result.exchange_id)  # type: ignore[arg-type]
         body = orjson.dumps({**result.data, "visionrag": info.model_dump(mode="json")})
     return Response(body, status_code=result.status, media_type=result.content_type, headers=headers or None)
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A StreamingResponse that relays on the request's own task, while a second task waits for the client
+    to leave and then cancels the relay (the events' generator records what was said and drops the
+    upstream connection). Starlette does the same with an anyio task group, whose cancel scope costs
+    more per stream than the relaying itself."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        if scope["type"] != "http" or relay is None:
+            await super().__call__(scope, receive, send)
+            return
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            relay.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            # The client left: the response is over, as Starlette's own would be. Any other cancellation
+            # (the server stopping) goes on.
+            if not left or relay.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+        if self.background is not None:
+            await self.background()
 
 
 def _reports_memory(result: Completion) -> bool:
