@@ -204,7 +204,10 @@ class ChatProxy:
             except ImageError as exc:
                 raise ImageError(f"{part.param}: {exc.message}", exc.code, param=part.param) from None
 
-        loaded = await asyncio.gather(*(load(part) for part in parts))
+        if len(parts) == 1:  # the usual chat: loaded on this task, not on one gather would start for it
+            loaded = [await load(parts[0])]
+        else:
+            loaded = await asyncio.gather(*(load(part) for part in parts))
         for part, image in zip(parts, loaded, strict=True):
             part.holder["url"] = image.data_url
         return list(loaded)
