@@ -128,6 +128,8 @@ class SQLiteJournal:
     def append_many(self, exchanges: Sequence[Exchange]) -> None:
         """Record exchanges in one commit (a group commit: their pages written once); durable when this
         returns. An id already in the journal (or earlier in `exchanges`) is skipped."""
+        if not exchanges:
+            return
         started = time.perf_counter()
         try:
             self._append_many(exchanges)
@@ -392,7 +394,7 @@ class _Checkpoints:
     PASSIVE: a checkpoint neither waits for nor blocks the appends; what it could not copy yet is copied
     by the next one."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: SQLiteJournal) -> None:
         self._journal = journal
         self._wanted = threading.Event()
         self._stopping = False
