@@ -45,6 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # gateway.api.openapi serves /docs without a CDN
         redoc_url=None,
+        # FastAPI's OpenTelemetry instrumentation would act only once an OpenTelemetry SDK configured
+        # providers, and the gateway installs none (its telemetry is /metrics and the logs); left on, it
+        # still asked the OpenTelemetry API for three providers on every request to find that out.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
     app.include_router(chat.router)
