@@ -78,9 +78,10 @@ FORGET_CHUNK = 64
 _FORGET_PAUSE_S = 0.001
 # Chunks between checkpoints of a long forget: about half of SQLite's auto-checkpoint (1000 pages).
 _CHECKPOINT_CHUNKS = 8
-# Appended rows between checkpoints, which run on a thread of their own (`_Checkpoints`): about what
-# SQLite's own auto-checkpoint would do (1000 pages) at a row's usual handful of pages. SQLite's own
-# stays on as a backstop, far above, for a checkpoint thread that cannot keep up.
+# Rows appended, marked ingested or requeued between checkpoints, which run on a thread of their own
+# (`_Checkpoints`): about what SQLite's own auto-checkpoint would do (1000 pages) at an append's usual
+# handful of pages. SQLite's own stays on as a backstop, far above, for a checkpoint thread that cannot keep
+# up (it would run inside a commit, under `_lock`). Deletions checkpoint themselves (`forget`).
 CHECKPOINT_ROWS = 128
 _BACKSTOP_PAGES = 10_000
 
@@ -162,12 +163,17 @@ class SQLiteJournal:
                 if inserted and exchange.images:
                     self._db.executemany(_INSERT_IMAGE, ((image.sha256, exchange.id, exchange.tenant, image.mime)
                                                          for image in exchange.images))
-            self._unchecked_rows += len(rows)
-            checkpoint = self._unchecked_rows >= CHECKPOINT_ROWS
-            if checkpoint:
-                self._unchecked_rows = 0
+            checkpoint = self._wrote(len(rows))
         if checkpoint:
             self._checkpoints.request()
+
+    def _wrote(self, rows: int) -> bool:
+        """Count rows written; True when a checkpoint is due (ask `_checkpoints`, off the lock). Hold `_lock`."""
+        self._unchecked_rows += rows
+        if self._unchecked_rows < CHECKPOINT_ROWS:
+            return False
+        self._unchecked_rows = 0
+        return True
 
     def get(self, exchange_id: str) -> Exchange | None:
         with self._lock:
@@ -185,14 +191,21 @@ class SQLiteJournal:
     def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
         now = time.time()
         with self._lock, self._transaction():
-            self._db.executemany(
+            marked = self._db.executemany(
                 "UPDATE exchanges SET ingested_at = ? WHERE id = ?", ((now, i) for i in exchange_ids)
-            )
+            ).rowcount
+            checkpoint = self._wrote(marked)
+        if checkpoint:
+            self._checkpoints.request()
 
     def requeue_all(self) -> int:
         """Put every exchange back in the memory path's queue (a store rebuilt from the journal)."""
         with self._lock:
-            return self._db.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+            requeued = self._db.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+            checkpoint = self._wrote(requeued)
+        if checkpoint:
+            self._checkpoints.request()
+        return requeued
 
     def backlog(self, tenant: str | None = None) -> int:
         """Exchanges not yet ingested (one tenant's: a scan of the pending rows only, via their index)."""
