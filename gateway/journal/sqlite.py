@@ -334,8 +334,10 @@ class SQLiteJournal:
         which finds little left to copy and cuts the WAL file to nothing, holds the appends' lock (it
         must see no write of this process in progress)."""
         self._checkpoint("PASSIVE")
-        with self._lock:
-            busy = self._checkpoint("TRUNCATE")
+        # The checkpoints' lock before the appends': a background checkpoint still running is waited for
+        # while chats go on appending.
+        with self._checkpoint_lock, self._lock:
+            busy = bool(self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         if busy:
             log.warning("journal WAL not emptied (another process is reading it); retried at the next deletion")
         return not busy
