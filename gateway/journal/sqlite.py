@@ -1,8 +1,9 @@
 """`SQLiteJournal`, the Journal (gateway.journal.base) in one SQLite file: WAL mode, one row per exchange.
 
-Durability: `append` returns after SQLite committed the row to its write-ahead log. With
-`synchronous=NORMAL` that survives the gateway process being killed (the bytes are in the
-OS's page cache); `synchronous=FULL` also survives power loss, at an fsync per exchange.
+Durability: `append` (`append_many`) returns after SQLite committed the row (rows) to its write-ahead
+log. With `synchronous=NORMAL` that survives the gateway process being killed (the bytes are in the
+OS's page cache); `synchronous=FULL` also survives power loss, at an fsync per commit (the chat
+recorder commits the exchanges that finish together at once). Checkpoints run on a thread of their own.
 
 Queue: rows with `ingested_at IS NULL` are the memory path's backlog, consumed in `seq` order
 and marked with `mark_ingested` once the vector store acknowledged them.
@@ -120,7 +121,7 @@ class SQLiteJournal:
         self._checkpointer.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
         self._checkpoint_lock = threading.Lock()
         self._checkpoints = _Checkpoints(self)
-        self._unchecked_rows = 0  # appended since a checkpoint was last asked for
+        self._unchecked_rows = 0  # written since a checkpoint was last asked for
 
     def append(self, exchange: Exchange) -> None:
         """Record an exchange; durable when this returns. Appending the same id twice is a no-op."""
