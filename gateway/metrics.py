@@ -143,7 +143,7 @@ def recorded(status: str) -> None:
     """An exchange was journaled (proxy.recorder): if the request in hand is a stream, that is its end."""
     request = _current.get()
     if request is not None and request.stream:
-        STREAMS_ENDED.labels(request.route, status).inc()
+        child(STREAMS_ENDED, request.route, status).inc()
 
 
 _EVENT_STREAM = b"text/event-stream"
@@ -184,7 +184,7 @@ class MetricsMiddleware:
                 observe(message["status"])
                 if message["status"] == 200 and _is_event_stream(message.get("headers", ())):
                     request.stream = True
-                    STREAMS_STARTED.labels(request.route).inc()
+                    child(STREAMS_STARTED, request.route).inc()
             await send(message)
 
         try:
@@ -195,6 +195,18 @@ class MetricsMiddleware:
             raise
         finally:
             _current.reset(token)
+
+
+_labelled: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)` for the counts made on every request or stream: a dict hit after the first
+    time, where `labels()` validates the values and takes a lock at each call."""
+    found = _labelled.get((metric, values))
+    if found is None:
+        found = _labelled[metric, values] = metric.labels(*values)
+    return found
 
 
 _children: dict[tuple[str, int], tuple[Any, Any]] = {}

@@ -26,28 +26,29 @@ async def read_json(request: Request, max_bytes: int | None = None) -> Any:
     """The body as JSON, refused over `max_bytes` (default: the app's VISIONRAG_MAX_BODY_BYTES)."""
     if max_bytes is None:
         max_bytes = max_body_bytes(request)
-    too_large = TooLarge(
-        f"request body is larger than the {max_bytes}-byte limit", code="request_too_large"
-    )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise InvalidRequest("invalid Content-Length header", code="invalid_request")
         if int(declared) > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         body = await request.body()
     else:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise too_large
+                raise _too_large(max_bytes)
             chunks.append(chunk)
         body = b"".join(chunks)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"request body is larger than the {max_bytes}-byte limit", code="request_too_large")
 
 
 async def read_model(request: Request, model: type[M]) -> M:

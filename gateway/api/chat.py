@@ -3,6 +3,7 @@ of what it answers (`_response`)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,9 +11,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.body import openapi_body, read_json, read_model
-from gateway.api.deps import AuthDep, ChatDep, TenantDep
+from gateway.api.deps import AuthDep, ChatDep, TenantDep, chat_service
 from gateway.api.openapi import failures as F
 from gateway.api.openapi.responses import completion_or_stream, errors
 from gateway.api.openapi.schemas import ref
@@ -32,7 +34,7 @@ def _response(request: Request, result: ChatResult) -> Response:
     if result.memory is not None:
         headers.update(result.memory.headers)
     if isinstance(result, EventStream):
-        return StreamingResponse(
+        return _EventStreamResponse(
             result.events,
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -42,6 +44,40 @@ def _response(request: Request, result: ChatResult) -> Response:
         info = _memory_info(request, result.memory, result.exchange_id)  # type: ignore[arg-type]
         body = orjson.dumps({**result.data, "visionrag": info.model_dump(mode="json")})
     return Response(body, status_code=result.status, media_type=result.content_type, headers=headers or None)
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A StreamingResponse that relays on the request's own task, while a second task waits for the client
+    to leave and then cancels the relay (the events' generator records what was said and drops the
+    upstream connection). Starlette does the same with an anyio task group, whose cancel scope costs
+    more per stream than the relaying itself."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        if scope["type"] != "http" or relay is None:
+            await super().__call__(scope, receive, send)
+            return
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            relay.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            # The client left: the response is over, as Starlette's own would be. Any other cancellation
+            # (the server stopping) goes on.
+            if not left or relay.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+        if self.background is not None:
+            await self.background()
 
 
 def _reports_memory(result: Completion) -> bool:
@@ -78,52 +114,52 @@ def _image_url(request: Request, sha256: str | None) -> str | None:
 
 @router.post("/v1/chat/completions", openapi_extra=openapi_body(ref("ChatCompletionRequest")),
              responses={**completion_or_stream("ChatCompletion"), **errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED)})
-async def chat_completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def chat_completions(request: Request, tenant: TenantDep) -> Response:
     """OpenAI chat completions, streamed or not. Every image is fetched or decoded and checked by the gateway
     and sent on as a `data:` URL; the exchange is recorded before the answer ends, and `x-visionrag-exchange-id`
     names it."""
     payload = await read_json(request)
-    return _response(request, await chat.handle(payload, tenant))
+    return _response(request, await chat_service(request).handle(payload, tenant))
 
 
 @router.post("/v1/completions", openapi_extra=openapi_body(ref("CompletionRequest")),
              responses={**completion_or_stream("Completion"),
                         **errors(*F.UPSTREAM, F.PROMPT, F.UNSUPPORTED_PARAMETER, *F.RELAYED)})
-async def completions(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def completions(request: Request, tenant: TenantDep) -> Response:
     """Text completions, streamed or not, recorded like chats."""
     payload = await read_json(request)
-    return _response(request, await chat.complete_text(payload, tenant))
+    return _response(request, await chat_service(request).complete_text(payload, tenant))
 
 
 @router.post("/tokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
              responses=errors(*F.UPSTREAM, *F.MESSAGES, *F.RELAYED))
-async def tokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def tokenize(request: Request, _: TenantDep) -> Response:
     """vLLM's tokenizer, not recorded; `messages` pass the same content and image checks as a chat."""
     payload = await read_json(request)
-    return _response(request, await chat.tokenize(payload, "/tokenize"))
+    return _response(request, await chat_service(request).tokenize(payload, "/tokenize"))
 
 
 @router.post("/detokenize", openapi_extra=openapi_body(ref("TokenizeRequest")),
              responses=errors(*F.UPSTREAM, F.UNSUPPORTED_PARAMETER, *F.RELAYED))
-async def detokenize(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def detokenize(request: Request, _: TenantDep) -> Response:
     """vLLM's detokenizer, not recorded."""
     payload = await read_json(request)
-    return _response(request, await chat.tokenize(payload, "/detokenize"))
+    return _response(request, await chat_service(request).tokenize(payload, "/detokenize"))
 
 
 @router.get("/v1/models", responses=errors(*F.UPSTREAM))
-async def models(request: Request, _: TenantDep, chat: ChatDep) -> Response:
+async def models(request: Request, _: TenantDep) -> Response:
     """The models the upstream serves."""
-    return _response(request, await chat.models())
+    return _response(request, await chat_service(request).models())
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body(PredictRequest),
              responses=errors(*F.UPSTREAM, *F.PREDICT, *F.RELAYED))
-async def predict(request: Request, tenant: TenantDep, chat: ChatDep) -> Response:
+async def predict(request: Request, tenant: TenantDep) -> Response:
     """The original service's request: one image and a question, answered as `{"output"}` and recorded
     like a chat."""
     body = await read_model(request, PredictRequest)
-    result = await chat.predict(body, tenant)
+    result = await chat_service(request).predict(body, tenant)
     answer: dict[str, Any] = {"output": result.data["choices"][0]["message"].get("content") or ""}
     headers = {EXCHANGE_HEADER: str(result.exchange_id)}
     if result.memory is not None:

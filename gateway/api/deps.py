@@ -68,6 +68,13 @@ async def get_chat(request: Request) -> ChatProxy:
     return request.app.state.chat
 
 
+def chat_service(request: Request) -> ChatProxy:
+    """The chat service, read by the request path's routes themselves: FastAPI resolves each declared
+    dependency anew on every request, a cost per chat the gateway does without here. Those routes still
+    declare the tenant (TenantDep): the OpenAPI document reads from it who may call them."""
+    return request.app.state.chat
+
+
 async def get_optional_memory(request: Request) -> Memory | None:
     return getattr(request.app.state, "memory", None)
 

@@ -7,12 +7,13 @@ tests/gateway/journal/test_contract.py is the contract in executable form, run a
 
 Threads: one instance is shared by the event loop (`append`, from the chat recorder, and the memory
 routes' reads), the ingest worker's thread and the finisher of deletions, so every method is safe to call
-from several threads at once. All of them block; `append` runs on the event loop, so it must stay short.
+from several threads at once. All of them block; `append` and `append_many` run on the event loop, so they
+must stay short.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from gateway.journal.records import Exchange
@@ -51,6 +52,13 @@ class Journal(Protocol):
         The row and its image references (who may read each image, which blobs forgetting may delete)
         commit in one transaction: no reader ever sees one without the other. Appending an id that is
         already recorded is a no-op: the first record stays, and so does its ingest mark."""
+        ...
+
+    def append_many(self, exchanges: Sequence[Exchange]) -> None:
+        """`append` for several exchanges in one commit (a group commit: the chat recorder's, for the
+        chats that finish together): all of them durable when this returns, or none. In order, as many
+        `append` calls would be: a repeated id, here or already recorded, keeps its first record. Each
+        exchange counts one observation of the append timer."""
         ...
 
     def get(self, exchange_id: str) -> Exchange | None:

@@ -14,6 +14,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class DiskBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root) + os.sep
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
@@ -28,9 +29,12 @@ class DiskBlobStore:
         never sees a half-written image under its final name.
         """
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        target = self.path(digest)
-        if target.exists():
+        if not _SHA256.match(digest):
+            raise ValueError(f"not a sha256 hex digest: {digest!r}")
+        # A string, not a Path: this check runs for every image of every chat, mostly finding it stored.
+        if os.path.exists(f"{self._root}{digest[:2]}{os.sep}{digest}"):
             return digest
+        target = self.path(digest)
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:

@@ -1,8 +1,9 @@
 """`SQLiteJournal`, the Journal (gateway.journal.base) in one SQLite file: WAL mode, one row per exchange.
 
-Durability: `append` returns after SQLite committed the row to its write-ahead log. With
-`synchronous=NORMAL` that survives the gateway process being killed (the bytes are in the
-OS's page cache); `synchronous=FULL` also survives power loss, at an fsync per exchange.
+Durability: `append` (`append_many`) returns after SQLite committed the row (rows) to its write-ahead
+log. With `synchronous=NORMAL` that survives the gateway process being killed (the bytes are in the
+OS's page cache); `synchronous=FULL` also survives power loss, at an fsync per commit (the chat
+recorder commits the exchanges that finish together at once). Checkpoints run on a thread of their own.
 
 Queue: rows with `ingested_at IS NULL` are the memory path's backlog, consumed in `seq` order
 and marked with `mark_ingested` once the vector store acknowledged them.
@@ -14,7 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,12 @@ FORGET_CHUNK = 64
 _FORGET_PAUSE_S = 0.001
 # Chunks between checkpoints of a long forget: about half of SQLite's auto-checkpoint (1000 pages).
 _CHECKPOINT_CHUNKS = 8
+# Rows appended, marked ingested or requeued between checkpoints, which run on a thread of their own
+# (`_Checkpoints`): about what SQLite's own auto-checkpoint would do (1000 pages) at an append's usual
+# handful of pages. SQLite's own stays on as a backstop, far above, for a checkpoint thread that cannot keep
+# up (it would run inside a commit, under `_lock`). Deletions checkpoint themselves (`forget`).
+CHECKPOINT_ROWS = 128
+_BACKSTOP_PAGES = 10_000
 
 
 class SQLiteJournal:
@@ -105,16 +112,36 @@ class SQLiteJournal:
             self._db.executescript(_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
                 self._backfill_images()
-        # Checkpoints after deletions run here, not on the connection appends use: their copying and
-        # fsyncs go on while chats append.
+            # A checkpoint inside a commit would copy pages and fsync twice on the appender's thread, the
+            # event loop's for chats: they run on `_checkpoints`' thread instead.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
+        # Checkpoints run here, not on the connection appends use: their copying and fsyncs go on while
+        # chats append.
         self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._checkpointer.execute("PRAGMA busy_timeout=0")  # another process reading: skip, retried next time
         self._checkpoint_lock = threading.Lock()
+        self._checkpoints = _Checkpoints(self)
+        self._unchecked_rows = 0  # written since a checkpoint was last asked for
 
-    @metrics.JOURNAL_APPEND_SECONDS.time()
     def append(self, exchange: Exchange) -> None:
         """Record an exchange; durable when this returns. Appending the same id twice is a no-op."""
-        row = (
+        self.append_many([exchange])
+
+    def append_many(self, exchanges: Sequence[Exchange]) -> None:
+        """Record exchanges in one commit (a group commit: their pages written once); durable when this
+        returns. An id already in the journal (or earlier in `exchanges`) is skipped."""
+        if not exchanges:
+            return
+        started = time.perf_counter()
+        try:
+            self._append_many(exchanges)
+        finally:
+            elapsed = time.perf_counter() - started
+            for _ in exchanges:  # each waited for the whole commit
+                metrics.JOURNAL_APPEND_SECONDS.observe(elapsed)
+
+    def _append_many(self, exchanges: Sequence[Exchange]) -> None:
+        rows = [(
             exchange.id,
             exchange.created_at,
             exchange.endpoint,
@@ -123,19 +150,31 @@ class SQLiteJournal:
             exchange.user,
             exchange.status,
             orjson.dumps(exchange),  # orjson serializes dataclasses natively, ~10x faster than asdict
-        )
-        # One commit for the row and its image references: never a row whose images forgetting could
+        ) for exchange in exchanges]
+        # One commit for the rows and their image references: never a row whose images forgetting could
         # not see (it would delete a blob this exchange still uses), and one WAL commit, not two.
         with self._lock, self._transaction():
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO exchanges"
-                " (id, created_at, endpoint, model, tenant, user, status, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            ).rowcount
-            if inserted and exchange.images:
-                self._db.executemany(_INSERT_IMAGE, ((image.sha256, exchange.id, exchange.tenant, image.mime)
-                                                     for image in exchange.images))
+            for exchange, row in zip(exchanges, rows, strict=True):
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO exchanges"
+                    " (id, created_at, endpoint, model, tenant, user, status, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                ).rowcount
+                if inserted and exchange.images:
+                    self._db.executemany(_INSERT_IMAGE, ((image.sha256, exchange.id, exchange.tenant, image.mime)
+                                                         for image in exchange.images))
+            checkpoint = self._wrote(len(rows))
+        if checkpoint:
+            self._checkpoints.request()
+
+    def _wrote(self, rows: int) -> bool:
+        """Count rows written; True when a checkpoint is due (ask `_checkpoints`, off the lock). Hold `_lock`."""
+        self._unchecked_rows += rows
+        if self._unchecked_rows < CHECKPOINT_ROWS:
+            return False
+        self._unchecked_rows = 0
+        return True
 
     def get(self, exchange_id: str) -> Exchange | None:
         with self._lock:
@@ -153,14 +192,21 @@ class SQLiteJournal:
     def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
         now = time.time()
         with self._lock, self._transaction():
-            self._db.executemany(
+            marked = self._db.executemany(
                 "UPDATE exchanges SET ingested_at = ? WHERE id = ?", ((now, i) for i in exchange_ids)
-            )
+            ).rowcount
+            checkpoint = self._wrote(marked)
+        if checkpoint:
+            self._checkpoints.request()
 
     def requeue_all(self) -> int:
         """Put every exchange back in the memory path's queue (a store rebuilt from the journal)."""
         with self._lock:
-            return self._db.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+            requeued = self._db.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+            checkpoint = self._wrote(requeued)
+        if checkpoint:
+            self._checkpoints.request()
+        return requeued
 
     def backlog(self, tenant: str | None = None) -> int:
         """Exchanges not yet ingested (one tenant's: a scan of the pending rows only, via their index)."""
@@ -202,6 +248,7 @@ class SQLiteJournal:
             return self._db.execute("SELECT count(*) FROM exchanges").fetchone()[0]
 
     def close(self) -> None:
+        self._checkpoints.stop()
         with self._checkpoint_lock:
             self._checkpointer.close()
         with self._lock:
@@ -288,8 +335,10 @@ class SQLiteJournal:
         which finds little left to copy and cuts the WAL file to nothing, holds the appends' lock (it
         must see no write of this process in progress)."""
         self._checkpoint("PASSIVE")
-        with self._lock:
-            busy = self._checkpoint("TRUNCATE")
+        # The checkpoints' lock before the appends': a background checkpoint still running is waited for
+        # while chats go on appending.
+        with self._checkpoint_lock, self._lock:
+            busy = bool(self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         if busy:
             log.warning("journal WAL not emptied (another process is reading it); retried at the next deletion")
         return not busy
@@ -352,3 +401,46 @@ def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
         clauses.append(clause)
         args += list(value) if isinstance(value, tuple) else [value]
     return " AND ".join(clauses), args
+
+
+class _Checkpoints:
+    """The journal's checkpoints, on a thread started at the first one asked for: the copying of WAL pages
+    into the database file and its fsyncs then never stall an append (a chat waiting on the event loop).
+
+    PASSIVE: a checkpoint neither waits for nor blocks the appends; what it could not copy yet is copied
+    by the next one."""
+
+    def __init__(self, journal: SQLiteJournal) -> None:
+        self._journal = journal
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def request(self) -> None:
+        with self._start_lock:
+            if self._stopping:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+
+    def stop(self) -> None:
+        with self._start_lock:
+            self._stopping = True
+            thread = self._thread
+        self._wanted.set()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                self._journal._checkpoint("PASSIVE")
+            except sqlite3.Error as exc:  # retried at the next request; SQLite's backstop still bounds the WAL
+                log.warning("journal checkpoint failed: %s", exc)

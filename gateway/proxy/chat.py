@@ -204,7 +204,10 @@ class ChatProxy:
             except ImageError as exc:
                 raise ImageError(f"{part.param}: {exc.message}", exc.code, param=part.param) from None
 
-        loaded = await asyncio.gather(*(load(part) for part in parts))
+        if len(parts) == 1:  # the usual chat: loaded on this task, not on one gather would start for it
+            loaded = [await load(parts[0])]
+        else:
+            loaded = await asyncio.gather(*(load(part) for part in parts))
         for part, image in zip(parts, loaded, strict=True):
             part.holder["url"] = image.data_url
         return list(loaded)
@@ -218,7 +221,7 @@ class ChatProxy:
                 data = orjson.loads(raw)
                 choice = data["choices"][0]
                 answer = _text_of(choice)
-                self.recorder.record(
+                await self.recorder.record(
                     pending, answer=answer, finish_reason=choice.get("finish_reason"),
                     usage=data.get("usage"), model=data.get("model"), upstream=upstream.upstream.base_url,
                 )
@@ -240,14 +243,11 @@ class ChatProxy:
         assembler = StreamAssembler(strip_usage)
         recorded = False
 
-        def record(status: str) -> None:
+        def exchange(status: str) -> dict[str, Any]:
             nonlocal recorded
             recorded = True
-            self.recorder.record(
-                pending, answer=assembler.text, finish_reason=assembler.finish_reason,
-                usage=assembler.usage, model=assembler.model, upstream=upstream.upstream.base_url,
-                status=status,
-            )
+            return {"answer": assembler.text, "finish_reason": assembler.finish_reason, "usage": assembler.usage,
+                    "model": assembler.model, "upstream": upstream.upstream.base_url, "status": status}
 
         try:
             async for data in upstream.response.content.iter_any():
@@ -256,7 +256,7 @@ class ChatProxy:
                     forward = assembler.observe(event)
                     # Durable before the client can hold the whole answer: record, then send [DONE].
                     if assembler.done and not recorded:
-                        record("complete")
+                        await self.recorder.record(pending, **exchange("complete"))
                     if forward:
                         out.append(event)
                 if out:
@@ -266,17 +266,17 @@ class ChatProxy:
                 yield rest
             if not recorded:
                 # The upstream closed without [DONE]; complete only if it gave a finish reason.
-                record("complete" if assembler.finish_reason else "incomplete")
+                await self.recorder.record(pending, **exchange("complete" if assembler.finish_reason else "incomplete"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %r", exc)
-            record("incomplete")
+            await self.recorder.record(pending, **exchange("incomplete"))
             error = UpstreamFailed("the model server's stream broke off before the answer was complete",
                                  code="upstream_error")
             yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
         finally:
-            # Reached on client disconnect too (the task is cancelled): keep what was said.
+            # Reached on client disconnect too (the task is cancelled, and may not wait): keep what was said.
             if not recorded:
-                record("incomplete")
+                self.recorder.record_now(pending, **exchange("incomplete"))
             if assembler.done:
                 upstream.release()
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,11 +50,16 @@ class PendingExchange:
 
 
 class Recorder:
+    """Records finished exchanges. On the event loop, `record` joins the exchanges recorded in the same turn
+    of the loop into one commit (a group commit: under load, one WAL write for several chats instead of one
+    each); `record_now` commits at once, for code that cannot wait (a cancelled stream's cleanup)."""
+
     def __init__(self, journal: Journal, blobs: BlobStore) -> None:
         self.journal = journal
         self.blobs = blobs
+        self._batch: list[tuple[Exchange, asyncio.Future[None]]] = []
 
-    def record(
+    async def record(
         self,
         pending: PendingExchange,
         *,
@@ -65,11 +71,69 @@ class Recorder:
         status: Status = "complete",
     ) -> Exchange:
         """Store the images, then the exchange. Durable when this returns."""
+        exchange = self._store(pending, answer=answer, finish_reason=finish_reason, usage=usage, model=model,
+                               upstream=upstream, status=status)
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+        self._batch.append((exchange, committed))
+        if len(self._batch) == 1:
+            loop.call_soon(self._commit)
+        try:
+            await committed
+        except asyncio.CancelledError:
+            metrics.recorded(status)  # `_commit` records it all the same
+            raise
+        metrics.recorded(status)
+        return exchange
+
+    def record_now(
+        self,
+        pending: PendingExchange,
+        *,
+        answer: str,
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        model: str | None,
+        upstream: str | None = None,
+        status: Status = "complete",
+    ) -> Exchange:
+        """`record` without waiting for other exchanges: durable when this returns."""
+        exchange = self._store(pending, answer=answer, finish_reason=finish_reason, usage=usage, model=model,
+                               upstream=upstream, status=status)
+        self.journal.append(exchange)
+        metrics.recorded(status)
+        return exchange
+
+    def _commit(self) -> None:
+        batch, self._batch = self._batch, []
+        try:
+            self.journal.append_many([exchange for exchange, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - each waiting request fails as its own append would have
+            for _, committed in batch:
+                if not committed.done():
+                    committed.set_exception(exc)
+            return
+        for _, committed in batch:
+            if not committed.done():  # a request cancelled meanwhile: its exchange is recorded all the same
+                committed.set_result(None)
+
+    def _store(
+        self,
+        pending: PendingExchange,
+        *,
+        answer: str,
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        model: str | None,
+        upstream: str | None,
+        status: Status,
+    ) -> Exchange:
+        """Store the images; return the exchange that names them."""
         refs = []
         for image in pending.images:
             self.blobs.put(image.data, image.sha256)  # a no-op when those bytes are already stored
             refs.append(ImageRef(image.sha256, image.mime, image.source_url))
-        exchange = Exchange(
+        return Exchange(
             id=pending.id,
             created_at=pending.created_at,
             endpoint=pending.endpoint,
@@ -85,6 +149,3 @@ class Recorder:
             status=status,
             extra={key: value for key, value in (("upstream", upstream), ("memory", pending.memory)) if value},
         )
-        self.journal.append(exchange)
-        metrics.recorded(status)
-        return exchange

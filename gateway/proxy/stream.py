@@ -23,17 +23,21 @@ class EventSplitter:
         buffer = self._buffer + data if self._buffer else data
         events = []
         start = 0
-        while True:
-            lf = buffer.find(b"\n\n", start)
-            crlf = buffer.find(b"\r\n\r\n", start)
-            if lf < 0 and crlf < 0:
-                break
+        # Each separator is searched for again only once passed: an upstream that ends its events with
+        # LF alone would otherwise have the rest of the buffer scanned for CRLF after every event.
+        lf = buffer.find(b"\n\n")
+        crlf = buffer.find(b"\r\n\r\n")
+        while lf >= 0 or crlf >= 0:
             if crlf >= 0 and (lf < 0 or crlf < lf):
                 end = crlf + 4
             else:
                 end = lf + 2
             events.append(buffer[start:end])
             start = end
+            if 0 <= lf < start:
+                lf = buffer.find(b"\n\n", start)
+            if 0 <= crlf < start:
+                crlf = buffer.find(b"\r\n\r\n", start)
         self._buffer = buffer[start:]
         return events
 
@@ -44,6 +48,11 @@ class EventSplitter:
 
 
 def _data_of(event: bytes) -> bytes | None:
+    if event.startswith(b"data:"):  # the usual event: its first line is its data
+        end = event.find(b"\n")
+        line = event if end < 0 else event[:end]
+        cr = line.find(b"\r")
+        return (line if cr < 0 else line[:cr])[5:].strip()
     for line in event.splitlines():
         if line.startswith(b"data:"):
             return line[5:].strip()

@@ -129,7 +129,7 @@ class UpstreamPool:
                     method, (upstream.root_url if root else upstream.base_url) + path, data=body,
                     headers=self._headers,
                 )
-                metrics.UPSTREAM_TTFB.labels(path).observe(time.perf_counter() - sent)
+                metrics.child(metrics.UPSTREAM_TTFB, path).observe(time.perf_counter() - sent)
                 upstream.failures = 0
                 handed_over = True
                 return UpstreamResponse(upstream, response)  # its release() gives the slot back

@@ -66,6 +66,20 @@ def test_an_append_is_seen_whole_by_every_read_and_the_same_id_again_changes_not
     assert metrics.REGISTRY.get_sample_value("visionrag_journal_append_seconds_count") == timed + 2
 
 
+def test_append_many_is_appends_in_order_in_one_go(journal: Journal) -> None:
+    timed = metrics.REGISTRY.get_sample_value("visionrag_journal_append_seconds_count") or 0.0
+    journal.append(make_exchange(1))
+    batch = [make_exchange(2, images=[ImageRef("a" * 64, "image/png")]), make_exchange(1, answer="again"),
+             make_exchange(3), make_exchange(2, answer="again")]
+    journal.append_many(batch)
+    assert ids(journal.pending(10)) == ["ex-1", "ex-2", "ex-3"]
+    assert [journal.get(f"ex-{i}").answer for i in (1, 2, 3)] == ["answer 1", "answer 2", "answer 3"]
+    assert journal.referenced(["a" * 64]) == {"a" * 64}
+    journal.append_many([])
+    assert journal.count() == 3
+    assert metrics.REGISTRY.get_sample_value("visionrag_journal_append_seconds_count") == timed + 5
+
+
 def test_reads_that_take_a_tenant_see_that_tenants_exchanges_only(journal: Journal) -> None:
     sha = "d" * 64
     mine = make_exchange(1, tenant="acme", user="alice", created_at=T0, images=[ImageRef(sha, "image/png")])
