@@ -71,7 +71,7 @@ def test_health_check_volume_port_and_command(gateway_dockerfile):
 
 def test_the_app_factory_the_image_runs_exists():
     # The CMD imports gateway.api.app:create_app; a rename would only show when the container starts.
-    from gateway import app
+    from gateway.api import app
 
     assert callable(app.create_app)
 
