@@ -24,11 +24,12 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, Relayed, UpstreamFailed
 from gateway.images import ImageError, ImageLoader, LoadedImage
+from gateway.journal.records import Status
 from gateway.metrics import IMAGES_REFUSED
 from gateway.proxy.augment import Augmenter, ChatTurn, MemoryUse, pop_options
 from gateway.proxy.messages import normalize_messages, refuse_unsafe_fields, require_messages
 from gateway.proxy.protocol import MemoryOptions, PredictRequest
-from gateway.proxy.recorder import PendingExchange, Recorder
+from gateway.proxy.recorder import Outcome, PendingExchange, Recorder
 from gateway.proxy.stream import EventSplitter, StreamAssembler
 from gateway.proxy.upstream import UpstreamPool, UpstreamResponse, upstream_unavailable
 
@@ -221,10 +222,10 @@ class ChatProxy:
                 data = orjson.loads(raw)
                 choice = data["choices"][0]
                 answer = _text_of(choice)
-                await self.recorder.record(
-                    pending, answer=answer, finish_reason=choice.get("finish_reason"),
-                    usage=data.get("usage"), model=data.get("model"), upstream=upstream.upstream.base_url,
-                )
+                await self.recorder.record(pending, Outcome(
+                    answer, choice.get("finish_reason"), data.get("usage"), data.get("model"),
+                    upstream.upstream.base_url,
+                ))
                 return Completion(upstream.status, raw, content_type, exchange_id=pending.id, data=data)
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
                 log.warning("upstream 200 response is not a chat completion; relayed, not recorded")
@@ -243,11 +244,11 @@ class ChatProxy:
         assembler = StreamAssembler(strip_usage)
         recorded = False
 
-        def exchange(status: str) -> dict[str, Any]:
+        def outcome(status: Status) -> Outcome:
             nonlocal recorded
             recorded = True
-            return {"answer": assembler.text, "finish_reason": assembler.finish_reason, "usage": assembler.usage,
-                    "model": assembler.model, "upstream": upstream.upstream.base_url, "status": status}
+            return Outcome(assembler.text, assembler.finish_reason, assembler.usage, assembler.model,
+                           upstream.upstream.base_url, status)
 
         try:
             async for data in upstream.response.content.iter_any():
@@ -256,7 +257,7 @@ class ChatProxy:
                     forward = assembler.observe(event)
                     # Durable before the client can hold the whole answer: record, then send [DONE].
                     if assembler.done and not recorded:
-                        await self.recorder.record(pending, **exchange("complete"))
+                        await self.recorder.record(pending, outcome("complete"))
                     if forward:
                         out.append(event)
                 if out:
@@ -266,17 +267,17 @@ class ChatProxy:
                 yield rest
             if not recorded:
                 # The upstream closed without [DONE]; complete only if it gave a finish reason.
-                await self.recorder.record(pending, **exchange("complete" if assembler.finish_reason else "incomplete"))
+                await self.recorder.record(pending, outcome("complete" if assembler.finish_reason else "incomplete"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %r", exc)
-            await self.recorder.record(pending, **exchange("incomplete"))
+            await self.recorder.record(pending, outcome("incomplete"))
             error = UpstreamFailed("the model server's stream broke off before the answer was complete",
                                  code="upstream_error")
             yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
         finally:
             # Reached on client disconnect too (the task is cancelled, and may not wait): keep what was said.
             if not recorded:
-                self.recorder.record_now(pending, **exchange("incomplete"))
+                self.recorder.record_now(pending, outcome("incomplete"))
             if assembler.done:
                 upstream.release()
             else:

@@ -49,6 +49,18 @@ class PendingExchange:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an exchange ended: what the upstream answered, as the journal records it."""
+
+    answer: str
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    model: str | None  # the model the upstream says answered (else the one asked for)
+    upstream: str | None = None
+    status: Status = "complete"
+
+
 class Recorder:
     """Records finished exchanges. On the event loop, `record` joins the exchanges recorded in the same turn
     of the loop into one commit (a group commit: under load, one WAL write for several chats instead of one
@@ -59,20 +71,9 @@ class Recorder:
         self.blobs = blobs
         self._batch: list[tuple[Exchange, asyncio.Future[None]]] = []
 
-    async def record(
-        self,
-        pending: PendingExchange,
-        *,
-        answer: str,
-        finish_reason: str | None,
-        usage: dict[str, Any] | None,
-        model: str | None,
-        upstream: str | None = None,
-        status: Status = "complete",
-    ) -> Exchange:
+    async def record(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
         """Store the images, then the exchange. Durable when this returns."""
-        exchange = self._store(pending, answer=answer, finish_reason=finish_reason, usage=usage, model=model,
-                               upstream=upstream, status=status)
+        exchange = self._store(pending, outcome)
         loop = asyncio.get_running_loop()
         committed = loop.create_future()
         self._batch.append((exchange, committed))
@@ -81,27 +82,16 @@ class Recorder:
         try:
             await committed
         except asyncio.CancelledError:
-            metrics.recorded(status)  # `_commit` records it all the same
+            metrics.recorded(outcome.status)  # `_commit` records it all the same
             raise
-        metrics.recorded(status)
+        metrics.recorded(outcome.status)
         return exchange
 
-    def record_now(
-        self,
-        pending: PendingExchange,
-        *,
-        answer: str,
-        finish_reason: str | None,
-        usage: dict[str, Any] | None,
-        model: str | None,
-        upstream: str | None = None,
-        status: Status = "complete",
-    ) -> Exchange:
+    def record_now(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
         """`record` without waiting for other exchanges: durable when this returns."""
-        exchange = self._store(pending, answer=answer, finish_reason=finish_reason, usage=usage, model=model,
-                               upstream=upstream, status=status)
+        exchange = self._store(pending, outcome)
         self.journal.append(exchange)
-        metrics.recorded(status)
+        metrics.recorded(outcome.status)
         return exchange
 
     def _commit(self) -> None:
@@ -117,17 +107,7 @@ class Recorder:
             if not committed.done():  # a request cancelled meanwhile: its exchange is recorded all the same
                 committed.set_result(None)
 
-    def _store(
-        self,
-        pending: PendingExchange,
-        *,
-        answer: str,
-        finish_reason: str | None,
-        usage: dict[str, Any] | None,
-        model: str | None,
-        upstream: str | None,
-        status: Status,
-    ) -> Exchange:
+    def _store(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
         """Store the images; return the exchange that names them."""
         refs = []
         for image in pending.images:
@@ -137,15 +117,15 @@ class Recorder:
             id=pending.id,
             created_at=pending.created_at,
             endpoint=pending.endpoint,
-            model=model or pending.model,
+            model=outcome.model or pending.model,
             tenant=pending.tenant,
             user=pending.user,
             messages=pending.messages,
             images=refs,
-            answer=answer,
-            finish_reason=finish_reason,
-            usage=usage,
+            answer=outcome.answer,
+            finish_reason=outcome.finish_reason,
+            usage=outcome.usage,
             latency_ms=round((time.perf_counter() - pending.started) * 1000, 3),
-            status=status,
-            extra={key: value for key, value in (("upstream", upstream), ("memory", pending.memory)) if value},
+            status=outcome.status,
+            extra={key: value for key, value in (("upstream", outcome.upstream), ("memory", pending.memory)) if value},
         )
