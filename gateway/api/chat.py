@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.body import openapi_body, read_json, read_model
 from gateway.api.deps import AuthDep, ChatDep, TenantDep, chat_service
+from gateway.api.memory import image_url
 from gateway.api.openapi import failures as F
 from gateway.api.openapi.responses import completion_or_stream, errors
 from gateway.api.openapi.schemas import ref
@@ -95,21 +95,12 @@ def _memory_info(request: Request, memory: MemoryUse, exchange_id: str) -> Memor
                 score=round(c.source.score, 6),
                 question=c.question,
                 answer=c.excerpt,
-                image_url=_image_url(request, c.source.image_sha256),
+                image_url=image_url(request, c.source.image_sha256),
                 time=datetime.fromtimestamp(c.source.time, tz=UTC),
             )
             for c in memory.cited
         ],
     )
-
-
-def _image_url(request: Request, sha256: str | None) -> str | None:
-    if not sha256:
-        return None
-    try:
-        return str(request.url_for("memory_image", sha256=sha256))
-    except NoMatchFound:  # an app without the memory routes
-        return None
 
 
 @router.post("/v1/chat/completions", openapi_extra=openapi_body(ref("ChatCompletionRequest")),

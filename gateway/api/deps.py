@@ -39,10 +39,6 @@ def wire(
     state.memory = memory
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 async def get_authenticator(request: Request) -> Authenticator:
     return request.app.state.auth
 
@@ -65,7 +61,7 @@ async def identify_caller(request: Request) -> Caller:
 
 
 async def get_chat(request: Request) -> ChatProxy:
-    return request.app.state.chat
+    return chat_service(request)
 
 
 def chat_service(request: Request) -> ChatProxy:
@@ -81,14 +77,13 @@ async def get_optional_memory(request: Request) -> Memory | None:
 
 async def get_memory(request: Request) -> Memory:
     """The app's started Memory; 503 when memory is off (or the app wired none)."""
-    memory = getattr(request.app.state, "memory", None)
+    memory = await get_optional_memory(request)
     if memory is None:
         raise Unavailable("memory is disabled on this gateway (VISIONRAG_MEMORY_ENABLED=false)",
                           code="memory_disabled")
     return memory
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 TenantDep = Annotated[str, Depends(require_tenant)]
 AdminDep = Annotated[None, Depends(require_admin)]
 CallerDep = Annotated[Caller, Depends(identify_caller)]

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.routing import NoMatchFound
 
 from gateway.api.body import openapi_body, read_model
 from gateway.api.deps import AuthDep, CallerDep, MemoryDep, TenantDep
@@ -45,7 +46,14 @@ router = APIRouter(tags=["memory"])
 
 
 def image_url(request: Request, sha256: str | None) -> str | None:
-    return str(request.url_for("memory_image", sha256=sha256)) if sha256 else None
+    """Where this gateway serves the image (GET /images/{sha256}); None without one, or in an app that
+    does not include these routes."""
+    if not sha256:
+        return None
+    try:
+        return str(request.url_for("memory_image", sha256=sha256))
+    except NoMatchFound:
+        return None
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=openapi_body(SearchRequest),
