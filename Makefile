@@ -173,8 +173,18 @@ $(CHROMIUM):
 
 ui-test-deps: $(CHROMIUM) ## Debian's chromium for the web page's browser tests (apt, once)
 
+# ---- shared state: Debian's PostgreSQL for the journal's tests (each test session runs initdb in a temp
+# folder on a free port; nothing is started here). S3 is moto's server, from the dev extras.
+PG_BIN := /usr/lib/postgresql/15/bin
+.PHONY: postgres-test-deps
+$(PG_BIN)/initdb:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
+
+postgres-test-deps: $(PG_BIN)/initdb ## Debian's PostgreSQL for the shared-journal tests (apt, once)
+
 # ---- test ------------------------------------------------------------------------------------------
-test: install serving-test-deps memory-test-deps ui-test-deps ## Run the whole test suite (installs everything it needs first)
+test: install serving-test-deps memory-test-deps ui-test-deps postgres-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest
 
 # ---- benchmarks (not tests: numbers for the README) ------------------------------------------------

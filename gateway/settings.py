@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # NORMAL survives the gateway being killed; FULL also survives power loss (an fsync per exchange).
     journal_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Shared state, for several gateway replicas and `visionrag worker`s (deploy/README.md):
+    # postgresql://user:password@host:5432/db puts the journal in PostgreSQL instead of SQLite.
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(default=8, ge=1)
+    # s3://bucket/prefix puts images (and their thumbnails) in S3-compatible storage instead of data_dir;
+    # endpoint, region and credentials come from the standard AWS variables (AWS_ENDPOINT_URL, ...).
+    blob_url: str | None = None
+    # Whether this gateway runs ingest, the finisher of deletions and retention itself. Unset: yes with
+    # the embedded journal, no with a shared one (then `visionrag worker`s do it).
+    gateway_ingest: bool | None = None
+    # A worker's claim on a batch of the backlog; past it (the worker died) another worker takes it.
+    worker_lease_s: float = Field(default=120.0, gt=0)
 
     # --- memory: embedding and search (issue 3) -------------------------------------------------
     memory_enabled: bool = True
@@ -114,6 +126,9 @@ class Settings(BaseSettings):
     text_model_cache_dir: Path | None = None
     # onnxruntime threads for embedding; explicit because its default spin-waits on busy boxes.
     embed_threads: int = 1
+    # CLIP with dynamic int8 weights (built by `make memory-models` from the fp32 ONNX), checked against
+    # fp32 at start-up (gateway.memory.quantized): faster ingest, for workers above all.
+    clip_int8: bool = False
     embed_batch_size: int = 16
     ingest_poll_interval_s: float = 0.5
     # CPU niceness of the ingest thread (0-19): chats get the CPU first, ingest takes what is left.
@@ -224,6 +239,16 @@ class Settings(BaseSettings):
                 tenant = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
             mapping[key] = tenant
         return mapping
+
+    @property
+    def shared_journal(self) -> bool:
+        """Whether the journal is shared by several processes (PostgreSQL), not this data dir's own."""
+        return self.database_url is not None
+
+    @property
+    def ingest_here(self) -> bool:
+        """Whether this gateway runs the memory path's background work (ingest, deletions, retention)."""
+        return (not self.shared_journal) if self.gateway_ingest is None else self.gateway_ingest
 
     @property
     def journal_path(self) -> Path:

@@ -69,11 +69,36 @@ class Journal(Protocol):
         """At most `limit` exchanges not yet ingested (every tenant's), oldest appended first."""
         ...
 
-    def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
-        """These exchanges leave the queue: `pending` never returns them again (unless `requeue_all`),
-        however often it is called or the journal reopened. Marking one twice, or an unknown id, is
-        harmless. The ingest worker marks only after the store acknowledged, so each exchange is handed
-        out until it is stored and then never again."""
+    def mark_ingested(self, exchange_ids: Iterable[str], worker: str | None = None) -> None:
+        """These exchanges leave the queue: `pending` and `claim` never return them again (unless
+        `requeue_all`), however often they are called or the journal reopened. Marking one twice, or an
+        unknown id, is harmless. The ingest worker marks only after the store acknowledged, so each
+        exchange is handed out until it is stored and then never again. `worker`: who stored them (its
+        claims on them end)."""
+        ...
+
+    def claim(self, worker: str, limit: int, lease_s: float) -> list[Exchange]:
+        """`pending` for one of several workers sharing the backlog: at most `limit` exchanges not yet
+        ingested and under no live claim, oldest appended first, now claimed by `worker` for `lease_s`
+        seconds. While a claim lives no other `claim` returns its exchanges, however many workers claim
+        at once; once it expired (its worker died or hung) they are claimed again, and the worker they
+        were taken from can learn it (`taken_over`). Claimed exchanges still count in `backlog`."""
+        ...
+
+    def release(self, worker: str) -> None:
+        """End `worker`'s live claims without marking them (a worker stopping with work unfinished):
+        other workers claim those exchanges at once instead of after the lease."""
+        ...
+
+    def taken_over(self, worker: str) -> list[str]:
+        """Ids of exchanges `worker` had claimed that another worker claimed after the claim expired,
+        each returned once (what a restarted worker with a store of its own drops from it)."""
+        ...
+
+    def lead(self, role: str) -> bool:
+        """Whether this journal object holds `role` (e.g. "retention"), taking it if nobody does: among
+        all processes sharing the journal at most one holds a role at a time, until it closes the
+        journal or dies. A journal that only one process opens holds every role."""
         ...
 
     def requeue_all(self) -> int:
