@@ -27,6 +27,21 @@ from gateway.proxy.upstream import UpstreamPool
 from gateway.settings import Settings
 
 
+class SharedStateError(ValueError):
+    """Settings that several gateway replicas cannot run on; the message says what to set."""
+
+
+def check_shared_state(settings: Settings) -> None:
+    """A journal shared by several processes needs vectors they all see: an embedded store (Qdrant
+    Edge, under this process's data dir) would give each replica its own memory."""
+    if settings.shared_journal and settings.memory_enabled and settings.qdrant_url is None:
+        raise SharedStateError(
+            "VISIONRAG_DATABASE_URL makes the journal shared by several processes, but memory would "
+            "keep its vectors in an embedded store (Qdrant Edge) only this process sees. Set "
+            "VISIONRAG_QDRANT_URL to a Qdrant server or Qdrant Cloud, or VISIONRAG_MEMORY_ENABLED=false "
+            "(history, images and forgetting work without memory).")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -39,9 +54,13 @@ class Runtime:
     memory: Memory | None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, store: VectorStore | None = None) -> Runtime:
+    def from_settings(cls, settings: Settings, *, store: VectorStore | None = None,
+                      worker_name: str = "gateway") -> Runtime:
         """Build everything the settings ask for; nothing is opened or loaded until `start()`.
-        `store` replaces the vector store the settings choose (tests)."""
+        `store` replaces the vector store the settings choose (tests). Raises SharedStateError for
+        a combination replicas cannot run on."""
+        if store is None and worker_name == "gateway":
+            check_shared_state(settings)
         journal = open_journal(settings)
         blobs = open_blobs(settings)
         loader = ImageLoader.from_settings(settings)
@@ -54,7 +73,8 @@ class Runtime:
         )
         memory = None
         if settings.memory_enabled:
-            memory = Memory.from_settings(settings, journal, blobs, image_loader=loader, store=store)
+            memory = Memory.from_settings(settings, journal, blobs, image_loader=loader, store=store,
+                                          worker_name=worker_name)
         chat = ChatProxy(
             pool, loader, Recorder(journal, blobs), settings.max_images_per_request,
             # Chats put memory into answers when asked (or by default), through the memory service.
@@ -75,11 +95,19 @@ class Runtime:
             update["embed_threads"] = threads
         return cls.from_settings(settings.model_copy(update=update))
 
+    @classmethod
+    def for_worker(cls, settings: Settings, name: str) -> Runtime:
+        """For `visionrag worker`: memory always (its background work is the point), claiming the
+        journal's backlog as `name`. Its store may be an embedded one of its own (tests, experiments):
+        no gateway searches it, but no exchange lands in two workers' stores either."""
+        return cls.from_settings(settings.model_copy(update={"memory_enabled": True}), worker_name=name)
+
     async def start(self) -> None:
         await self.pool.start()
         if self.memory is not None:
-            # Opens the store: fails start-up with a clear error if another process holds it.
-            await asyncio.to_thread(self.memory.start)
+            # Opens the store: fails start-up with a clear error if another process holds it. On a shared
+            # journal the workers ingest, unless this gateway is told to (Settings.ingest_here).
+            await asyncio.to_thread(self.memory.start, background=self.settings.ingest_here)
 
     async def close(self) -> None:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from gateway.cli import forget, ingest, optimize, reindex, search, serve, status
+from gateway.cli import forget, ingest, optimize, reindex, search, serve, status, worker
 from gateway.cli import list as list_command
 
 app = typer.Typer(
@@ -31,3 +31,4 @@ app.command()(reindex.reindex)
 app.command()(optimize.optimize)
 app.command()(status.status)
 app.command()(serve.serve)
+app.command()(worker.worker)

@@ -79,8 +79,9 @@ class Journal(Protocol):
 
     def claim(self, worker: str, limit: int, lease_s: float) -> list[Exchange]:
         """`pending` for one of several workers sharing the backlog: at most `limit` exchanges not yet
-        ingested and under no live claim, oldest appended first, now claimed by `worker` for `lease_s`
-        seconds. While a claim lives no other `claim` returns its exchanges, however many workers claim
+        ingested and under no live claim of another worker, oldest appended first, now claimed by
+        `worker` for `lease_s` seconds (its own live claims come back: a batch it failed to embed, or
+        a restart under the same name). While a claim lives no other `claim` returns its exchanges, however many workers claim
         at once; once it expired (its worker died or hung) they are claimed again, and the worker they
         were taken from can learn it (`taken_over`). Claimed exchanges still count in `backlog`."""
         ...

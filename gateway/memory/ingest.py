@@ -1,9 +1,11 @@
 """The ingest worker: journal -> CLIP embeddings -> vector store, off the request path.
 
-Loop (one daemon thread): take the oldest `batch_size` un-ingested exchanges from the journal, embed
+Loop (one daemon thread): claim the oldest `batch_size` un-ingested exchanges from the journal, embed
 them (texts and images in batches), upsert the points, and only after the store acknowledged the
 upsert mark them ingested. So:
-- a crash or SIGKILL at any moment loses nothing: un-marked exchanges are picked up again on restart;
+- a crash or SIGKILL at any moment loses nothing: un-marked exchanges are picked up again on restart,
+  or, with several workers on a shared journal, by another worker once the dead one's claim expired
+  (`Journal.claim`: workers never hold the same exchange at once);
 - re-ingesting is harmless: point ids are deterministic (points.point_id), an upsert overwrites;
 - while the store fails, the batch (already embedded) is retried with exponential backoff and the
   journal's backlog grows; chats are unaffected because they only append to the journal.
@@ -123,12 +125,21 @@ class IngestWorker:
         reuse: VectorReuse | None = None,
         text: TextEncoders | None = None,
         schema: Schema = SCHEMA,
+        name: str = "gateway",
+        lease_s: float = 120.0,
+        private_store: bool = False,
     ) -> None:
         """`text` makes the sentence-model and BM25 vectors (schema's `text` and `terms`); without it
         points get only CLIP's. `schema`: the vectors to write (the store's). `nice` > 0 lowers the
         worker thread's CPU priority by that much (Linux: per thread), so on a busy box the request path
         gets the CPU first and ingest takes what is left. `reuse` holds vectors that retrieval for a chat
-        already computed."""
+        already computed. `name` identifies this worker's claims on the journal's backlog, which last
+        `lease_s` (then another worker takes them). `private_store`: the store is this worker's alone
+        (an embedded one beside other workers'): on start it drops what other workers took over from
+        an earlier run of the same name, so no exchange is in two workers' stores."""
+        self.name = name
+        self.lease_s = lease_s
+        self.private_store = private_store
         self.journal = journal
         self.blobs = blobs
         self.embedder = embedder
@@ -164,6 +175,12 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self._prepared is not None:  # not stored: other workers need not wait for the lease
+            try:
+                self.journal.release(self.name)
+            except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+                log.warning("memory: could not release this worker's claims: %s", exc)
+            self._prepared = None
 
     @property
     def running(self) -> bool:
@@ -217,7 +234,7 @@ class IngestWorker:
         embedded in memory, so the retry only repeats the upsert).
         """
         if self._prepared is None:
-            batch = self.journal.pending(self.batch_size)
+            batch = self.journal.claim(self.name, self.batch_size, self.lease_s)
             if not batch:
                 return 0
             self._last_activity = time.monotonic()
@@ -226,6 +243,8 @@ class IngestWorker:
         prepared = self._prepared
         if not self._schema_ready:
             self.store.ensure_schema()
+            if self.private_store:
+                self._drop_taken_over()
             self._schema_ready = True
         with metrics.STORE_UPSERT.time():
             self.store.upsert(prepared.points)
@@ -237,7 +256,7 @@ class IngestWorker:
             for tenant in tenants:
                 self.store.delete_exchanges(str(tenant), gone)
         # Only now, with the store's acknowledgement, is the batch done.
-        self.journal.mark_ingested(prepared.exchange_ids)
+        self.journal.mark_ingested(prepared.exchange_ids, worker=self.name)
         metrics.INGESTED.inc(len(prepared.exchange_ids))
         self._prepared = None
         self.backoff.reset()
@@ -249,6 +268,20 @@ class IngestWorker:
         stats.retrying = False
         stats.last_ingest_at = time.time()
         return len(prepared.exchange_ids)
+
+    def _drop_taken_over(self) -> None:
+        """Points an earlier run of this worker stored but did not get to mark (killed between the two),
+        whose exchanges another worker has stored since: in a store of its own they would be a second
+        copy of what the other's store holds."""
+        ids = self.journal.taken_over(self.name)
+        by_tenant: dict[str, list[str]] = {}
+        for exchange_id in ids:
+            if (exchange := self.journal.get(exchange_id)) is not None:
+                by_tenant.setdefault(exchange.tenant, []).append(exchange_id)
+        for tenant, tenant_ids in by_tenant.items():
+            self.store.delete_exchanges(tenant, tenant_ids)
+        if ids:
+            log.info("memory: dropped %d exchange(s) another worker took over from this one", len(ids))
 
     def drain(self, on_progress: Callable[[int], None] | None = None, max_failures: int = 5) -> int:
         """Ingest until the backlog is empty, in this thread (the CLI's path). Returns exchanges marked."""

@@ -70,8 +70,9 @@ class RetentionSweeper(DaemonLoop):
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                # The journal's part; the memory service's finisher does the rest (forget.Finisher).
-                if forgotten := sweep(self.policy, self.journal, self.forgetter):
+                # One process sweeps a shared journal at a time (the others would race it for nothing);
+                # the journal's part only: the finisher of deletions does the rest (forget.Finisher).
+                if self.journal.lead("retention") and (forgotten := sweep(self.policy, self.journal, self.forgetter)):
                     log.info("memory retention: forgot %d exchange(s)", forgotten)
             except Exception as exc:  # noqa: BLE001 - retried at the next sweep
                 log.warning("memory retention sweep failed: %s", exc)

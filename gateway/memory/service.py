@@ -158,11 +158,13 @@ class Memory:
         *,
         image_loader: ImageLoader | None = None,
         store: VectorStore | None = None,
+        worker_name: str = "gateway",
     ) -> Memory:
         """Build everything; open nothing yet (no model load, no store connection) until `start()`.
 
         Pass the app's own `image_loader` to share its HTTP session; otherwise one is made from the
         same settings (same guarded fetch, same limits). `store` overrides the settings' choice (tests).
+        `worker_name`: whose claims the ingest worker takes on a journal shared with other workers.
         """
         embedder = embedder_from_settings(settings)
         text = text_encoders_from_settings(settings)
@@ -181,6 +183,11 @@ class Memory:
             ),
             reuse=VectorReuse(),
             text=text,
+            name=worker_name,
+            lease_s=settings.worker_lease_s,
+            # An embedded store is this process's alone: beside other workers' it must not keep copies
+            # of what they stored.
+            private_store=settings.shared_journal and settings.qdrant_url is None,
         )
         owns = image_loader is None
         loader = image_loader or ImageLoader.from_settings(settings)
@@ -193,11 +200,26 @@ class Memory:
                    owns_loader=owns, thresholds=thresholds, retention=retention, text=text,
                    purge_after_s=settings.memory_purge_after_s)
 
-    def start(self) -> None:
+    def start(self, *, background: bool = True) -> None:
         """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
         another process holds the embedded store. A Qdrant server that is down is not an error here: the
-        worker and the finisher retry."""
+        worker and the finisher retry. `background=False` (a gateway on a shared journal, whose
+        `visionrag worker`s do that work): the store alone, for search and retrieval."""
         if self._started:
+            return
+        if not background:
+            try:
+                self.store.ensure_schema()
+            except StoreError as exc:
+                from gateway.memory.store.base import SchemaMismatch, StoreUnavailable
+
+                if isinstance(exc, SchemaMismatch):
+                    log.error("memory: search is OFF until the store is rebuilt: %s", exc)
+                    self.schema_error = str(exc)
+                elif not isinstance(exc, StoreUnavailable):
+                    raise
+                else:
+                    log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
             return
         try:
             self.store.ensure_schema()
