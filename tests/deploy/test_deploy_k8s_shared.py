@@ -314,6 +314,8 @@ def test_the_keda_example_is_the_same_rule(shared_objects, shared_kustomization)
     assert trigger["metadata"]["query"].startswith("max(visionrag_ingest_backlog")
     assert trigger["metadata"]["threshold"] == hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"]
     assert trigger["metadata"]["serverAddress"].startswith("http")
+    # The HPA that KEDA makes holds workers as long as worker-hpa.yaml does.
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]
     # Never both: KEDA makes its own HPA for the same Deployment.
     assert "worker-keda.example.yaml" not in shared_kustomization["resources"]
 
