@@ -280,6 +280,22 @@ def gateway_settings_from(env: dict[str, Any]):
     return Settings(_env_file=None, **kwargs)
 
 
+def visionrag_command(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """A `visionrag ...` command line read by the CLI's own parser (click, under typer): the subcommand
+    and its parameters, so that an option the CLI lacks fails here rather than in a container."""
+    import click
+    from typer.main import get_command
+
+    from gateway.cli import app
+
+    assert argv[0] in pyproject()["project"]["scripts"], f"{argv[0]} is not the package's command"
+    group = get_command(app)
+    name, *rest = argv[1:]
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, f"visionrag has no command {name!r}"
+    return name, command.make_context(name, list(rest)).params
+
+
 # ---- Dockerfiles -----------------------------------------------------------------------------------
 def parse_dockerfile(path: Path):
     """dockerfile-parse's reading of a Dockerfile (continuations, comments, JSON vs shell form).

@@ -18,6 +18,7 @@ from tests.deploy.deploy_helpers import (
     gateway_settings_from,
     interpolate,
     layered_service,
+    visionrag_command,
 )
 from tests.deploy.test_deploy_production_review import registry_of
 
@@ -78,9 +79,10 @@ def test_the_worker_is_the_gateways_image(layered):
     worker, gateway = layered["worker"], layered["gateway"]
     for key in ("build", "image", "pull_policy"):
         assert worker[key] == gateway[key], key
-    assert worker["command"] == ["visionrag", "worker", "--metrics-port", "9100"]
+    name, params = visionrag_command(worker["command"])
+    assert name == "worker" and params["metrics_host"] == "0.0.0.0"
     # The image's own check asks port 8080, where a worker does not listen.
-    assert "9100/metrics" in " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{params['metrics_port']}/metrics" in " ".join(worker["healthcheck"]["test"])
 
 
 def test_gateways_and_workers_share_journal_bucket_and_qdrant(layered):

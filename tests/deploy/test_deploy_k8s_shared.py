@@ -26,6 +26,7 @@ from tests.deploy.deploy_helpers import (
     k8s_find,
     load_yaml_docs,
     pod_spec,
+    visionrag_command,
 )
 from tests.deploy.test_deploy_production_review import collisions
 
@@ -222,13 +223,16 @@ def test_gateway_and_worker_share_journal_bucket_and_qdrant_server(shared_object
 def test_the_worker_runs_single_threaded_int8_with_metrics(shared_objects):
     worker = k8s_find(shared_objects, "Deployment", "worker")
     c = container(worker)
-    assert c["command"] == ["visionrag", "worker", "--metrics-port", "9100"]
+    name, params = visionrag_command(c["command"])
+    assert name == "worker"
+    # Its metrics on the pod's address, not the CLI's loopback default, or no probe or scrape reaches them.
+    assert params["metrics_host"] == "0.0.0.0"
     settings = gateway_settings_from(config_env(shared_objects, worker))
     assert settings.embed_threads == 1 and settings.clip_int8 is True
     # One embedding thread: one CPU is what it uses, and what the scheduler should reserve.
     assert c["resources"]["requests"]["cpu"] == "1"
     (port,) = c["ports"]
-    assert port == {"name": "metrics", "containerPort": 9100}
+    assert port == {"name": "metrics", "containerPort": params["metrics_port"]}
     # It serves only metrics: the probes ask that port.
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         check = c[probe].get("httpGet") or c[probe]["tcpSocket"]
