@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+K8S_SHARED = DEPLOY / "k8s-shared"
 
 PROFILE = ROOT / "serving" / "profiles" / "llama32-vision-2xl40s.toml"
 
@@ -86,10 +88,39 @@ def load_yaml_docs(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
+def kustomize_build(path: Path) -> list[dict]:
+    """The objects a kustomization renders, by kustomize itself (the copy built into kubectl, which
+    needs no cluster): patches, deletions and the base included exactly as `kubectl apply -k` would."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (whose built-in kustomize renders deploy/k8s-shared) is not installed"
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc is not None]
+
+
 def k8s_find(objects: list[dict], kind: str, name: str) -> dict:
     found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
+
+
+def pod_spec(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]
+
+
+def container(obj: dict) -> dict:
+    (only,) = pod_spec(obj)["containers"]
+    return only
+
+
+def config_env(objects: list[dict], workload: dict) -> dict:
+    """A workload's environment: its ConfigMaps' data, then its own entries; a Secret's value is
+    written `$(NAME)`, the way Kubernetes refers to a variable."""
+    env = {}
+    for source in container(workload).get("envFrom", []):
+        env.update(k8s_find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for e in container(workload).get("env", []):
+        env[e["name"]] = e.get("value", f"$({e['name']})")
+    return env
 
 
 def runpod_vllm_argv() -> list[str]:
@@ -151,6 +182,66 @@ def profile_flags(profile: dict) -> dict[str, Any]:
     return {"model": profile["model"]["source"], **profile["args"]}
 
 
+# ---- Compose files layered with -f -------------------------------------------------------------------
+class Reset(list):
+    """A sequence tagged `!reset`: Compose drops what earlier files set for that key."""
+
+
+class Override(list):
+    """A sequence tagged `!override`: Compose replaces what earlier files set for that key."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus the two merge tags of Compose (v2.24+) on sequences; any other tag
+    still fails, as it would in Compose."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: Reset(loader.construct_sequence(node)))
+_ComposeLoader.add_constructor("!override", lambda loader, node: Override(loader.construct_sequence(node)))
+
+
+def load_compose(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=_ComposeLoader)
+
+
+def _volume_target(volume: str | dict) -> str:
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+
+
+def layered_service(base: dict, override: dict, name: str) -> dict:
+    """A service as Compose runs it with `-f base -f override`, for the keys these tests read, by the
+    Compose Specification's merge rules: mappings merge key by key, `volumes` by target path, `ports`
+    append unless reset, tagged sequences replace."""
+    merged = dict(base["services"].get(name, {}))
+    for key, value in override["services"].get(name, {}).items():
+        old = merged.get(key)
+        if isinstance(value, (Reset, Override)) or old is None:
+            merged[key] = list(value) if isinstance(value, list) else value
+        elif isinstance(value, dict):
+            merged[key] = {**old, **value}
+        elif key == "volumes":
+            targets = {_volume_target(v) for v in value}
+            merged[key] = [v for v in old if _volume_target(v) not in targets] + value
+        elif isinstance(value, list):
+            merged[key] = old + [v for v in value if v not in old]
+        else:
+            merged[key] = value
+    return merged
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:?message}` and `${VAR:-default}` with the given values."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        assert op == ":-", f"${{{name}}} is required and unset"
+        return arg
+
+    return re.sub(r"\$\{(\w+)(?:(:[?-])([^}]*))?\}", one, value)
+
+
 # ---- the project itself ----------------------------------------------------------------------------
 def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -187,6 +278,22 @@ def gateway_settings_from(env: dict[str, Any]):
         kwargs[field] = value
     # _env_file=None: a developer's .env must not leak into what is being checked.
     return Settings(_env_file=None, **kwargs)
+
+
+def visionrag_command(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """A `visionrag ...` command line read by the CLI's own parser (click, under typer): the subcommand
+    and its parameters, so that an option the CLI lacks fails here rather than in a container."""
+    import click
+    from typer.main import get_command
+
+    from gateway.cli import app
+
+    assert argv[0] in pyproject()["project"]["scripts"], f"{argv[0]} is not the package's command"
+    group = get_command(app)
+    name, *rest = argv[1:]
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, f"visionrag has no command {name!r}"
+    return name, command.make_context(name, list(rest)).params
 
 
 # ---- Dockerfiles -----------------------------------------------------------------------------------

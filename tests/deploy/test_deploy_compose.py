@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-from importlib.resources import files
-
-import jsonschema
-import pytest
 
 from tests.deploy.deploy_helpers import (
     assert_pinned,
@@ -16,23 +12,6 @@ from tests.deploy.deploy_helpers import (
     qdrant_client_version,
     split_image,
 )
-
-# The Compose Specification schema as vendored by check-jsonschema (already in the dev extra):
-# check_jsonschema/builtin_schemas/vendor/compose-spec.json, from github.com/compose-spec/compose-spec
-# (schema/compose-spec.json, Apache-2.0; licence in .../vendor/licenses/LICENSE.compose-spec).
-COMPOSE_SCHEMA = "compose-spec.json"
-
-
-@pytest.fixture(scope="module")
-def validator():
-    import json
-
-    text = files("check_jsonschema.builtin_schemas.vendor").joinpath(COMPOSE_SCHEMA).read_text()
-    schema = json.loads(text)
-    assert schema["title"] == "Compose Specification"
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
 
 
 def test_compose_file_matches_the_compose_spec(compose, validator):

@@ -9,9 +9,12 @@ from kubernetes_validate import utils as kv
 from tests.deploy.deploy_helpers import (
     K8S,
     assert_pinned,
+    config_env,
+    container,
     final_stage,
     gateway_settings_from,
     k8s_find,
+    pod_spec,
     qdrant_client_version,
     split_image,
 )
@@ -25,15 +28,6 @@ NOT_RESOURCES = {
     "secrets.example.yaml",  # applied by hand after filling in (never placeholders via -k)
     "ingress.example.yaml",  # the host name is the operator's; validated in test_deploy_production_review
 }
-
-
-def pod_spec(obj: dict) -> dict:
-    return obj["spec"]["template"]["spec"]
-
-
-def container(obj: dict) -> dict:
-    (only,) = pod_spec(obj)["containers"]
-    return only
 
 
 def test_kubernetes_validate_works_offline():
@@ -181,15 +175,6 @@ def test_services_select_their_pods(k8s_objects):
         for port in service["spec"]["ports"]:
             names = {p.get("name") for w in matched for c in pod_spec(w)["containers"] for p in c["ports"]}
             assert port["targetPort"] in names
-
-
-def config_env(objects: list[dict], workload: dict) -> dict:
-    env = {}
-    for source in container(workload).get("envFrom", []):
-        env.update(k8s_find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
-    for e in container(workload).get("env", []):
-        env[e["name"]] = e.get("value", f"$({e['name']})")
-    return env
 
 
 def test_gateway_environment_is_what_the_gateway_reads(k8s_objects):
