@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from gateway.background import DaemonLoop
 from gateway.journal import BlobStore, Journal, Unfinished
-from gateway.memory.background import DaemonLoop
 from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
 from gateway.memory.thumbnails import Thumbnails

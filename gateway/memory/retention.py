@@ -6,8 +6,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from gateway.background import DaemonLoop
 from gateway.journal import Journal
-from gateway.memory.background import DaemonLoop
 from gateway.memory.forget import Forgetter
 
 log = logging.getLogger("visionrag.memory.retention")

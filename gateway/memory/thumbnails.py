@@ -29,11 +29,10 @@ from anyio import to_thread
 from PIL import Image, ImageOps
 
 from gateway.images import heap
-from gateway.images.decode import TRIM_AFTER_BYTES
+from gateway.images.decode import TRIM_AFTER_BYTES, default_decoder
 from gateway.images.errors import ImageError
 from gateway.images.raster import held_bytes_per_pixel
 from gateway.images.verify import check_header
-from gateway.memory.embed import default_decoder
 
 if TYPE_CHECKING:
     from gateway.images import DecodeBudget, ImageDecoder, ImagePolicy
