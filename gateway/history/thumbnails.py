@@ -3,7 +3,7 @@
 A grid of fifty results would otherwise download fifty originals. Only a few sizes exist (a request
 is served at the next one up), so one image can never fill the disk with variants. Thumbnails are
 WebP: small, and they keep transparency. They are addressed like the originals, by the original's
-sha256, and never change; who may read one is decided by the caller (`Memory.thumbnail`), exactly as
+sha256, and never change; who may read one is decided by the caller (`History.thumbnail`), exactly as
 for the original.
 
 Bounded like every other decode (gateway.images): an original is decoded once for all sizes, holding
