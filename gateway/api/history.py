@@ -92,9 +92,9 @@ def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
 
 @router.delete("/exchanges/{exchange_id}", status_code=204, responses=errors(F.EXCHANGE_NOT_FOUND))
 async def delete_exchange(exchange_id: str, tenant: TenantDep, history: HistoryDep) -> Response:
-    """Forget one exchange of the caller's tenant everywhere: its text, its vectors, and each image no other
-    exchange uses (another tenant's id answers 404). The 204 comes as soon as nothing reads it any more; its
-    vectors and files are deleted right after, retried in the background while the vector store refuses."""
+    """Forget one exchange of the caller's tenant everywhere: its text, its vectors (memory on), and each image
+    no other exchange uses (another tenant's id answers 404). The 204 comes as soon as nothing reads it any
+    more; its files and vectors are deleted right after, retried in the background while the store refuses."""
     await history.forget(tenant, exchange_id)
     return Response(status_code=204)
 
