@@ -207,7 +207,8 @@ class Memory:
     # --- one-off use, in a process that serves nothing (the CLI): nothing runs in the background ------
 
     def open(self, *, rebuild: bool = False) -> None:
-        """Open the store for this process, starting nothing (no ingest worker or purge thread): a command's work is done in its own thread, then `stop()` closes the store.
+        """Open the store for this process, starting nothing (no ingest worker or purge thread): a
+        command's work is done in its own thread, then `stop()` closes the store.
         `rebuild`: drop the store, recreate it with this version's schema and queue every journaled
         exchange to be embedded again (then `drain()`). Raises StoreLocked while another process (a
         running gateway) holds the embedded store, SchemaMismatch when it needs `visionrag reindex`,
