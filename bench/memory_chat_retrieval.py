@@ -49,6 +49,7 @@ from bench.gateway_overhead import free_port, start
 from bench.memory_hybrid_latency import points as synthetic_points
 from bench.memory_ingest import photo_png
 from bench.memory_quality import corpus
+from gateway.history.service import History
 from gateway.images import LoadedImage
 from gateway.journal import Exchange, ImageRef
 from gateway.journal.disk import DiskBlobStore
@@ -116,12 +117,14 @@ class Bench:
         settings = Settings(_env_file=None, data_dir=data_dir)
         from gateway.images import ImageLoader
         self.memory = Memory(self.journal, self.blobs, clip, self.store, self.worker,
-                             ImageLoader.from_settings(settings), thumbnails_dir=settings.thumbnails_dir,
-                             owns_loader=True, text=text)
+                             ImageLoader.from_settings(settings), owns_loader=True, text=text)
+        self.history = History.from_settings(settings, self.journal, self.blobs, decoder=clip.decoder,
+                                             points=self.memory.points)
         self.pool = UpstreamPool([upstream], api_key=None, connect_timeout_s=5, read_timeout_s=30,
                                  health_interval_s=60)
         # No time budget here: what is measured is how long retrieval takes, not where it is cut off.
-        self.augmenter = Augmenter(self.memory, TokenCounter(self.pool), AugmentConfig(timeout_s=60), 4)
+        self.augmenter = Augmenter(self.memory, TokenCounter(self.pool), AugmentConfig(timeout_s=60), 4,
+                                   images=self.history)
 
     async def augment(self, question: str, image: LoadedImage | None, memory: bool = True) -> tuple[float, str]:
         payload = chat(question, image)

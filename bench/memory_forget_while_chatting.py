@@ -11,7 +11,7 @@ asyncio loop runs C chats, each appending its exchange exactly as the recorder d
 a pause of --think-ms (the model's time); the wall time of every append (lock wait and commit) is kept.
 - baseline: the chats alone, for --baseline-s;
 - forgetting: the same chats while a worker thread forgets all N, as POST /exchanges/forget does
-  (`Forgetter.forget_where` by date), with the memory service's finisher thread running (it deletes
+  (`Forgetter.forget_where` by date), with the history service's finisher thread running (it deletes
   images and points, and empties the journal's WAL); measured from the request until nothing is left to
   finish;
 - with --old-rev REV: the forgetting scenario on REV's code (a git worktree, the same venv), in the same
@@ -121,14 +121,21 @@ def scenario(data: Path, kind: str, count: int, concurrency: int, think_s: float
 
     forgetter = finisher = store = None
     if kind == "forgetting":
-        from gateway.memory import forget
         from gateway.memory.store.edge import EdgeStore
-        from gateway.memory.thumbnails import Thumbnails
 
         store = EdgeStore(data / "shard")
         store.ensure_schema()
-        forgetter = forget.Forgetter(journal, blobs, store, Thumbnails(data / "thumbnails"))
-        if hasattr(forget, "Finisher"):  # started by Memory.start since issue 16; absent before
+        try:  # history owns forgetting since issue 17; the store's part is memory's, plugged in
+            from gateway.history import forget
+            from gateway.history.thumbnails import Thumbnails
+            from gateway.memory.forget_points import StorePoints
+
+            forgetter = forget.Forgetter(journal, blobs, Thumbnails(data / "thumbnails"), StorePoints(store))
+        except ImportError:  # --old-rev from before: memory did it all
+            from gateway.memory import forget, thumbnails  # type: ignore[attr-defined,no-redef]
+
+            forgetter = forget.Forgetter(journal, blobs, store, thumbnails.Thumbnails(data / "thumbnails"))
+        if hasattr(forget, "Finisher"):  # started in the background since issue 16; absent before
             finisher = forget.Finisher(forgetter)
             finisher.start()
     latencies: list[float] = []

@@ -1,13 +1,14 @@
 """The composition root: everything the gateway runs on, built once from the settings.
 
     runtime = Runtime.from_settings(settings)   # builds; opens nothing
-    await runtime.start()                       # the upstream pool, then memory (ingest, finisher, ...)
+    await runtime.start()                       # the upstream pool, memory (ingest, purge), then history's
+                                                # finisher of deletions and retention sweeper
     ...
     await runtime.close()
 
 The HTTP app (gateway.api.app), the CLI and the benchmarks all build their objects here, so each
-object is made one way: the journal, the blob store, the image loader, the upstream pool, memory
-(unless disabled) and the chat service that puts memory into answers.
+object is made one way: the journal, the blob store, the image loader, the upstream pool, history
+(always), memory (unless disabled) and the chat service that puts memory into answers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 from dataclasses import dataclass
 
 from gateway.auth import Authenticator
+from gateway.history.service import History
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Journal, open_blobs, open_journal
 from gateway.memory.service import Memory
@@ -34,12 +36,16 @@ class SharedStateError(ValueError):
 def check_shared_state(settings: Settings) -> None:
     """A journal shared by several processes needs vectors they all see: an embedded store (Qdrant
     Edge, under this process's data dir) would give each replica its own memory."""
-    if settings.shared_journal and settings.memory_enabled and settings.qdrant_url is None:
+    if settings.memory_enabled and _edge_on_shared(settings):
         raise SharedStateError(
             "VISIONRAG_DATABASE_URL makes the journal shared by several processes, but memory would "
             "keep its vectors in an embedded store (Qdrant Edge) only this process sees. Set "
             "VISIONRAG_QDRANT_URL to a Qdrant server or Qdrant Cloud, or VISIONRAG_MEMORY_ENABLED=false "
             "(history, images and forgetting work without memory).")
+
+
+def _edge_on_shared(settings: Settings) -> bool:
+    return settings.shared_journal and settings.qdrant_url is None
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Runtime:
     loader: ImageLoader
     pool: UpstreamPool
     chat: ChatProxy
+    history: History
     memory: Memory | None
 
     @classmethod
@@ -75,22 +82,30 @@ class Runtime:
         if settings.memory_enabled:
             memory = Memory.from_settings(settings, journal, blobs, image_loader=loader, store=store,
                                           worker_name=worker_name)
+        # With memory on, forgetting deletes the store's points too, and thumbnails are decoded within
+        # the budget CLIP's decodes share.
+        history = History.from_settings(settings, journal, blobs,
+                                        decoder=memory.embedder.decoder if memory is not None else None,
+                                        points=memory.points if memory is not None else None)
         chat = ChatProxy(
             pool, loader, Recorder(journal, blobs), settings.max_images_per_request,
-            # Chats put memory into answers when asked (or by default), through the memory service.
-            augmenter=Augmenter.from_settings(settings, memory, pool),
+            # Chats put memory into answers when asked (or by default), through the memory service; a
+            # cited source's image comes from history.
+            augmenter=Augmenter.from_settings(settings, memory, history, pool),
             default_model=settings.default_model,
         )
         auth = Authenticator(settings.tenants_by_key, settings.default_tenant, settings.admin_keys)
-        return cls(settings, auth, journal, blobs, loader, pool, chat, memory)
+        return cls(settings, auth, journal, blobs, loader, pool, chat, history, memory)
 
     @classmethod
     def for_command(cls, settings: Settings, *, threads: int | None = None) -> Runtime:
         """For a process that serves nothing (a CLI command, a benchmark): memory is built even where the
-        gateway runs without it, since the data dir's exchanges can still be listed, searched and
-        forgotten; `threads` replaces the models' thread count. Start nothing: `memory.open()` opens
-        the store alone (no ingest worker, no background thread); `close()` closes what was opened."""
-        update: dict[str, object] = {"memory_enabled": True}
+        gateway runs without it, since the data dir's exchanges can still be searched, and forgetting
+        deletes their points; `threads` replaces the models' thread count. Start nothing:
+        `memory.open()` opens the store alone (no ingest worker, no background thread); `close()`
+        closes what was opened. On a shared journal without a Qdrant server memory stays as the settings
+        say (no embedded store of this process's own: the workers' stores are elsewhere)."""
+        update: dict[str, object] = {"memory_enabled": settings.memory_enabled or not _edge_on_shared(settings)}
         if threads is not None:
             update["embed_threads"] = threads
         return cls.from_settings(settings.model_copy(update=update))
@@ -108,9 +123,14 @@ class Runtime:
             # Opens the store: fails start-up with a clear error if another process holds it. On a shared
             # journal the workers ingest, unless this gateway is told to (Settings.ingest_here).
             await asyncio.to_thread(self.memory.start, background=self.settings.ingest_here)
+        # After the store is open (the finisher deletes points in it). A gateway on a shared journal
+        # leaves deletions and retention to the workers.
+        if self.settings.ingest_here:
+            self.history.start()
 
     async def close(self) -> None:
         try:
+            await self.history.stop()  # before the store closes; unfinished deletions stay recorded
             if self.memory is not None:
                 await self.memory.stop()  # before the journal closes; unfinished work stays queued
         finally:

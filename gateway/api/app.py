@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import chat, memory, operations, ui
+from gateway.api import chat, history, memory, operations, ui
 from gateway.api.deps import wire
 from gateway.api.errors import install_error_handlers
 from gateway.api.openapi import install_openapi
@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime.from_settings(settings)
         try:
             await runtime.start()
-            wire(app, settings=settings, auth=runtime.auth, chat=runtime.chat, memory=runtime.memory)
+            wire(app, settings=settings, auth=runtime.auth, chat=runtime.chat, history=runtime.history,
+                 memory=runtime.memory)
             _settle_heap()
             yield
         finally:
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(memory.router)
+    app.include_router(history.router)
     app.include_router(operations.router)
     app.include_router(ui.router)
     install_openapi(app, settings)

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.body import openapi_body, read_json, read_model
 from gateway.api.deps import AuthDep, ChatDep, TenantDep, chat_service
-from gateway.api.memory import image_url
+from gateway.api.history import image_url
 from gateway.api.openapi import failures as F
 from gateway.api.openapi.responses import completion_or_stream, errors
 from gateway.api.openapi.schemas import ref

@@ -4,7 +4,7 @@
 with the runtime's objects. Any other app that mounts a router (tests', benchmarks') calls it with just
 the parts it has:
 
-    wire(app, settings=settings, auth=Authenticator(...), memory=memory)
+    wire(app, settings=settings, auth=Authenticator(...), history=history, memory=memory)
 
 The dependencies are async on purpose: FastAPI runs a sync dependency in a worker thread, a hop that
 cost more than everything else the gateway does for a request.
@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from gateway import logs
 from gateway.auth import Authenticator, Caller
 from gateway.errors import Unavailable
+from gateway.history.service import History
 from gateway.memory.service import Memory
 from gateway.proxy.chat import ChatProxy
 from gateway.settings import Settings
@@ -30,12 +31,14 @@ def wire(
     settings: Settings,
     auth: Authenticator,
     chat: ChatProxy | None = None,
+    history: History | None = None,
     memory: Memory | None = None,
 ) -> None:
     state = app.state
     state.settings = settings
     state.auth = auth
     state.chat = chat
+    state.history = history
     state.memory = memory
 
 
@@ -71,6 +74,11 @@ def chat_service(request: Request) -> ChatProxy:
     return request.app.state.chat
 
 
+async def get_history(request: Request) -> History:
+    """The app's History: there whether memory is on or off."""
+    return request.app.state.history
+
+
 async def get_optional_memory(request: Request) -> Memory | None:
     return getattr(request.app.state, "memory", None)
 
@@ -88,6 +96,7 @@ TenantDep = Annotated[str, Depends(require_tenant)]
 AdminDep = Annotated[None, Depends(require_admin)]
 CallerDep = Annotated[Caller, Depends(identify_caller)]
 ChatDep = Annotated[ChatProxy, Depends(get_chat)]
+HistoryDep = Annotated[History, Depends(get_history)]
 MemoryDep = Annotated[Memory, Depends(get_memory)]
 OptionalMemoryDep = Annotated[Memory | None, Depends(get_optional_memory)]
 AuthDep = Annotated[Authenticator, Depends(get_authenticator)]

@@ -1,12 +1,11 @@
-"""The memory HTTP API: POST /search, GET /exchanges, GET /exchanges/{id}, DELETE /exchanges/{id},
-POST /exchanges/forget, GET /images/{sha256}, GET /memory/stats.
+"""The memory HTTP API: POST /search, GET /memory/stats.
 
 `router` is included by the app at construction; `Memory` reaches the routes as `MemoryDep`
-(gateway.api.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`.
+(gateway.api.deps). Without one (memory disabled) the routes answer 503 `memory_disabled`; what was
+recorded is still read and forgotten through the history routes (gateway.api.history).
 
-Every route is scoped to the caller's tenant (gateway.api.deps.TenantDep). Another tenant's exchange
-or image answers 404, exactly like one that does not exist, so ids and hashes leak nothing. Only an
-operator key (VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
+Every route is scoped to the caller's tenant (gateway.api.deps.TenantDep). Only an operator key
+(VISIONRAG_ADMIN_KEYS) sees totals across tenants, in /memory/stats.
 The routes call only `Memory`'s methods (which keep blocking work off the event loop); the errors
 they raise become responses in gateway.api.errors, which logs store and model failures and answers them
 without their details (paths, URLs, library messages).
@@ -14,46 +13,19 @@ without their details (paths, URLs, library messages).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+import functools
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
-from starlette.routing import NoMatchFound
+from fastapi import APIRouter, Request
 
 from gateway.api.body import openapi_body, read_model
 from gateway.api.deps import AuthDep, CallerDep, MemoryDep, TenantDep
+from gateway.api.history import image_url
 from gateway.api.openapi import failures as F
-from gateway.api.openapi.responses import errors, image_bytes
-from gateway.journal import Exchange
-from gateway.memory.browse import ExchangeQuery
-from gateway.memory.protocol import (
-    MAX_LIMIT,
-    ExchangeImage,
-    ExchangeList,
-    ExchangeResponse,
-    ExchangeSummary,
-    ForgetRequest,
-    ForgetResponse,
-    SearchRequest,
-    SearchResponse,
-    unix,
-)
+from gateway.api.openapi.responses import errors
+from gateway.memory.protocol import SearchRequest, SearchResponse
 from gateway.memory.store.base import SearchFilter
-from gateway.memory.thumbnails import SIZES, snap
 
 router = APIRouter(tags=["memory"])
-
-
-def image_url(request: Request, sha256: str | None) -> str | None:
-    """Where this gateway serves the image (GET /images/{sha256}); None without one, or in an app that
-    does not include these routes."""
-    if not sha256:
-        return None
-    try:
-        return str(request.url_for("memory_image", sha256=sha256))
-    except NoMatchFound:
-        return None
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=openapi_body(SearchRequest),
@@ -73,130 +45,8 @@ async def search(
         user=body.filters.user,
     )
     outcome = await memory.search(flt, text=body.text, image=body.image, target=body.target, limit=body.limit)
-    return SearchResponse.of(body, outcome, lambda sha: str(request.url_for("memory_image", sha256=sha)))
+    return SearchResponse.of(body, outcome, functools.partial(image_url, request))
 
-@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse, responses=errors(F.EXCHANGE_NOT_FOUND))
-async def get_exchange(
-    exchange_id: str,
-    request: Request,
-    tenant: TenantDep,
-    memory: MemoryDep,
-) -> ExchangeResponse:
-    """One recorded exchange of the caller's tenant (another tenant's answers 404)."""
-    exchange = await memory.exchange(tenant, exchange_id)
-    return ExchangeResponse(
-        **_summary_fields(request, exchange),
-        messages=exchange.messages,
-        finish_reason=exchange.finish_reason,
-        usage=exchange.usage,
-        latency_ms=exchange.latency_ms,
-        sources=(exchange.extra.get("memory") or {}).get("sources", []),
-    )
-
-
-def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
-    """What GET /exchanges lists of an exchange (ExchangeSummary); GET /exchanges/{id} adds the rest."""
-    return {
-        "id": exchange.id,
-        "time": datetime.fromtimestamp(exchange.created_at, tz=UTC),
-        "endpoint": exchange.endpoint,
-        "model": exchange.model,
-        "user": exchange.user,
-        "status": exchange.status,
-        "question": exchange.question,
-        "answer": exchange.answer,
-        "images": [ExchangeImage(sha256=i.sha256, mime=i.mime, url=image_url(request, i.sha256) or "",
-                                 source_url=i.source_url) for i in exchange.images],
-    }
-
-@router.delete("/exchanges/{exchange_id}", status_code=204, responses=errors(F.EXCHANGE_NOT_FOUND))
-async def delete_exchange(exchange_id: str, tenant: TenantDep, memory: MemoryDep) -> Response:
-    """Forget one exchange of the caller's tenant everywhere: its text, its vectors, and each image no other
-    exchange uses (another tenant's id answers 404). The 204 comes as soon as nothing reads it any more; its
-    vectors and files are deleted right after, retried in the background while the vector store refuses."""
-    await memory.forget(tenant, exchange_id)
-    return Response(status_code=204)
-
-@router.post("/exchanges/forget", response_model=ForgetResponse, openapi_extra=openapi_body(ForgetRequest),
-             responses=errors(F.FORGET_WITHOUT_FILTER))
-async def forget_exchanges(request: Request, tenant: TenantDep, memory: MemoryDep) -> ForgetResponse:
-    """Forget every exchange of the caller's tenant of one `user` and/or older than `before`, as
-    DELETE /exchanges/{exchange_id} does each."""
-    body = await read_model(request, ForgetRequest)
-    deleted = await memory.forget_where(tenant, user=body.user, before=unix(body.before))
-    return ForgetResponse(deleted=deleted)
-
-@router.get("/exchanges", response_model=ExchangeList, responses=errors(F.INVALID_CURSOR))
-async def list_exchanges(
-    request: Request,
-    tenant: TenantDep,
-    memory: MemoryDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    time_from: Annotated[datetime | None, Query(description="ISO 8601 or unix seconds, inclusive")] = None,
-    time_to: Annotated[datetime | None, Query(description="ISO 8601 or unix seconds, inclusive")] = None,
-    model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
-    user: Annotated[str | None, Query(description="Only this client `user`")] = None,
-) -> ExchangeList:
-    """The caller's tenant's exchanges, most recent first, a page at a time: pass `next_cursor` back as
-    `cursor` for the next (older) page."""
-    query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(time_from), time_to=unix(time_to),
-                          models=tuple(model or ()), user=user)
-    page = await memory.list_exchanges(tenant, query)
-    return ExchangeList(
-        data=[ExchangeSummary(**_summary_fields(request, e)) for e in page.exchanges],
-        next_cursor=page.next_cursor,
-        has_more=page.next_cursor is not None,
-    )
-
-# Who may read an image is decided at each request (the caller's tenant, and never again once its
-# exchanges are forgotten), so no cache may answer for us: `no-cache` makes a browser ask every time,
-# `private` keeps shared caches out, and `Vary: Authorization` keeps a copy fetched with one key from
-# answering a request made with another. Asking stays cheap, where `no-store` would download every view
-# again: the ETag is the content's own hash, so a copy the caller may still see costs a 304 without the
-# bytes, and a forgotten one gets a 404.
-IMAGE_CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
-
-
-@router.get("/images/{sha256}", name="memory_image", response_class=Response, responses={
-    **image_bytes(),
-    304: {"description": "Not modified: `If-None-Match` names the ETag and the caller may still see the image "
-                         "(a forgotten one answers 404)."},
-    **errors(F.IMAGE_NOT_FOUND),
-})
-async def get_image(
-    sha256: str,
-    request: Request,
-    tenant: TenantDep,
-    memory: MemoryDep,
-    size: Annotated[int | None, Query(ge=1, le=SIZES[-1], description=(
-        "A thumbnail (WebP) at most this many px on its longer side, served at the next of "
-        f"{', '.join(map(str, SIZES))}; without it, the original")),
-    ] = None,
-) -> Response:
-    """An image the model saw, by its sha256, if one of the caller's tenant's exchanges carries it (else 404).
-    With `size`, a WebP thumbnail (made once, cached) instead of the original."""
-    # Content-addressed: the bytes behind a hash never change. A thumbnail is weak: its bytes depend on
-    # the renderer, its picture does not.
-    etag = f'"{sha256}"' if size is None else f'W/"{sha256}-{snap(size)}"'
-    headers = {**IMAGE_CACHING, "ETag": etag}
-    if _matches(request.headers.get("if-none-match"), etag):
-        await memory.image_access(tenant, sha256)
-        return Response(status_code=304, headers=headers)
-    if size is not None:
-        image = await memory.thumbnail(tenant, sha256, size)
-    else:
-        image = await memory.image(tenant, sha256)
-    # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
-    return Response(image.data, media_type=image.mime, headers={**headers, "X-Content-Type-Options": "nosniff"})
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an If-None-Match header names `etag` (compared weakly, as RFC 9110 says for it)."""
-    if not if_none_match:
-        return False
-    opaque = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") in ("*", opaque) for tag in if_none_match.split(","))
 
 @router.get("/memory/stats")
 async def stats(caller: CallerDep, memory: MemoryDep, auth: AuthDep) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""`GET /ui` and its files, under a strict Content-Security-Policy.
+"""`GET /ui` and its files, under a strict Content-Security-Policy; `GET /ui/features`, what this gateway
+offers the page (search and similar images need memory; browsing, exchanges and forgetting do not).
 
 The page's files are read once at import from `static/` and served by name from that fixed set, so no
 request path ever reaches the filesystem. Every response here forbids inline script and style, framing
@@ -12,7 +13,9 @@ import mimetypes
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
+
+from gateway.api.deps import OptionalMemoryDep, TenantDep
 
 STATIC = Path(__file__).resolve().parents[1] / "ui" / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -62,6 +65,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/ui")
 async def page() -> Response:
     return Response(_INDEX, media_type="text/html; charset=utf-8", headers=HEADERS)
+
+
+@router.get("/ui/features")
+async def features(_: TenantDep, memory: OptionalMemoryDep) -> Response:
+    """Asked with the tab's key, like every other call of the page: whether memory is on tells no
+    caller without one more than /search would."""
+    return JSONResponse({"memory": memory is not None}, headers=HEADERS)
 
 
 @router.get("/ui/static/{name:path}")

@@ -30,7 +30,7 @@ def forget(
 
     Give ids, or --user and/or --before. While a gateway holds the embedded store (or with --gateway),
     the gateway does it (for the API key's tenant)."""
-    from gateway.memory.protocol import aware, unix
+    from gateway.history.protocol import aware, unix
 
     if not exchange_id and user is None and before is None:
         raise fail("give exchange ids, --user, --before, or --user with --before")
@@ -55,22 +55,25 @@ def forget(
 
 def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | None,
                   before: float | None) -> int | None:
-    """Forget in this process; None if a running gateway holds the embedded store."""
+    """Forget in this process (history's forgetter, with the store's points); None if a running gateway
+    holds the embedded store."""
     from gateway.errors import NotFound
     from gateway.memory.store.base import StoreError, StoreLocked
 
-    async def work(runtime: Runtime, memory: Memory) -> int | None:
+    async def work(runtime: Runtime, memory: Memory | None) -> int | None:
         try:
-            memory.open()
+            if memory is not None:
+                memory.open()
         except StoreLocked:
             return None
         except StoreError:
             pass  # the journal's part needs no store; finishing, below, says what is left
+        history = runtime.history
         if ids:
             deleted: set[str] = set()
             for one in ids:
                 try:
-                    await memory.forget(tenant, one)
+                    await history.forget(tenant, one)
                 except NotFound:
                     continue
                 deleted.add(one)
@@ -78,13 +81,13 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
                 err.print(f"not found in tenant {tenant!r}: {', '.join(missing)}")
             count = len(deleted)
         else:
-            count = await memory.forget_where(tenant, user=user, before=before)
+            count = await history.forget_where(tenant, user=user, before=before)
         try:
-            memory.finish_forgetting()  # with what an earlier run or a stopped gateway left unfinished
+            history.finish_forgetting()  # with what an earlier run or a stopped gateway left unfinished
         except StoreError as exc:
             err.print(f"[yellow]warning:[/yellow] the vector store refused to delete the points ({exc}). "
                       "The exchanges are forgotten already (nothing reads them); their points are deleted "
                       "at the gateway's next start or by the next `visionrag forget`.")
         return count
 
-    return run_local(settings, work)
+    return run_local(settings, work, needs_memory=False)

@@ -25,17 +25,19 @@ def list_(
 ) -> None:
     """List past exchanges, most recent first, a page at a time (like GET /exchanges).
 
-    Reads the journal through the memory service; works while a gateway runs.
+    Reads the journal alone (memory on or off); works while a gateway runs.
     """
     from gateway.errors import InvalidRequest
-    from gateway.memory.browse import ExchangeQuery
-    from gateway.memory.protocol import unix
+    from gateway.history.browse import ExchangeQuery
+    from gateway.history.protocol import unix
 
     settings = load_settings()
     query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(since), time_to=unix(until),
                           models=tuple(model or ()), user=user)
     try:
-        page = run_local(settings, lambda _, memory: memory.list_exchanges(tenant or settings.default_tenant, query))
+        page = run_local(settings, lambda runtime, _: runtime.history.list_exchanges(tenant or settings.default_tenant,
+                                                                                    query),
+                         needs_memory=False)
     except InvalidRequest as exc:
         raise fail(exc.message) from None
     if as_json:

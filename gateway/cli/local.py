@@ -25,16 +25,19 @@ HUB_UNREACHABLE = ("\nThe model hub cannot be reached from here, so only the loc
 
 
 def run_local(settings: Settings, work: Callable[[Runtime, Memory], T | Awaitable[T]], *,
-              threads: int | None = None) -> T:
+              threads: int | None = None, needs_memory: bool = True) -> T:
     """`work(runtime, memory)` (sync or async) on one event loop, with a runtime built for this command
-    (`threads`: the models' threads) and closed after it, whatever happens."""
+    (`threads`: the models' threads) and closed after it, whatever happens. A command that reads the
+    journal alone says `needs_memory=False`, and gets None for memory where there is none."""
     from gateway.runtime import Runtime
 
     async def main() -> T:
         runtime = Runtime.for_command(settings, threads=threads)
-        assert runtime.memory is not None  # for_command always builds it
         try:
-            result = work(runtime, runtime.memory)
+            if runtime.memory is None and needs_memory:
+                raise fail("memory is off here: a shared journal (VISIONRAG_DATABASE_URL) needs a Qdrant "
+                           "server (VISIONRAG_QDRANT_URL) for the vectors this command works on.")
+            result = work(runtime, runtime.memory)  # type: ignore[arg-type]
             return await result if inspect.isawaitable(result) else result
         finally:
             await runtime.close()

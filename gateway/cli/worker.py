@@ -66,6 +66,7 @@ def worker(
         except StoreLocked as exc:
             raise fail(f"{exc}\nAnother process holds this embedded store: give each worker its own "
                        "VISIONRAG_DATA_DIR, or share a Qdrant server (VISIONRAG_QDRANT_URL).") from None
+        runtime.history.start()  # the finisher of deletions and retention, once the store is open
         err.print(f"worker {name}: ingesting (backlog {runtime.journal.backlog()}); stop with Ctrl-C")
         last, at = memory.worker.stats.exchanges, time.monotonic()
         while not stop.wait(30):

@@ -2,7 +2,7 @@
 decode small for models."""
 
 from gateway.images.budget import DecodeBudget
-from gateway.images.decode import ImageDecoder
+from gateway.images.decode import ImageDecoder, default_decoder
 from gateway.images.errors import ImageError
 from gateway.images.fetch import FetchPolicy, ImageFetcher
 from gateway.images.loader import ImageLoader, LoadedImage
@@ -10,5 +10,5 @@ from gateway.images.verify import ImagePolicy
 
 __all__ = [
     "DecodeBudget", "FetchPolicy", "ImageDecoder", "ImageError", "ImageFetcher", "ImageLoader", "ImagePolicy",
-    "LoadedImage",
+    "LoadedImage", "default_decoder",
 ]

@@ -72,6 +72,16 @@ class ImageDecoder:
         return small
 
 
+def default_decoder() -> ImageDecoder:
+    """The settings' default limits, for decoders built outside the gateway (tests, benchmarks)."""
+    from gateway.settings import Settings
+
+    defaults = Settings.model_fields
+    policy = ImagePolicy(defaults["max_image_bytes"].default, defaults["max_image_pixels"].default,
+                         frozenset(), defaults["max_image_decoded_bytes"].default)
+    return ImageDecoder(policy, DecodeBudget(defaults["image_decode_budget_bytes"].default))
+
+
 def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     image.load()
     rgb = image if image.mode == "RGB" else image.convert("RGB")

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS exchange_images (
 );
 CREATE INDEX IF NOT EXISTS exchange_images_access ON exchange_images (sha256, tenant);
 CREATE INDEX IF NOT EXISTS exchange_images_exchange ON exchange_images (exchange_id);
--- Deletions under way (gateway.memory.forget): the exchange row is already gone; what is left to
+-- Deletions under way (gateway.history.forget): the exchange row is already gone; what is left to
 -- delete elsewhere (store points, image blobs) is named here until it is done, so a restart finishes it.
 CREATE TABLE IF NOT EXISTS forgetting (
     id           TEXT    PRIMARY KEY,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gateway.images import DecodeBudget, ImageDecoder, ImageError, ImagePolicy
+from gateway.images import ImageDecoder, ImageError, default_decoder
 from gateway.memory.store.schema import CLIP_DIM
 
 # CLIP ViT-B/32's input side; used until the vision model is loaded and says its own.
@@ -153,16 +153,6 @@ class ClipEmbedder:
             return self.decoder.rgb(data, self.input_edge)
         except ImageError as exc:
             raise ImageDecodeError(f"image {index} cannot be decoded: {exc.message}") from exc
-
-
-def default_decoder() -> ImageDecoder:
-    """The settings' default limits, for embedders built outside the gateway (tests, benchmarks)."""
-    from gateway.settings import Settings
-
-    defaults = Settings.model_fields
-    policy = ImagePolicy(defaults["max_image_bytes"].default, defaults["max_image_pixels"].default,
-                         frozenset(), defaults["max_image_decoded_bytes"].default)
-    return ImageDecoder(policy, DecodeBudget(defaults["image_decode_budget_bytes"].default))
 
 
 def _input_edge(vision: Any) -> int:

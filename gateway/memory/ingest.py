@@ -248,7 +248,7 @@ class IngestWorker:
             self._schema_ready = True
         with metrics.STORE_UPSERT.time():
             self.store.upsert(prepared.points)
-        # Exchanges forgotten since the batch was read (gateway.memory.forget): their rows are gone, and
+        # Exchanges forgotten since the batch was read (gateway.history.forget): their rows are gone, and
         # the deletion may have run before this upsert, so their points are deleted again here.
         gone = sorted(set(prepared.exchange_ids) - self.journal.present(prepared.exchange_ids))
         if gone:

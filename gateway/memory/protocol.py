@@ -1,5 +1,6 @@
-"""The memory HTTP API's request and response bodies, and the one conversion of a store hit into the
-hit they answer (for the routes and the CLI alike).
+"""The memory HTTP API's request and response bodies (search), and the one conversion of a store hit into
+the hit they answer (for the routes and the CLI alike). History's (exchanges, forgetting) are in
+gateway.history.protocol.
 
 Validation failures become OpenAI-shaped 400s through the app's RequestValidationError handler.
 """
@@ -8,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.history.protocol import MAX_LIMIT, aware
 from gateway.memory.search import QUERY_MAX_CHARS, SearchOutcome, image_targets
 from gateway.memory.store.base import Target
 from gateway.memory.texts import Found
-
-MAX_LIMIT = 100
 
 
 class SearchFilters(BaseModel):
@@ -116,7 +116,7 @@ class SearchResponse(BaseModel):
 
     @classmethod
     def of(cls, request: SearchRequest, outcome: SearchOutcome,
-           image_url: Callable[[str], str]) -> SearchResponse:
+           image_url: Callable[[str], str | None]) -> SearchResponse:
         """What /search (and the CLI's search) answers; `image_url` addresses a hit's image by its sha256
         (the route: this gateway's URL for it; the CLI: the configured gateway's)."""
         return cls(
@@ -126,81 +126,3 @@ class SearchResponse(BaseModel):
             query_type="text" if request.text is not None else "image",
             timings_ms={"embed": round(outcome.embed_ms, 3), "store": round(outcome.store_ms, 3)},
         )
-
-
-class ExchangeImage(BaseModel):
-    sha256: str
-    mime: str
-    url: str
-    source_url: str | None
-
-
-class ExchangeResponse(BaseModel):
-    object: Literal["exchange"] = "exchange"
-    id: str
-    time: datetime
-    endpoint: str
-    model: str
-    user: str | None
-    status: str
-    question: str
-    answer: str
-    messages: list[dict[str, str]]
-    images: list[ExchangeImage]
-    finish_reason: str | None
-    usage: dict[str, Any] | None
-    latency_ms: float
-    # The past exchanges memory gave the model as sources [n] for this answer (none without memory).
-    sources: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class ExchangeSummary(BaseModel):
-    """One row of GET /exchanges: an exchange without its messages and usage (GET /exchanges/{id})."""
-
-    id: str
-    time: datetime
-    endpoint: str
-    model: str
-    user: str | None
-    status: str
-    question: str
-    answer: str
-    images: list[ExchangeImage]
-
-
-class ExchangeList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ExchangeSummary]
-    # Pass as `cursor` for the next (older) page; null on the last page.
-    next_cursor: str | None
-    has_more: bool
-
-def aware(moment: datetime) -> datetime:
-    """A time of the API (or the CLI's options) with its zone; one without a zone is taken as UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def unix(moment: datetime | None) -> float | None:
-    """A time of the API (or the CLI's options) in unix seconds."""
-    return None if moment is None else aware(moment).timestamp()
-
-
-class ForgetRequest(BaseModel):
-    """POST /exchanges/forget: every exchange of `user`, and/or created before `before` (one at least)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user: str | None = None
-    # ISO 8601 or unix seconds; a time without a zone is taken as UTC.
-    before: datetime | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> ForgetRequest:
-        if self.user is None and self.before is None:
-            raise ValueError("give `user`, `before`, or both")
-        return self
-
-
-class ForgetResponse(BaseModel):
-    object: Literal["forget.result"] = "forget.result"
-    deleted: int

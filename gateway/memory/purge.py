@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway.memory.background import DaemonLoop
+from gateway.background import DaemonLoop
 from gateway.memory.store.base import VectorStore
 
 log = logging.getLogger("visionrag.memory.purge")

@@ -1,13 +1,15 @@
 """`Memory`: the one object memory is, built by the runtime (gateway.runtime) and called by the memory
-routes and the CLI.
+routes, the chat's retrieval and the CLI. What was recorded is read and forgotten through history
+(gateway.history), memory on or off; memory adds search and retrieval, and `points`, the store's part
+of forgetting, which the runtime hands to history.
 
     memory = Memory.from_settings(settings, journal, blobs, image_loader=loader)
     memory.start()       # a gateway: opens the store (StoreLocked if held elsewhere), starts ingest and
-                         # the threads that finish deletions, sweep retention and purge the store
+                         # the thread that purges the store
     memory.open()        # or a process that serves nothing (a CLI command): the store alone, the
                          # command's work (drain, forget, ...) done in its own thread
     ...
-    await memory.stop()  # before the journal closes; unfinished work stays queued
+    await memory.stop()  # after history stopped, before the journal closes; unfinished work stays queued
 """
 
 from __future__ import annotations
@@ -15,51 +17,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 
 from gateway import metrics
-from gateway.errors import BackendUnavailable, NotFound
+from gateway.errors import BackendUnavailable
 from gateway.images import ImageDecoder, ImageError, ImageLoader
 from gateway.journal import BlobStore, Journal
 from gateway.memory.batching import BatchedClip, BatchedText
-from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
-from gateway.memory.forget import Finisher, Forgetter
+from gateway.memory.forget_points import StorePoints
 from gateway.memory.ingest import IngestStats, IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
-from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
 from gateway.memory.store.base import SearchFilter, StoreError, StoreStats, Target, VectorStore
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
-from gateway.memory.thumbnails import MIME as THUMBNAIL_MIME
-from gateway.memory.thumbnails import Thumbnails
 
 if TYPE_CHECKING:
-    from gateway.journal import Exchange
     from gateway.settings import Settings
 
 log = logging.getLogger("visionrag.memory")
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredImage:
-    data: bytes
-    mime: str
-
-
-def _image_not_found() -> NotFound:
-    return NotFound("No such image.", param="sha256", code="image_not_found")
 
 
 async def _blocking(fn, /, *args: Any, **kwargs: Any) -> Any:
@@ -118,16 +100,13 @@ class Memory:
         worker: IngestWorker,
         image_loader: ImageLoader,
         *,
-        thumbnails_dir: Path,
         owns_loader: bool = False,
         thresholds: Thresholds | None = None,
-        retention: Retention | None = None,
         text: TextEncoders | None = None,
         purge_after_s: float = 600.0,
     ) -> None:
         self.journal = journal
         self.blobs = blobs
-        self.thumbnails_dir = thumbnails_dir
         self.embedder = embedder
         self.text = text if text is not None else worker.text
         self.store = store
@@ -139,9 +118,8 @@ class Memory:
         texts = JournalTexts(journal)
         self.searcher = Searcher(query_clip, store, texts, query_text)
         self.retriever = Retriever(query_clip, store, texts, worker.reuse, query_text)
-        self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
-        self.finisher = Finisher(self.forgetter)
-        self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
+        # What history's forgetter deletes of a forgotten exchange in the store (gateway.history.forget).
+        self.points = StorePoints(store)
         self.purger = PurgeScheduler(store, purge_after_s)
         self.thresholds = thresholds or Thresholds()
         self.image_loader = image_loader
@@ -194,32 +172,15 @@ class Memory:
         thresholds = Thresholds.parse(settings.memory_min_scores, image=settings.memory_min_image_score,
                                       text=settings.memory_min_text_score, sentence=settings.memory_min_sentence_score,
                                       terms=settings.memory_min_terms_score)
-        retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
-                                    settings.memory_retention_interval_s)
-        return cls(journal, blobs, embedder, store, worker, loader, thumbnails_dir=settings.thumbnails_dir,
-                   owns_loader=owns, thresholds=thresholds, retention=retention, text=text,
-                   purge_after_s=settings.memory_purge_after_s)
+        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
+                   text=text, purge_after_s=settings.memory_purge_after_s)
 
     def start(self, *, background: bool = True) -> None:
-        """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
-        another process holds the embedded store. A Qdrant server that is down is not an error here: the
-        worker and the finisher retry. `background=False` (a gateway on a shared journal, whose
-        `visionrag worker`s do that work): the store alone, for search and retrieval."""
+        """Open the store, start the ingest worker and the store's purge. Raises StoreLocked if another
+        process holds the embedded store. A Qdrant server that is down is not an error here: the worker
+        (and history's finisher of deletions) retry. `background=False` (a gateway on a shared journal,
+        whose `visionrag worker`s do that work): the store alone, for search and retrieval."""
         if self._started:
-            return
-        if not background:
-            try:
-                self.store.ensure_schema()
-            except StoreError as exc:
-                from gateway.memory.store.base import SchemaMismatch, StoreUnavailable
-
-                if isinstance(exc, SchemaMismatch):
-                    log.error("memory: search is OFF until the store is rebuilt: %s", exc)
-                    self.schema_error = str(exc)
-                elif not isinstance(exc, StoreUnavailable):
-                    raise
-                else:
-                    log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
             return
         try:
             self.store.ensure_schema()
@@ -228,18 +189,16 @@ class Memory:
 
             if isinstance(exc, SchemaMismatch):
                 # Chats still work and are journaled; memory waits for the rebuild instead of writing
-                # points the store cannot take. Deletions are still finished as far as they can be.
+                # points the store cannot take. History's finisher still finishes deletions as far as
+                # the store lets it.
                 log.error("memory: search and ingest are OFF until the store is rebuilt: %s", exc)
                 self.schema_error = str(exc)
-                self.finisher.start()
                 return
             if isinstance(exc, StoreLocked) or not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("memory: vector store unavailable at start-up (will retry): %s", exc)
-        # Its first pass finishes what a stopped or killed process left; it then runs whenever a
-        # deletion is recorded, with or without retention.
-        self.finisher.start()
-        self.retention.start()
+        if not background:
+            return
         self.purger.start()
         # The worker loads CLIP first thing on its own thread: start-up is not delayed, and the first
         # search does not pay the load.
@@ -248,11 +207,9 @@ class Memory:
 
     async def stop(self) -> None:
         if self._started:
-            await asyncio.to_thread(self.retention.stop)
             await asyncio.to_thread(self.purger.stop)
             await asyncio.to_thread(self.worker.stop)
             self._started = False
-        await asyncio.to_thread(self.finisher.stop)  # unfinished deletions stay recorded for the next start
         await asyncio.to_thread(self.store.close)
         if self._owns_loader:
             await self.image_loader.fetcher.close()
@@ -260,8 +217,8 @@ class Memory:
     # --- one-off use, in a process that serves nothing (the CLI): nothing runs in the background ------
 
     def open(self, *, rebuild: bool = False) -> None:
-        """Open the store for this process, starting nothing (no ingest worker, finisher, retention or
-        purge thread): a command's work is done in its own thread, then `stop()` closes the store.
+        """Open the store for this process, starting nothing (no ingest worker or purge thread): a
+        command's work is done in its own thread, then `stop()` closes the store.
         `rebuild`: drop the store, recreate it with this version's schema and queue every journaled
         exchange to be embedded again (then `drain()`). Raises StoreLocked while another process (a
         running gateway) holds the embedded store, SchemaMismatch when it needs `visionrag reindex`,
@@ -277,11 +234,6 @@ class Memory:
         EmbedderError or StoreError; what is not done stays queued."""
         self.worker.drain(on_progress=on_progress)
         return self.worker.stats
-
-    def finish_forgetting(self) -> int:
-        """Finish every recorded deletion now, in this thread, with what an earlier process left
-        (the finisher's one pass); returns how many. Raises StoreError while the store refuses."""
-        return self.forgetter.finish()
 
     def store_stats(self) -> StoreStats:
         """The store's size. Raises StoreLocked while another process holds it, StoreError otherwise."""
@@ -363,79 +315,6 @@ class Memory:
             raise BackendUnavailable("memory") from exc
         metrics.retrieval("chat", len(sources))
         return sources
-
-    async def exchange(self, tenant: str, exchange_id: str) -> Exchange:
-        """The tenant's exchange. NotFound for one that does not exist and for another tenant's alike."""
-        exchange = await _blocking(self.journal.get, exchange_id)
-        if exchange is None or exchange.tenant != tenant:
-            raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
-        return exchange
-
-    async def forget(self, tenant: str, exchange_id: str) -> None:
-        """Forget the tenant's exchange (gateway.memory.forget): gone from every read path when this
-        returns; its points and image files are deleted by the finisher right after, retried for as long
-        as the store refuses. NotFound for one that does not exist and for another tenant's alike."""
-        forgotten = await _blocking(self.forgetter.forget, tenant, [exchange_id])
-        if not forgotten:
-            raise NotFound(f"No exchange with id {exchange_id!r}.", param="exchange_id", code="exchange_not_found")
-
-    async def forget_where(self, tenant: str, *, user: str | None = None, before: float | None = None) -> int:
-        """Forget every exchange of the tenant's `user` and/or created before `before` (unix seconds), as
-        `forget` does; returns how many."""
-        return await _blocking(self.forgetter.forget_where, tenant, user=user, before=before)
-
-    async def image(self, tenant: str, sha256: str) -> StoredImage:
-        """An image one of the tenant's exchanges carries; NotFound otherwise."""
-        mime = await self._image_mime(tenant, sha256)
-        data = await _blocking(self.blobs.get, sha256)
-        if data is None:
-            raise _image_not_found()
-        return StoredImage(data, mime)
-
-    async def image_access(self, tenant: str, sha256: str) -> None:
-        """NotFound unless one of the tenant's exchanges carries the image: what a conditional request
-        (the caller holds the bytes already) still has to pass."""
-        await self._image_mime(tenant, sha256)
-
-    async def _image_mime(self, tenant: str, sha256: str) -> str:
-        """The image's MIME type if one of the tenant's exchanges carries it, ingested or not; NotFound
-        otherwise (another tenant's image alike, and a forgotten exchange's from the moment it is)."""
-        if not _SHA256.match(sha256):
-            raise _image_not_found()
-        mime = await _blocking(self.journal.image_mime, tenant, sha256)
-        if not mime:
-            raise _image_not_found()
-        return mime
-
-    # --- browsing and thumbnails (the web page's grids) -----------------------------------------------
-
-    @functools.cached_property
-    def thumbnails(self) -> Thumbnails:
-        # A cache in local files, whichever BlobStore keeps the originals; decoded within the budget CLIP's
-        # decodes share.
-        return Thumbnails(self.thumbnails_dir, self.embedder.decoder)
-
-    async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
-        """The tenant's exchanges, newest first, one page; InvalidRequest for a cursor it did not make."""
-        before = decode_cursor(query.cursor) if query.cursor else None
-        rows = await _blocking(self.journal.recent, tenant, limit=query.limit + 1, before=before,
-                               time_from=query.time_from, time_to=query.time_to, models=query.models,
-                               user=query.user)
-        page, more = rows[: query.limit], len(rows) > query.limit
-        return ExchangePage(page, encode_cursor(page[-1]) if more else None)
-
-    async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
-        """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
-        NotFound exactly where `image` answers it."""
-        await self._image_mime(tenant, sha256)
-        try:
-            data = await self.thumbnails.get(sha256, size, self.blobs)
-        except (ImageError, OSError) as exc:  # stored bytes were verified once: not expected
-            log.warning("thumbnail of %s failed: %s", sha256, exc)
-            raise _image_not_found() from exc
-        if data is None:
-            raise _image_not_found()
-        return StoredImage(data, THUMBNAIL_MIME)
 
     async def tenant_stats(self, tenant: str) -> dict[str, Any]:
         """One tenant's backlog and stored points (None while the store is unavailable)."""

@@ -107,6 +107,10 @@ class Recaller(Protocol):
 
     async def recall(self, flt: SearchFilter, query: RecallQuery, *, k: int) -> list[Source]: ...
 
+
+class SourceImages(Protocol):
+    """Where a cited source's image is read (gateway.history.service.History)."""
+
     async def image(self, tenant: str, sha256: str) -> Any: ...
 
 
@@ -149,16 +153,19 @@ class ChatTurn:
 
 class Augmenter:
     def __init__(self, memory: Recaller | None, tokens: TokenCounter, config: AugmentConfig,
-                 max_images: int) -> None:
+                 max_images: int, *, images: SourceImages | None = None) -> None:
+        """`images`: where the sources' images are read when `config.attach_images`; none without it."""
         self.memory = memory
+        self.images = images
         self.tokens = tokens
         self.config = config
         self.max_images = max_images
 
     @classmethod
-    def from_settings(cls, settings: Settings, memory: Recaller | None, pool: UpstreamPool) -> Augmenter:
+    def from_settings(cls, settings: Settings, memory: Recaller | None, images: SourceImages,
+                      pool: UpstreamPool) -> Augmenter:
         return cls(memory, TokenCounter(pool), AugmentConfig.from_settings(settings),
-                   settings.max_images_per_request)
+                   settings.max_images_per_request, images=images)
 
     async def augment(self, payload: dict[str, Any], turn: ChatTurn, options: MemoryOptions) -> MemoryUse:
         """Put sources into `payload["messages"]` when memory is asked for and can help. Never raises;
@@ -225,21 +232,22 @@ class Augmenter:
             return MemoryUse("no_room"), None
         # Numbered as the model is shown them (renumbered when one was skipped).
         cited = [Cited(n, q.source, q.question, q.answer) for n, q in enumerate(chosen, 1)]
-        images = await self._images(turn, cited) if self.config.attach_images else []
+        attach = self.config.attach_images and self.images is not None
+        images = await self._images(turn, cited) if attach else []
         block = quoting.block(boundary, [q.line(c.n) for q, c in zip(chosen, cited, strict=True)])
         return MemoryUse("used", tuple(cited)), _with_memory(messages, instructions, block, images)
 
     async def _images(self, turn: ChatTurn, cited: list[Cited]) -> list[dict[str, Any]]:
         """For models that take several images: the sources' images, as far as the per-request image
         limit allows, as content parts."""
-        assert self.memory is not None
+        assert self.images is not None
         room = self.max_images - len(turn.images)
         parts: list[dict[str, Any]] = []
         for c in cited:
             sha = c.source.image_sha256
             if room <= 0 or not sha or sha in {i.sha256 for i in turn.images}:
                 continue
-            image = await self.memory.image(turn.tenant, sha)
+            image = await self.images.image(turn.tenant, sha)
             url = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
             parts += [{"type": "text", "text": f"Image of source [{c.n}]:"},
                       {"type": "image_url", "image_url": {"url": url}}]

@@ -1,7 +1,7 @@
 """The memory HTTP API (gateway.api.memory) on both store adapters: search by text and image, tenant
-scoping, errors.
+scoping, errors; with the history routes beside it (gateway.api.history), as the gateway serves them.
 
-The app here is assembled from the real pieces (Memory, the gateway's error handlers and
+The app here is assembled from the real pieces (Memory, History, the gateway's error handlers and
 authenticator) rather than gateway.api.app, so these tests need no upstream model; the end-to-end
 tests in tests/gateway/memory/test_e2e.py go through the whole gateway and vLLM.
 """
@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from gateway.api.deps import wire
 from gateway.api.errors import install_error_handlers
+from gateway.api.history import router as history_router
 from gateway.api.memory import router as memory_router
 from gateway.auth import Authenticator
+from gateway.history.service import History
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder
@@ -51,16 +53,19 @@ OPS = {"Authorization": "Bearer key-ops"}
 class Api(SimpleNamespace):
     client: TestClient
     memory: Memory
+    history: History
     journal: Journal
 
 
 @pytest.fixture
 def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: VectorStore,
         text_encoders: TextEncoders, image_server, tmp_path: Path) -> Iterator[Api]:
-    settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport], max_body_bytes=1 << 20)
+    settings = Settings(_env_file=None, data_dir=tmp_path, fetch_allow_hosts=[image_server.hostport],
+                        max_body_bytes=1 << 20)
     worker = IngestWorker(journal, blobs, embedder, store, text=text_encoders)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings),
-                    thumbnails_dir=tmp_path / "thumbnails")
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
+    # As the runtime builds it with memory on: thumbnails share CLIP's decoder, forgetting the store.
+    history = History.from_settings(settings, journal, blobs, decoder=embedder.decoder, points=memory.points)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,10 +74,11 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
-    wire(app, settings=settings, auth=Authenticator(KEYS, "default", ["key-ops"]), memory=memory)
+    wire(app, settings=settings, auth=Authenticator(KEYS, "default", ["key-ops"]), history=history, memory=memory)
     app.include_router(memory_router)
+    app.include_router(history_router)
     with TestClient(app) as client:
-        yield Api(client=client, memory=memory, journal=journal)
+        yield Api(client=client, memory=memory, history=history, journal=journal)
 
 
 def ingest(api: Api, *exchanges: Exchange) -> None:
@@ -272,7 +278,7 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
 
     down = RemoteStore("c", url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
     memory = Memory(journal, blobs, embedder, down, IngestWorker(journal, blobs, embedder, down),
-                    ImageLoader.from_settings(Settings(_env_file=None)), thumbnails_dir=tmp_path / "thumbnails")
+                    ImageLoader.from_settings(Settings(_env_file=None)))
     app = FastAPI()
     install_error_handlers(app)
     wire(app, settings=Settings(_env_file=None), auth=Authenticator({}, "default"), memory=memory)

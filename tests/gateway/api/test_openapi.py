@@ -132,9 +132,12 @@ def test_errors_per_route(document):
 
     assert codes("/exchanges/{exchange_id}", "get", "404") == {"exchange_not_found"}
     assert codes("/images/{sha256}", "get", "404") == {"image_not_found"}
-    for path, method in [("/search", "post"), ("/exchanges/{exchange_id}", "get"), ("/images/{sha256}", "get"),
-                         ("/memory/stats", "get")]:
+    for path, method in [("/search", "post"), ("/memory/stats", "get")]:
         assert "memory_disabled" in codes(path, method, "503"), path
+    # History needs the journal alone: memory off changes nothing there (issue 17).
+    for path, method in [("/exchanges", "get"), ("/exchanges/{exchange_id}", "get"), ("/exchanges/{exchange_id}",
+                         "delete"), ("/exchanges/forget", "post"), ("/images/{sha256}", "get")]:
+        assert "503" not in document["paths"][path][method]["responses"], (path, method)
     for path, method in [("/v1/chat/completions", "post"), ("/v1/completions", "post"), ("/predict", "post"),
                          ("/v1/models", "get"), ("/tokenize", "post")]:
         assert codes(path, method, "502") >= {"upstream_error"}, path
@@ -251,6 +254,11 @@ def test_documented_statuses_are_the_ones_the_gateway_answers(tmp_path, memory):
         assert statuses[(path, "too large")] == 413 and statuses[(path, "invalid json")] == 400, path
     assert statuses[("/v1/chat/completions", "valid")] == 503  # nothing listens upstream: retry later
     assert statuses[("/health", "no key")] == 200
+    # The history routes answer alike, memory on or off.
+    assert statuses[("/exchanges/{exchange_id}", "valid")] == 404
+    assert statuses[("/images/{sha256}", "valid")] == 404
+    assert statuses[("/exchanges", "valid")] == statuses[("/exchanges/forget", "valid")] == 200
+    assert statuses[("/exchanges/forget", "too large")] == 413
     if memory:
         assert statuses[("/exchanges/{exchange_id}", "valid")] == 404
         assert statuses[("/images/{sha256}", "valid")] == 404

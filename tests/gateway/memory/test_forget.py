@@ -30,21 +30,24 @@ from fastapi.testclient import TestClient
 
 from gateway.api.deps import wire
 from gateway.api.errors import install_error_handlers
+from gateway.api.history import router as history_router
 from gateway.api.memory import router as memory_router
 from gateway.auth import Authenticator
+from gateway.history.forget import Forgetter
+from gateway.history.retention import DAY_S, Retention, sweep
+from gateway.history.service import History
+from gateway.history.thumbnails import Thumbnails
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.journal.disk import DiskBlobStore
 from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory.embed import ClipEmbedder
-from gateway.memory.forget import Forgetter
+from gateway.memory.forget_points import StorePoints
 from gateway.memory.ingest import IngestWorker
-from gateway.memory.retention import DAY_S, Retention, sweep
 from gateway.memory.service import Memory
 from gateway.memory.store.base import StoreUnavailable, VectorStore
 from gateway.memory.store.edge import EdgeStore
 from gateway.memory.store.remote import RemoteStore
-from gateway.memory.thumbnails import Thumbnails
 from gateway.settings import Settings
 from tests.gateway.memory.conftest import noise_png
 from tests.plugins.media import data_url
@@ -114,6 +117,7 @@ def needles_of(question: str, answer: str, png: bytes) -> dict[str, bytes]:
 class Api(SimpleNamespace):
     client: TestClient
     memory: Memory
+    history: History
     journal: SQLiteJournal
     blobs: DiskBlobStore
     store: VectorStore
@@ -162,7 +166,8 @@ def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[A
     settings = Settings(_env_file=None, max_body_bytes=1 << 20)
     journal, blobs = data.journal(), data.blobs()
     memory = Memory(journal, blobs, embedder, store, IngestWorker(journal, blobs, embedder, store),
-                    ImageLoader.from_settings(settings), thumbnails_dir=data.root / "thumbnails")
+                    ImageLoader.from_settings(settings))
+    history = History(journal, blobs, Thumbnails(data.root / "thumbnails", embedder.decoder), points=memory.points)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -171,13 +176,15 @@ def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[A
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
-    wire(app, settings=settings, auth=Authenticator(KEYS, "default", []), memory=memory)
+    wire(app, settings=settings, auth=Authenticator(KEYS, "default", []), history=history, memory=memory)
     app.include_router(memory_router)
-    # What Memory.start runs beside ingest (which these tests drive themselves): the finisher of deletions.
-    memory.finisher.start()
+    app.include_router(history_router)
+    # What the runtime starts beside ingest (which these tests drive themselves): history's finisher of
+    # deletions, with the store's part plugged in.
+    history.finisher.start()
     with TestClient(app) as client:
-        yield Api(client=client, memory=memory, journal=journal, blobs=blobs, store=store)
-    memory.finisher.stop()
+        yield Api(client=client, memory=memory, history=history, journal=journal, blobs=blobs, store=store)
+    history.finisher.stop()
     store.close()
     journal.close()
 
@@ -326,10 +333,10 @@ def test_retention_forgets_what_is_older_than_its_days(data: Data, embedder: Cli
     for one in (old_acme, new_acme, old_bravo):
         journal.append(one)
     IngestWorker(journal, blobs, embedder, store).drain()
-    forgetter = Forgetter(journal, blobs, store, Thumbnails(data.root / "thumbnails"))
+    forgetter = Forgetter(journal, blobs, Thumbnails(data.root / "thumbnails"), StorePoints(store))
     policy = Retention.parse(7, ["bravo:0"], 3600)
     assert sweep(policy, journal, forgetter, now=now) == 1
-    assert forgetter.finish() == 1  # the finisher's part (Memory runs it in the background)
+    assert forgetter.finish() == 1  # the finisher's part (History runs it in the background)
     assert journal.get(old_acme.id) is None and store.count("acme") == 1
     assert journal.get(old_bravo.id) is not None and store.count("bravo") == 1
     assert sweep(Retention(days=0), journal, forgetter) == 0
@@ -369,14 +376,15 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
                            check=False, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
 
-    # Restart: the memory service finishes the deletion the killed process began.
+    # Restart: history's finisher, with the store's part, finishes the deletion the killed process began.
     journal, store = data.journal(), data.store()
     assert [row[0] for row in journal.forgetting()] == [target.id]
     settings = Settings(_env_file=None)
     worker = IngestWorker(journal, blobs, embedder, store)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings),
-                    thumbnails_dir=data.root / "thumbnails")
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
+    history = History(journal, blobs, Thumbnails(data.root / "thumbnails"), points=memory.points)
     memory.start()
+    history.start()
     try:
         settled(journal)
         assert journal.get(target.id) is None and store.count("acme") == 1
@@ -385,7 +393,7 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
         hits = memory.searcher.search(_filter(), text=answer, target="answer", limit=10).hits
         assert [hit.exchange_id for hit in hits] == [other.id]
     finally:
-        memory.finisher.stop()
+        history.finisher.stop()
         worker.stop()
         store.close()
         journal.close()
@@ -398,7 +406,7 @@ def _filter():
     return SearchFilter(tenant="acme")
 
 
-def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embedder: ClipEmbedder) -> None:
+def test_the_history_service_sweeps_retention_in_the_background(data: Data, embedder: ClipEmbedder) -> None:
     import asyncio
 
     journal, blobs, store = data.journal(), data.blobs(), data.store()
@@ -407,9 +415,11 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
     for one in (old, new):
         journal.append(one)
     worker = IngestWorker(journal, blobs, embedder, store, poll_interval_s=0.05)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)),
-                    thumbnails_dir=data.root / "thumbnails", retention=Retention(days=2, interval_s=0.1))
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)))
+    history = History(journal, blobs, Thumbnails(data.root / "thumbnails"), points=memory.points,
+                      retention=Retention(days=2, interval_s=0.1))
     memory.start()
+    history.start()
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (journal.get(old.id) is not None or journal.backlog()
@@ -418,6 +428,7 @@ def test_the_memory_service_sweeps_retention_in_the_background(data: Data, embed
         assert journal.get(old.id) is None and journal.get(new.id) is not None
         assert not blobs.path(old.images[0].sha256).exists()
     finally:
+        asyncio.run(history.stop())
         asyncio.run(memory.stop())
         journal.close()
     assert found_in(data.root, needles_of(old.question, old.answer, noise_png(61))) == {}
@@ -569,7 +580,7 @@ def test_every_point_is_deleted_by_id_repeated_images_and_older_records_included
         journal.append(one)
     IngestWorker(journal, blobs, embedder, store).drain()
     assert store.count("acme") == 4 and store.count("bravo") == 1
-    forgetter = Forgetter(journal, blobs, store, Thumbnails(data.root / "thumbnails"))
+    forgetter = Forgetter(journal, blobs, Thumbnails(data.root / "thumbnails"), StorePoints(store))
     try:
         assert forgetter.forget("acme", [twice.id, text_only.id, older.id, theirs.id]) == [twice.id, text_only.id,
                                                                                           older.id]

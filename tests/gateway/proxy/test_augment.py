@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidRequest, Unavailable
+from gateway.history.service import StoredImage
 from gateway.images import LoadedImage
 from gateway.memory.retrieval import RecallQuery, Source
-from gateway.memory.service import StoredImage
 from gateway.memory.store.base import SearchFilter
 from gateway.proxy import augment, quoting
 from gateway.proxy.augment import AugmentConfig, Augmenter, ChatTurn, MemoryUse, pop_options
@@ -43,8 +43,8 @@ def source(exchange_id: str, answer: str = "a login form", *, question: str = "w
 
 
 class Recall:
-    """A double for the memory service: scripted sources, one stored image per sha256, and a record of
-    every call. `delay_s` stalls recall; `fails` is raised by it."""
+    """A double for the memory service's recall and history's images: scripted sources, one stored image
+    per sha256, and a record of every call. `delay_s` stalls recall; `fails` is raised by it."""
 
     def __init__(self, sources: list[Source] | None = None, *, delay_s: float = 0.0,
                  fails: Exception | None = None) -> None:
@@ -125,7 +125,8 @@ def run(body: dict[str, Any], *, recall: Recall | None = None, tokens: Tokens | 
         options: MemoryOptions | None = None, chat_turn: ChatTurn | None = None, max_images: int = 4,
         memory: bool = True, **config: Any) -> MemoryUse:
     """Augment `body` in place, as the chat service does; memory asked for unless `options` say."""
-    augmenter = Augmenter(recall if memory else None, tokens or Tokens(), AugmentConfig(**config), max_images)
+    augmenter = Augmenter(recall if memory else None, tokens or Tokens(), AugmentConfig(**config), max_images,
+                          images=recall)
     return asyncio.run(augmenter.augment(body, chat_turn or turn(), options or MemoryOptions(memory=True)))
 
 

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from gateway.errors import NotFound
+from gateway.history.service import StoredImage
 from gateway.memory.retrieval import Source
-from gateway.memory.service import StoredImage
 from gateway.proxy.augment import AugmentConfig, Augmenter, ChatTurn, MemoryUse
 from gateway.proxy.protocol import MemoryOptions
 from gateway.proxy.tokens import TokenCounter
@@ -87,7 +87,7 @@ def payload() -> dict[str, Any]:
 
 async def augment(store: Store, pool: UpstreamPool, body: dict[str, Any], timeout_s: float = 0.5) -> MemoryUse:
     config = AugmentConfig(timeout_s=timeout_s, attach_images=True)
-    augmenter = Augmenter(store, TokenCounter(pool), config, max_images=4)
+    augmenter = Augmenter(store, TokenCounter(pool), config, max_images=4, images=store)
     turn = ChatTurn(tenant="t", exchange_id="now", user=None, question="what is on the screen?", images=[])
     return await augmenter.augment(body, turn, MemoryOptions(memory=True))
 

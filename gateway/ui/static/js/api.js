@@ -37,9 +37,21 @@ export async function call(path, options = {}) {
     const response = await fetch(ROOT + path, { ...options, headers, credentials: "omit", referrerPolicy: "no-referrer" });
     if (response.status !== 401) return response;
     gatewayWantsKey = true;
+    // Sent before a prompt that has been answered since (calls made together at start-up): try its key.
+    if (sessionStorage.getItem(KEY) !== key) continue;
     const message = await errorMessage(response);
     await askForKey(key ? `That key was refused: ${message}` : "");
   }
+}
+
+let offered = null;
+/**
+ * What this gateway offers the page ({memory}), asked once per page. Without an answer, memory is taken
+ * as on: a search then says itself what went wrong.
+ */
+export function features() {
+  offered ??= json("/ui/features").catch(() => ({ memory: true }));
+  return offered;
 }
 
 /** JSON from the gateway, or an ApiError carrying the gateway's own message. */

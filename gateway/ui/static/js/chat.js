@@ -1,7 +1,7 @@
 // Chat: ask about an image, watch the answer stream in, with memory on or off, and see the sources.
 // Uses the public API like any client: POST /v1/chat/completions with stream: true.
 
-import { json, sourceIds, streamChat } from "./api.js";
+import { features, json, sourceIds, streamChat } from "./api.js";
 import { field, h } from "./dom.js";
 import { imagePicker } from "./images.js";
 import { sourceList } from "./sources.js";
@@ -30,6 +30,13 @@ export function chatView(view) {
       h("label", { class: "field" }, h("span", {}, "Memory"), h("span", {}, memory, " use past exchanges"))),
     h("div", { class: "row" }, ask));
   view.append(h("h1", { tabindex: -1 }, "Chat"), form, error, transcript);
+
+  features().then((offered) => {
+    if (offered.memory) return;
+    memory.checked = false;
+    memory.disabled = true;
+    memory.parentElement.replaceChildren(memory, " off on this gateway");
+  });
 
   json("/v1/models").then((models) => {
     model.replaceChildren(...models.data.map((m) => h("option", { value: m.id }, m.id)));

@@ -1,7 +1,7 @@
 // One exchange: its images, the full question and answer (as text), the details, the sources it
-// cited, and "find similar" for each image.
+// cited, and "find similar" for each image (with memory on: it is a search).
 
-import { call, errorMessage, json } from "./api.js";
+import { call, errorMessage, features, json } from "./api.js";
 import { formatTime, h } from "./dom.js";
 import { thumbnail } from "./images.js";
 import { sourceList } from "./sources.js";
@@ -10,17 +10,19 @@ export async function exchangeView(view, id) {
   const heading = h("h1", { tabindex: -1 }, "Exchange");
   const error = h("p", { class: "error", role: "alert" });
   view.append(heading, error);
-  let exchange;
+  let exchange, memory;
   try {
-    exchange = await json(`/exchanges/${encodeURIComponent(id)}`);
+    [exchange, { memory }] = await Promise.all([json(`/exchanges/${encodeURIComponent(id)}`), features()]);
   } catch (exc) {
     error.textContent = exc.message;
     return;
   }
   const images = h("div", { class: "images" }, ...exchange.images.map((image) => h("figure", {},
     thumbnail(image.sha256, 512, exchange.question, "full"),
-    h("figcaption", {}, h("a", { href: `#/search?similar=${encodeURIComponent(image.sha256)}`, class: "similar" },
-      "Find similar images")))));
+    memory && h("figcaption", {}, h("a", { href: `#/search?similar=${encodeURIComponent(image.sha256)}`,
+      class: "similar" }, "Find similar images")))));
+  const noSimilar = memory ? null
+    : h("p", { class: "hint", role: "note" }, "Finding similar images needs memory, which is off on this gateway.");
   const usage = exchange.usage
     ? `${exchange.usage.prompt_tokens ?? "?"} prompt + ${exchange.usage.completion_tokens ?? "?"} completion = ${exchange.usage.total_tokens ?? "?"} tokens`
     : "not reported";
@@ -32,6 +34,7 @@ export async function exchangeView(view, id) {
   const sources = exchange.sources || [];
   view.append(
     exchange.images.length ? images : null,
+    exchange.images.length ? noSimilar : null,
     h("h2", {}, "Question"), h("div", { class: "text question" }, exchange.question || "(none)"),
     h("h2", {}, "Answer"), h("div", { class: "text answer" }, exchange.answer || "(none)"),
     h("h2", {}, "Details"), details,
@@ -63,6 +66,6 @@ function forgetControls(id, error) {
     error.textContent = await errorMessage(response);
   });
   return h("section", { class: "forget", "aria-label": "Forget" }, h("h2", {}, "Forget"),
-    h("p", { class: "hint" }, "Removes the question, the answer, their vectors, and each image no other exchange uses."),
+    h("p", { class: "hint" }, "Removes the question, the answer, their vectors (with memory on), and each image no other exchange uses."),
     h("div", { class: "actions start" }, start, confirm, cancel));
 }

@@ -1,6 +1,7 @@
-// Search: by text or by an image (picked, dropped or pasted), with a target and filters.
+// Search: by text or by an image (picked, dropped or pasted), with a target and filters. It needs memory:
+// with memory off on the gateway the form is shown disabled, with a note saying so.
 
-import { json, postJson } from "./api.js";
+import { features, json, postJson } from "./api.js";
 import { field, h } from "./dom.js";
 import { card, filterFields } from "./cards.js";
 import { imageDataUrl, imagePicker } from "./images.js";
@@ -39,7 +40,10 @@ export function searchView(view, params) {
       field("Target", target), field("Results", limit)),
     picker.element, filters.element,
     h("div", { class: "row" }, h("button", { type: "submit" }, "Search")));
-  view.append(h("h1", { tabindex: -1 }, "Search"), form, status, error, results);
+  const note = h("p", { class: "hint", role: "note", hidden: true },
+    "Search needs memory, which is off on this gateway (VISIONRAG_MEMORY_ENABLED=false). ",
+    h("a", { href: "#/browse" }, "Browse"), " and each exchange's page still work.");
+  view.append(h("h1", { tabindex: -1 }, "Search"), note, form, status, error, results);
 
   async function run(image) {
     error.textContent = "";
@@ -71,14 +75,23 @@ export function searchView(view, params) {
     run(picker.has() ? await picker.dataUrl() : null);
   });
 
-  // "Find similar" from an exchange's page: image to image.
-  if (params.get("similar")) {
-    status.textContent = "Loading the image…";
-    targetsShown.then(() => { target.value = "image"; return imageDataUrl(params.get("similar")); })
-      .then(run, (exc) => { status.textContent = ""; error.textContent = exc.message; });
-  } else if (params.get("q")) {
-    text.value = params.get("q");
-    run(null);
-  }
-  return { onPaste: picker.onPaste };
+  let off = false;
+  features().then(({ memory }) => {
+    if (!memory) {
+      off = true;
+      note.hidden = false;
+      for (const control of form.elements) control.disabled = true;
+      return;
+    }
+    // "Find similar" from an exchange's page: image to image.
+    if (params.get("similar")) {
+      status.textContent = "Loading the image…";
+      targetsShown.then(() => { target.value = "image"; return imageDataUrl(params.get("similar")); })
+        .then(run, (exc) => { status.textContent = ""; error.textContent = exc.message; });
+    } else if (params.get("q")) {
+      text.value = params.get("q");
+      run(null);
+    }
+  });
+  return { onPaste: (event) => off || picker.onPaste(event) };
 }

@@ -1,5 +1,5 @@
-"""The memory path's housekeeping threads (retention sweeps, the finisher of deletions, the store's
-purge): each one daemon thread, started and stopped alike, looping in `_run` until `_stop` is set."""
+"""Housekeeping threads (history's retention sweeps and finisher of deletions, memory's purge of the
+store): each one daemon thread, started and stopped alike, looping in `_run` until `_stop` is set."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 
 class DaemonLoop:
-    name = "memory-background"
+    name = "background"
     join_s = 30.0  # how long `stop` waits for the work under way
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Browsing a tenant's exchanges newest first, a page at a time (`Memory.list_exchanges`).
+"""Browsing a tenant's exchanges newest first, a page at a time (`History.list_exchanges`).
 
 The cursor is opaque to clients: the last row's own keys, (created_at, exchange id), so the next page
 starts right after it even while new exchanges are recorded (they sort before the first page, not into

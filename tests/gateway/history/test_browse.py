@@ -1,5 +1,6 @@
 """GET /exchanges (a tenant's exchanges newest first, cursor-paged, filtered) and GET /images/{sha}?size=
-(thumbnails made once, cached on disk, tenant-scoped like the original), on the memory routes' app."""
+(thumbnails made once, cached on disk, tenant-scoped like the original), on the history routes' app with
+memory off and on (tests.gateway.history.conftest)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,8 @@ import pytest
 from PIL import Image
 
 from gateway.journal.sqlite import SQLiteJournal
-from tests.gateway.api import test_memory as memory_routes
-from tests.gateway.api.test_memory import A, Api, B, ingest
+from tests.gateway.history.conftest import A, Api, B, ingest
 from tests.gateway.memory.conftest import noise_png
-
-api = memory_routes.api  # the memory routes' app, as a fixture here too
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 
@@ -118,7 +116,7 @@ def test_cursors_reveal_nothing_of_other_tenants(api: Api, make_exchange, tmp_pa
             for _ in range(others_between):
                 journal.append(make_exchange("theirs", "theirs", tenant="bravo", created_at=exchange.created_at))
             journal.append(exchange)
-        monkeypatch.setattr(api.memory, "journal", journal)
+        monkeypatch.setattr(api.history, "journal", journal)
         found, seen, cursor = [], [], None
         while True:
             body = page(api, limit=2, **({"cursor": cursor} if cursor else {}))

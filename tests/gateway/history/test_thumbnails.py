@@ -1,7 +1,8 @@
-"""Thumbnails (gateway.memory.thumbnails) are bounded like every other decode and never outlive their image.
+"""Thumbnails (gateway.history.thumbnails) are bounded like every other decode and never outlive their image.
 
-Through the memory routes' app (tests.gateway.api.test_memory) and `Memory.thumbnail`: one decode per image
-for every size, within the decode budget CLIP's decodes share, one render per image however many
+Through the history routes' app, memory off and on (tests.gateway.history.conftest), and
+`History.thumbnail`: one decode per image for every size, within the decode budget (with memory on,
+the one CLIP's decodes share: see test_gateway), one render per image however many
 first requests arrive at once, and a render that overlaps the image's deletion leaves nothing behind.
 Renders are held at a gate (an Event in the original's read), not slowed by sleeps.
 """
@@ -19,10 +20,7 @@ from PIL import Image
 
 from gateway.images import DecodeBudget
 from gateway.journal import Exchange
-from tests.gateway.api import test_memory as memory_routes
-from tests.gateway.api.test_memory import A, Api, ingest
-
-api = memory_routes.api  # the memory routes' app, as a fixture here too
+from tests.gateway.history.conftest import A, Api, ingest
 
 
 def rgba_png(seed: int, size: tuple[int, int] = (900, 600)) -> bytes:
@@ -71,10 +69,10 @@ def until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> No
 def test_one_decode_makes_every_size_within_the_shared_budget(api: Api, make_exchange, monkeypatch) -> None:
     (sha,) = stored(api, make_exchange, rgba_png(1, (1200, 800)))
     budget = DecodeBudget(1 << 30)
-    monkeypatch.setattr(api.memory.embedder.decoder, "budget", budget)  # the decoder CLIP decodes with
-    reads = GatedReads(api.memory.blobs.get)
+    monkeypatch.setattr(api.history.thumbnails.decoder, "budget", budget)  # with memory on, CLIP's too
+    reads = GatedReads(api.history.blobs.get)
     reads.gate.set()
-    monkeypatch.setattr(api.memory.blobs, "get", reads)
+    monkeypatch.setattr(api.history.blobs, "get", reads)
 
     for size in (64, 128, 256, 512):
         response = thumbnail(api, sha, size)
@@ -89,10 +87,10 @@ def test_one_decode_makes_every_size_within_the_shared_budget(api: Api, make_exc
 def test_renders_wait_for_the_budget_and_each_other(api: Api, make_exchange, monkeypatch) -> None:
     shas = stored(api, make_exchange, *(rgba_png(n, (600, 400)) for n in range(6)))
     budget = DecodeBudget(600 * 400 * 8)  # one image's full-size working memory
-    monkeypatch.setattr(api.memory.embedder.decoder, "budget", budget)
+    monkeypatch.setattr(api.history.thumbnails.decoder, "budget", budget)
 
     async def all_at_once() -> list:
-        return await asyncio.gather(*(api.memory.thumbnail("acme", sha, 128) for sha in shas))
+        return await asyncio.gather(*(api.history.thumbnail("acme", sha, 128) for sha in shas))
 
     for result in asyncio.run(all_at_once()):
         with Image.open(io.BytesIO(result.data)) as thumb:
@@ -102,14 +100,14 @@ def test_renders_wait_for_the_budget_and_each_other(api: Api, make_exchange, mon
 
 def test_concurrent_first_requests_share_one_render(api: Api, make_exchange, monkeypatch) -> None:
     (sha,) = stored(api, make_exchange, rgba_png(2))
-    reads = GatedReads(api.memory.blobs.get)
-    monkeypatch.setattr(api.memory.blobs, "get", reads)
+    reads = GatedReads(api.history.blobs.get)
+    monkeypatch.setattr(api.history.blobs, "get", reads)
 
     async def together() -> list:
-        first = asyncio.create_task(api.memory.thumbnail("acme", sha, 64))
+        first = asyncio.create_task(api.history.thumbnail("acme", sha, 64))
         while not reads.entered.is_set():  # the first render holds the original, at the gate
             await asyncio.sleep(0.01)
-        others = [asyncio.create_task(api.memory.thumbnail("acme", sha, size)) for size in (128, 256, 512, 64)]
+        others = [asyncio.create_task(api.history.thumbnail("acme", sha, size)) for size in (128, 256, 512, 64)]
         await asyncio.sleep(0)
         reads.gate.set()
         return await asyncio.gather(first, *others)
@@ -124,8 +122,8 @@ def test_a_thumbnail_rendered_while_its_image_is_forgotten_is_not_left_behind(
     exchange = make_exchange("q", "a", [rgba_png(3)], tenant="acme")
     ingest(api, exchange)
     sha = exchange.images[0].sha256
-    reads = GatedReads(api.memory.blobs.get)
-    monkeypatch.setattr(api.memory.blobs, "get", reads)
+    reads = GatedReads(api.history.blobs.get)
+    monkeypatch.setattr(api.history.blobs, "get", reads)
     answer: dict = {}
     request = threading.Thread(target=lambda: answer.setdefault("response", thumbnail(api, sha, 64)))
     request.start()
@@ -134,13 +132,13 @@ def test_a_thumbnail_rendered_while_its_image_is_forgotten_is_not_left_behind(
         assert api.client.delete(f"/exchanges/{exchange.id}", headers=A).status_code == 204
         # What the finisher thread does right after (the test app does not start it): the original and
         # the thumbnails go while the render holds the original's bytes.
-        api.memory.forgetter.finish()
-        assert sha not in api.memory.blobs
+        api.history.forgetter.finish()
+        assert sha not in api.history.blobs
     finally:
         reads.gate.set()
         request.join(60)
 
-    root = api.memory.thumbnails.root
+    root = api.history.thumbnails.root
     assert [path for path in root.rglob("*") if path.is_file() and sha in path.name] == []
     assert answer["response"].status_code == 404
     assert thumbnail(api, sha, 64).status_code == 404

@@ -1,4 +1,5 @@
-"""Retention: exchanges older than a number of days forgotten in the background, globally or per tenant."""
+"""Retention: exchanges older than a number of days forgotten in the background, globally or per tenant
+(VISIONRAG_MEMORY_RETENTION_*: named when memory owned it; it runs with memory off too)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from gateway.background import DaemonLoop
+from gateway.history.forget import Forgetter
 from gateway.journal import Journal
-from gateway.memory.background import DaemonLoop
-from gateway.memory.forget import Forgetter
 
-log = logging.getLogger("visionrag.memory.retention")
+log = logging.getLogger("visionrag.history.retention")
 
 DAY_S = 86_400.0
 
@@ -55,7 +56,7 @@ def sweep(policy: Retention, journal: Journal, forgetter: Forgetter, now: float 
 class RetentionSweeper(DaemonLoop):
     """A daemon thread that sweeps at start and then every `interval_s`."""
 
-    name = "memory-retention"
+    name = "history-retention"
 
     def __init__(self, policy: Retention, journal: Journal, forgetter: Forgetter) -> None:
         super().__init__()
@@ -71,9 +72,9 @@ class RetentionSweeper(DaemonLoop):
         while not self._stop.is_set():
             try:
                 # One process sweeps a shared journal at a time (the others would race it for nothing);
-                # the journal's part only: the finisher of deletions does the rest (forget.Finisher).
+                # the journal's part only: the history service's finisher does the rest (forget.Finisher).
                 if self.journal.lead("retention") and (forgotten := sweep(self.policy, self.journal, self.forgetter)):
-                    log.info("memory retention: forgot %d exchange(s)", forgotten)
+                    log.info("retention: forgot %d exchange(s)", forgotten)
             except Exception as exc:  # noqa: BLE001 - retried at the next sweep
-                log.warning("memory retention sweep failed: %s", exc)
+                log.warning("retention sweep failed: %s", exc)
             self._stop.wait(self.policy.interval_s)

@@ -1,15 +1,17 @@
-"""Forgetting: an exchange deleted from the journal, the store, and the image files only it used.
+"""Forgetting: an exchange deleted from the journal, the image files only it used, and (memory on) the
+vector store.
 
 Order, chosen so that a SIGKILL or a store outage at any point never brings anything back:
 1. Journal (`Forgetter.forget`, what a DELETE waits for): the exchange's row (its text) and its image
    references are deleted and a `forgetting` record names what remains (tenant, image sha256s), in one
-   transaction. From here on nothing reads it: search and retrieval take texts from the journal
-   (gateway.memory.texts), images are served only to a tenant whose rows name them
-   (`Journal.image_mime`), the ingest worker cannot re-add it (it deletes points of batch rows that
-   vanished), and a reindex from the journal cannot find it.
+   transaction. From here on nothing reads it: images are served only to a tenant whose rows name them
+   (`Journal.image_mime`), and with memory on, search and retrieval take texts from the journal, the
+   ingest worker cannot re-add it (it deletes points of batch rows that vanished), and a reindex from
+   the journal cannot find it.
 2. The rest (`Forgetter.finish`, run by the `Finisher` thread, which retries it until it succeeds):
    each image no remaining exchange uses, with its cached thumbnails; every point of the exchange in
-   the store; the `forgetting` record; and the journal's WAL emptied of the rows' old copies.
+   the vector store (`Points`, which memory plugs in: none while memory is off); the `forgetting`
+   record; and the journal's WAL emptied of the rows' old copies.
 Each step of 2 is harmless to repeat, so a process killed half-way, or a store that refuses writes for
 minutes (Qdrant Edge while it builds an index), only delays it.
 """
@@ -18,33 +20,36 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
+from gateway.background import DaemonLoop
+from gateway.history.thumbnails import Thumbnails
 from gateway.journal import BlobStore, Journal, Unfinished
-from gateway.memory.background import DaemonLoop
-from gateway.memory.points import point_id
-from gateway.memory.store.base import VectorStore
-from gateway.memory.thumbnails import Thumbnails
 
-log = logging.getLogger("visionrag.memory.forget")
+log = logging.getLogger("visionrag.history.forget")
 
 # Ids per selection in bulk deletions (the journal deletes them FORGET_CHUNK at a time).
 BATCH = 500
 # Deletions finished per round: what each of the journal's calls holds its lock for.
 FINISH_BATCH = 64
-# Points per store call. Qdrant Edge holds the GIL for a whole update, freezing the event loop: small
-# calls with a pause between keep each freeze short.
-STORE_CHUNK = 32
-_STORE_PAUSE_S = 0.001
+
+
+class Points(Protocol):
+    """The vector store's part of step 2, for these layers that know no store: memory's
+    (gateway.memory.forget_points) when memory is on."""
+
+    def delete(self, forgotten: Sequence[Unfinished]) -> None:
+        """Every point of these exchanges, gone. Raises while the store refuses (the finisher retries)."""
+        ...
 
 
 class Forgetter:
-    def __init__(self, journal: Journal, blobs: BlobStore, store: VectorStore, thumbnails: Thumbnails) -> None:
+    def __init__(self, journal: Journal, blobs: BlobStore, thumbnails: Thumbnails, points: Points | None = None) -> None:
         self.journal = journal
         self.blobs = blobs
-        self.store = store
         self.thumbnails = thumbnails
+        self.points = points
         # Set whenever a deletion is recorded: the finisher's cue.
         self.recorded = threading.Event()
 
@@ -66,7 +71,7 @@ class Forgetter:
 
     def finish(self) -> int:
         """Step 2 for every deletion the journal records as unfinished; returns how many were finished.
-        Raises StoreError while the store fails (what is done stays done)."""
+        Raises what `points` raises while the store fails (what is done stays done)."""
         pending = self.journal.forgetting(limit=FINISH_BATCH)
         if not pending:
             return 0
@@ -76,7 +81,8 @@ class Forgetter:
                 shas = {sha for one in pending for sha in one.images}
                 for sha in shas - self.journal.referenced(shas):
                     self._delete_image(sha)
-                self._delete_points(pending)
+                if self.points is not None:
+                    self.points.delete(pending)
                 self.journal.forgotten(one.id for one in pending)
                 done += len(pending)
                 pending = self.journal.forgetting(limit=FINISH_BATCH)
@@ -86,28 +92,9 @@ class Forgetter:
             self.journal.scrub()
         return done
 
-    def _delete_points(self, pending: list[Unfinished]) -> None:
-        """Every point of these exchanges: by id (points.point_id: one per image, or one without), or by
-        exchange id for a deletion recorded before the journal counted images (a scan of the store)."""
-        by_tenant: dict[str, list[str]] = {}
-        unknown: dict[str, list[str]] = {}
-        for one in pending:
-            if one.image_refs is None:
-                unknown.setdefault(one.tenant, []).append(one.id)
-            else:
-                ids = by_tenant.setdefault(one.tenant, [])
-                ids += [point_id(one.id, index) for index in range(max(1, one.image_refs))]
-        for tenant, ids in by_tenant.items():
-            for start in range(0, len(ids), STORE_CHUNK):
-                if start:
-                    time.sleep(_STORE_PAUSE_S)
-                self.store.delete_points(tenant, ids[start:start + STORE_CHUNK])
-        for tenant, exchange_ids in unknown.items():
-            self.store.delete_exchanges(tenant, exchange_ids)
-
     def _delete_image(self, sha: str) -> None:
         # The original first: a render under way looks for it once its thumbnails are written (see
-        # gateway.memory.thumbnails), so whichever of the two comes second deletes them.
+        # gateway.history.thumbnails), so whichever of the two comes second deletes them.
         self.blobs.delete(sha)
         self.thumbnails.delete(sha)
 
@@ -117,7 +104,7 @@ class Finisher(DaemonLoop):
     killed process left), whenever a deletion is recorded, and every `idle_s` (a deletion recorded by
     another process). While a pass fails it is retried after `first_retry_s`, doubling up to `idle_s`."""
 
-    name = "memory-forget"
+    name = "history-forget"
 
     def __init__(self, forgetter: Forgetter, *, first_retry_s: float = 0.5, idle_s: float = 60.0) -> None:
         super().__init__()
@@ -144,9 +131,9 @@ class Finisher(DaemonLoop):
             self.forgetter.recorded.clear()  # before the pass: a deletion recorded during it gets another
             try:
                 if done := self.forgetter.finish():
-                    log.info("memory: finished forgetting %d exchange(s)", done)
+                    log.info("history: finished forgetting %d exchange(s)", done)
                 retry_s = 0.0
             except Exception as exc:  # noqa: BLE001 - the store (or a file) failed: retried, nothing is lost
                 retry_s = min(max(retry_s * 2, self.first_retry_s), self.idle_s)
-                log.warning("memory: finishing deletions failed (retried in %.1f s): %s", retry_s, exc)
+                log.warning("history: finishing deletions failed (retried in %.1f s): %s", retry_s, exc)
                 self._stop.wait(retry_s)

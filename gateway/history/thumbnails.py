@@ -3,7 +3,7 @@
 A grid of fifty results would otherwise download fifty originals. Only a few sizes exist (a request
 is served at the next one up), so one image can never fill the disk with variants. Thumbnails are
 WebP: small, and they keep transparency. They are addressed like the originals, by the original's
-sha256, and never change; who may read one is decided by the caller (`Memory.thumbnail`), exactly as
+sha256, and never change; who may read one is decided by the caller (`History.thumbnail`), exactly as
 for the original.
 
 Bounded like every other decode (gateway.images): an original is decoded once for all sizes, holding
@@ -29,11 +29,10 @@ from anyio import to_thread
 from PIL import Image, ImageOps
 
 from gateway.images import heap
-from gateway.images.decode import TRIM_AFTER_BYTES
+from gateway.images.decode import TRIM_AFTER_BYTES, default_decoder
 from gateway.images.errors import ImageError
 from gateway.images.raster import held_bytes_per_pixel
 from gateway.images.verify import check_header
-from gateway.memory.embed import default_decoder
 
 if TYPE_CHECKING:
     from gateway.images import DecodeBudget, ImageDecoder, ImagePolicy
