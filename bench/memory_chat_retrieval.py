@@ -116,8 +116,7 @@ class Bench:
         settings = Settings(_env_file=None, data_dir=data_dir)
         from gateway.images import ImageLoader
         self.memory = Memory(self.journal, self.blobs, clip, self.store, self.worker,
-                             ImageLoader.from_settings(settings), thumbnails_dir=settings.thumbnails_dir,
-                             owns_loader=True, text=text)
+                             ImageLoader.from_settings(settings), owns_loader=True, text=text)
         self.pool = UpstreamPool([upstream], api_key=None, connect_timeout_s=5, read_timeout_s=30,
                                  health_interval_s=60)
         # No time budget here: what is measured is how long retrieval takes, not where it is cut off.

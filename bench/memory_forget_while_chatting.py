@@ -123,11 +123,15 @@ def scenario(data: Path, kind: str, count: int, concurrency: int, think_s: float
     if kind == "forgetting":
         from gateway.memory import forget
         from gateway.memory.store.edge import EdgeStore
-        from gateway.memory.thumbnails import Thumbnails
 
         store = EdgeStore(data / "shard")
         store.ensure_schema()
-        forgetter = forget.Forgetter(journal, blobs, store, Thumbnails(data / "thumbnails"))
+        try:
+            forgetter = forget.Forgetter(journal, blobs, store)
+        except TypeError:  # --old-rev from before thumbnails were kept in the blob store
+            from gateway.memory.thumbnails import Thumbnails
+
+            forgetter = forget.Forgetter(journal, blobs, store, Thumbnails(data / "thumbnails"))  # type: ignore
         if hasattr(forget, "Finisher"):  # started by Memory.start since issue 16; absent before
             finisher = forget.Finisher(forgetter)
             finisher.start()

@@ -8,7 +8,7 @@ Order, chosen so that a SIGKILL or a store outage at any point never brings anyt
    (`Journal.image_mime`), the ingest worker cannot re-add it (it deletes points of batch rows that
    vanished), and a reindex from the journal cannot find it.
 2. The rest (`Forgetter.finish`, run by the `Finisher` thread, which retries it until it succeeds):
-   each image no remaining exchange uses, with its cached thumbnails; every point of the exchange in
+   each image no remaining exchange uses, with its thumbnails; every point of the exchange in
    the store; the `forgetting` record; and the journal's WAL emptied of the rows' old copies.
 Each step of 2 is harmless to repeat, so a process killed half-way, or a store that refuses writes for
 minutes (Qdrant Edge while it builds an index), only delays it.
@@ -25,7 +25,6 @@ from gateway.journal import BlobStore, Journal, Unfinished
 from gateway.memory.background import DaemonLoop
 from gateway.memory.points import point_id
 from gateway.memory.store.base import VectorStore
-from gateway.memory.thumbnails import Thumbnails
 
 log = logging.getLogger("visionrag.memory.forget")
 
@@ -40,11 +39,10 @@ _STORE_PAUSE_S = 0.001
 
 
 class Forgetter:
-    def __init__(self, journal: Journal, blobs: BlobStore, store: VectorStore, thumbnails: Thumbnails) -> None:
+    def __init__(self, journal: Journal, blobs: BlobStore, store: VectorStore) -> None:
         self.journal = journal
         self.blobs = blobs
         self.store = store
-        self.thumbnails = thumbnails
         # Set whenever a deletion is recorded: the finisher's cue.
         self.recorded = threading.Event()
 
@@ -66,7 +64,8 @@ class Forgetter:
 
     def finish(self) -> int:
         """Step 2 for every deletion the journal records as unfinished; returns how many were finished.
-        Raises StoreError while the store fails (what is done stays done)."""
+        Raises StoreError while the store fails, BlobUnavailable while the blob store does (what is
+        done stays done)."""
         pending = self.journal.forgetting(limit=FINISH_BATCH)
         if not pending:
             return 0
@@ -109,7 +108,7 @@ class Forgetter:
         # The original first: a render under way looks for it once its thumbnails are written (see
         # gateway.memory.thumbnails), so whichever of the two comes second deletes them.
         self.blobs.delete(sha)
-        self.thumbnails.delete(sha)
+        self.blobs.delete_derived(sha)
 
 
 class Finisher(DaemonLoop):

@@ -18,7 +18,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
@@ -118,7 +117,6 @@ class Memory:
         worker: IngestWorker,
         image_loader: ImageLoader,
         *,
-        thumbnails_dir: Path,
         owns_loader: bool = False,
         thresholds: Thresholds | None = None,
         retention: Retention | None = None,
@@ -127,7 +125,6 @@ class Memory:
     ) -> None:
         self.journal = journal
         self.blobs = blobs
-        self.thumbnails_dir = thumbnails_dir
         self.embedder = embedder
         self.text = text if text is not None else worker.text
         self.store = store
@@ -139,7 +136,7 @@ class Memory:
         texts = JournalTexts(journal)
         self.searcher = Searcher(query_clip, store, texts, query_text)
         self.retriever = Retriever(query_clip, store, texts, worker.reuse, query_text)
-        self.forgetter = Forgetter(journal, blobs, store, self.thumbnails)
+        self.forgetter = Forgetter(journal, blobs, store)
         self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
         self.purger = PurgeScheduler(store, purge_after_s)
@@ -189,9 +186,8 @@ class Memory:
                                       terms=settings.memory_min_terms_score)
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
-        return cls(journal, blobs, embedder, store, worker, loader, thumbnails_dir=settings.thumbnails_dir,
-                   owns_loader=owns, thresholds=thresholds, retention=retention, text=text,
-                   purge_after_s=settings.memory_purge_after_s)
+        return cls(journal, blobs, embedder, store, worker, loader, owns_loader=owns, thresholds=thresholds,
+                   retention=retention, text=text, purge_after_s=settings.memory_purge_after_s)
 
     def start(self) -> None:
         """Open the store, start the ingest worker and the finisher of deletions. Raises StoreLocked if
@@ -389,9 +385,8 @@ class Memory:
 
     @functools.cached_property
     def thumbnails(self) -> Thumbnails:
-        # A cache in local files, whichever BlobStore keeps the originals; decoded within the budget CLIP's
-        # decodes share.
-        return Thumbnails(self.thumbnails_dir, self.embedder.decoder)
+        # Kept in the blob store beside the originals; decoded within the budget CLIP's decodes share.
+        return Thumbnails(self.blobs, self.embedder.decoder)
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
         """The tenant's exchanges, newest first, one page; InvalidRequest for a cursor it did not make."""
@@ -403,11 +398,11 @@ class Memory:
         return ExchangePage(page, encode_cursor(page[-1]) if more else None)
 
     async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
-        """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
-        NotFound exactly where `image` answers it."""
+        """A small WebP of an image the tenant's exchanges carried (made once, then read from the blob
+        store); NotFound exactly where `image` answers it."""
         await self._image_mime(tenant, sha256)
         try:
-            data = await self.thumbnails.get(sha256, size, self.blobs)
+            data = await self.thumbnails.get(sha256, size)
         except (ImageError, OSError) as exc:  # stored bytes were verified once: not expected
             log.warning("thumbnail of %s failed: %s", sha256, exc)
             raise _image_not_found() from exc

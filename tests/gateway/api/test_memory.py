@@ -59,8 +59,7 @@ def api(journal: Journal, blobs: BlobStore, embedder: ClipEmbedder, store: Vecto
         text_encoders: TextEncoders, image_server, tmp_path: Path) -> Iterator[Api]:
     settings = Settings(_env_file=None, fetch_allow_hosts=[image_server.hostport], max_body_bytes=1 << 20)
     worker = IngestWorker(journal, blobs, embedder, store, text=text_encoders)
-    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings),
-                    thumbnails_dir=tmp_path / "thumbnails")
+    memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -272,7 +271,7 @@ def test_store_outage_is_a_503_not_a_500(journal: Journal, blobs: BlobStore, emb
 
     down = RemoteStore("c", url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
     memory = Memory(journal, blobs, embedder, down, IngestWorker(journal, blobs, embedder, down),
-                    ImageLoader.from_settings(Settings(_env_file=None)), thumbnails_dir=tmp_path / "thumbnails")
+                    ImageLoader.from_settings(Settings(_env_file=None)))
     app = FastAPI()
     install_error_handlers(app)
     wire(app, settings=Settings(_env_file=None), auth=Authenticator({}, "default"), memory=memory)

@@ -48,7 +48,6 @@ from gateway.memory.store.remote import VACUUM, WAL, RemoteStore
 from gateway.memory.store.schema import Sparse
 from gateway.memory.text_embed import TextEncoders
 from gateway.memory.texts import JournalTexts
-from gateway.memory.thumbnails import Thumbnails
 from gateway.settings import Settings
 from tests.gateway.memory.conftest import noise_png
 from tests.gateway.memory.test_forget import found_in
@@ -114,7 +113,7 @@ class Setup:
         self.store = EdgeStore(root / "qdrant" / "shard")
         self.store.ensure_schema()
         self.worker = IngestWorker(self.journal, self.blobs, embedder, self.store, text=text)
-        self.forgetter = Forgetter(self.journal, self.blobs, self.store, Thumbnails(root / "thumbnails"))
+        self.forgetter = Forgetter(self.journal, self.blobs, self.store)
         self.searcher = Searcher(embedder, self.store, JournalTexts(self.journal), text)
 
     def ingest(self, *exchanges: Exchange) -> None:
@@ -263,8 +262,7 @@ def test_the_memory_service_purges_by_itself_once_the_time_is_up(
     kept, gone = others(setup.blobs), target(setup.blobs)
     setup.ingest(*kept, gone)
     memory = Memory(setup.journal, setup.blobs, embedder, setup.store, setup.worker,
-                    ImageLoader.from_settings(Settings(_env_file=None)), thumbnails_dir=setup.root / "thumbnails",
-                    purge_after_s=2.0)
+                    ImageLoader.from_settings(Settings(_env_file=None)), purge_after_s=2.0)
     memory.purger.poll_s = 0.1
     memory.start()
     try:

@@ -140,7 +140,7 @@ def test_a_thumbnail_rendered_while_its_image_is_forgotten_is_not_left_behind(
         reads.gate.set()
         request.join(60)
 
-    root = api.memory.thumbnails.root
+    root = api.memory.blobs.derived  # the disk blob store's folder of thumbnails
     assert [path for path in root.rglob("*") if path.is_file() and sha in path.name] == []
     assert answer["response"].status_code == 404
     assert thumbnail(api, sha, 64).status_code == 404
