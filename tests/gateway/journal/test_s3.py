@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_open_blobs_gives_the_bucket_of_the_blob_url(s3_url: str, moto_server: M
     assert isinstance(blobs, S3BlobStore)
     digest = blobs.put(b"picture")
     blobs.put_derived(digest, "64.webp", b"small")
-    bucket, prefix = parse_url(s3_url)
+    _, prefix = parse_url(s3_url)
     assert moto_server.keys(s3_url) == [f"{prefix}/{digest}", f"{prefix}/thumbnails/{digest}/64.webp"]
     assert not (tmp_path / "data").exists()  # nothing of it on local disk
 
@@ -109,7 +110,7 @@ class Throttling(http.server.BaseHTTPRequestHandler):
     """An S3 endpoint that answers every request 503 SlowDown, as S3 does under too high a request rate.
     moto does not throttle, so this stand-in does; it counts the requests to see the client's retries."""
 
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def _slow_down(self) -> None:
         Throttling.requests.append(self.command)
