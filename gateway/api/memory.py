@@ -14,18 +14,20 @@ without their details (paths, URLs, library messages).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 from starlette.routing import NoMatchFound
 
 from gateway.api.body import openapi_body, read_model
 from gateway.api.deps import AuthDep, CallerDep, MemoryDep, TenantDep
 from gateway.api.openapi import failures as F
 from gateway.api.openapi.responses import errors, image_bytes
-from gateway.journal import Exchange
+from gateway.journal import BlobStream, Exchange
 from gateway.memory.browse import ExchangeQuery
 from gateway.memory.protocol import (
     MAX_LIMIT,
@@ -183,12 +185,25 @@ async def get_image(
     if _matches(request.headers.get("if-none-match"), etag):
         await memory.image_access(tenant, sha256)
         return Response(status_code=304, headers=headers)
-    if size is not None:
-        image = await memory.thumbnail(tenant, sha256, size)
-    else:
-        image = await memory.image(tenant, sha256)
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
-    return Response(image.data, media_type=image.mime, headers={**headers, "X-Content-Type-Options": "nosniff"})
+    headers["X-Content-Type-Options"] = "nosniff"
+    if size is not None:
+        thumbnail = await memory.thumbnail(tenant, sha256, size)
+        return Response(thumbnail.data, media_type=thumbnail.mime, headers=headers)
+    # The original is passed on as it is read, never held whole (images may be large, and many at once).
+    image = await memory.image_stream(tenant, sha256)
+    return StreamingResponse(_chunks(image.stream), media_type=image.mime,
+                             headers={**headers, "Content-Length": str(image.stream.size)})
+
+
+async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
+    """The stream's chunks, each read on a thread of the pool; closed however the response ends (a client
+    that left half-way included)."""
+    try:
+        async for chunk in iterate_in_threadpool(stream):
+            yield chunk
+    finally:
+        stream.close()
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

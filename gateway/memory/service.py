@@ -25,7 +25,7 @@ from anyio import to_thread
 from gateway import metrics
 from gateway.errors import BackendUnavailable, NotFound
 from gateway.images import ImageDecoder, ImageError, ImageLoader
-from gateway.journal import BlobStore, Journal
+from gateway.journal import BlobStore, BlobStream, Journal
 from gateway.memory.batching import BatchedClip, BatchedText
 from gateway.memory.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
@@ -54,6 +54,12 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 @dataclass(frozen=True, slots=True)
 class StoredImage:
     data: bytes
+    mime: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedImage:
+    stream: BlobStream  # the caller closes it
     mime: str
 
 
@@ -365,6 +371,14 @@ class Memory:
         if data is None:
             raise _image_not_found()
         return StoredImage(data, mime)
+
+    async def image_stream(self, tenant: str, sha256: str) -> StreamedImage:
+        """`image`, to be read as it is sent on rather than held whole; NotFound where `image` answers it."""
+        mime = await self._image_mime(tenant, sha256)
+        stream = await _blocking(self.blobs.open, sha256)
+        if stream is None:
+            raise _image_not_found()
+        return StreamedImage(stream, mime)
 
     async def image_access(self, tenant: str, sha256: str) -> None:
         """NotFound unless one of the tenant's exchanges carries the image: what a conditional request
