@@ -153,3 +153,25 @@ def test_throttling_is_retried_then_blob_unavailable(s3_url: str, throttling: st
     with pytest.raises(BlobUnavailable):
         S3BlobStore.from_url(s3_url).get("0" * 64)
     assert Throttling.requests == ["GET"]
+
+
+def test_a_chat_through_the_gateway_stores_its_image_in_the_bucket(s3_url: str, moto_server: MotoServer,
+                                                                   tmp_path) -> None:
+    from tests.gateway.inprocess import MODEL, Edge, on_edge
+    from tests.plugins.media import data_url, image_message, png_bytes
+
+    image = png_bytes(color=(10, 120, 200))
+
+    async def scenario(gateway: Edge):
+        async with gateway.openai() as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=image_message(data_url(image)), max_tokens=4)
+        return gateway.journal().get(raw.headers["x-visionrag-exchange-id"])
+
+    exchange = on_edge(tmp_path / "data", scenario, blob_url=s3_url)
+    sha = hashlib.sha256(image).hexdigest()
+    assert exchange.images[0].sha256 == sha
+    _, prefix = parse_url(s3_url)
+    assert moto_server.keys(s3_url) == [f"{prefix}/{sha}"]
+    assert S3BlobStore.from_url(s3_url).get(sha) == image
+    assert not (tmp_path / "data" / "images").exists()  # the data dir keeps the journal only
