@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal import BlobStore
+from gateway.journal import BlobStore, BlobStream
 from gateway.journal.s3 import S3BlobStore
 from gateway.memory.store.base import VectorStore
 from gateway.memory.store.remote import RemoteStore
@@ -48,13 +48,18 @@ class Opened:
         self.closed: list[bool] = []
         open_blob = blobs.open
 
-        def opened(sha256: str):
+        def opened(sha256: str) -> BlobStream | None:
             stream = open_blob(sha256)
-            if stream is not None:
-                index, close = len(self.closed), stream._close
-                self.closed.append(False)
-                stream._close = lambda: (close(), self.closed.__setitem__(index, True))
-            return stream
+            if stream is None:
+                return None
+            index = len(self.closed)
+            self.closed.append(False)
+
+            def close() -> None:
+                stream.close()
+                self.closed[index] = True
+
+            return BlobStream(stream.size, iter(stream), close)
 
         def whole(sha256: str) -> bytes | None:
             raise AssertionError("the original was read whole")
