@@ -127,10 +127,9 @@ def scenario(data: Path, kind: str, count: int, concurrency: int, think_s: float
         store.ensure_schema()
         try:  # history owns forgetting since issue 17; the store's part is memory's, plugged in
             from gateway.history import forget
-            from gateway.history.thumbnails import Thumbnails
             from gateway.memory.forget_points import StorePoints
 
-            forgetter = forget.Forgetter(journal, blobs, Thumbnails(data / "thumbnails"), StorePoints(store))
+            forgetter = forget.Forgetter(journal, blobs, StorePoints(store))
         except ImportError:  # --old-rev from before: memory did it all
             from gateway.memory import forget, thumbnails  # type: ignore[attr-defined,no-redef]
 

@@ -13,11 +13,13 @@ raise become responses in gateway.api.errors.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 from starlette.routing import NoMatchFound
 
 from gateway.api.body import openapi_body, read_model
@@ -36,7 +38,7 @@ from gateway.history.protocol import (
     unix,
 )
 from gateway.history.thumbnails import SIZES, snap
-from gateway.journal import Exchange
+from gateway.journal import BlobStream, Exchange
 
 router = APIRouter(tags=["history"])
 
@@ -167,12 +169,25 @@ async def get_image(
     if _matches(request.headers.get("if-none-match"), etag):
         await history.image_access(tenant, sha256)
         return Response(status_code=304, headers=headers)
-    if size is not None:
-        image = await history.thumbnail(tenant, sha256, size)
-    else:
-        image = await history.image(tenant, sha256)
     # nosniff: a browser renders it as the stored type only, never as HTML or script it might resemble.
-    return Response(image.data, media_type=image.mime, headers={**headers, "X-Content-Type-Options": "nosniff"})
+    headers["X-Content-Type-Options"] = "nosniff"
+    if size is not None:
+        thumbnail = await history.thumbnail(tenant, sha256, size)
+        return Response(thumbnail.data, media_type=thumbnail.mime, headers=headers)
+    # The original is passed on as it is read, never held whole (images may be large, and many at once).
+    image = await history.image_stream(tenant, sha256)
+    return StreamingResponse(_chunks(image.stream), media_type=image.mime,
+                             headers={**headers, "Content-Length": str(image.stream.size)})
+
+
+async def _chunks(stream: BlobStream) -> AsyncIterator[bytes]:
+    """The stream's chunks, each read on a thread of the pool; closed however the response ends (a client
+    that left half-way included)."""
+    try:
+        async for chunk in iterate_in_threadpool(stream):
+            yield chunk
+    finally:
+        stream.close()
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -9,9 +9,9 @@ Order, chosen so that a SIGKILL or a store outage at any point never brings anyt
    ingest worker cannot re-add it (it deletes points of batch rows that vanished), and a reindex from
    the journal cannot find it.
 2. The rest (`Forgetter.finish`, run by the `Finisher` thread, which retries it until it succeeds):
-   each image no remaining exchange uses, with its cached thumbnails; every point of the exchange in
-   the vector store (`Points`, which memory plugs in: none while memory is off); the `forgetting`
-   record; and the journal's WAL emptied of the rows' old copies.
+   each image no remaining exchange uses, with its thumbnails; every point of the exchange in the
+   vector store (`Points`, which memory plugs in: none while memory is off); the `forgetting` record;
+   and the journal's WAL emptied of the rows' old copies.
 Each step of 2 is harmless to repeat, so a process killed half-way, or a store that refuses writes for
 minutes (Qdrant Edge while it builds an index), only delays it.
 """
@@ -24,7 +24,6 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from gateway.background import DaemonLoop
-from gateway.history.thumbnails import Thumbnails
 from gateway.journal import BlobStore, Journal, Unfinished
 
 log = logging.getLogger("visionrag.history.forget")
@@ -45,10 +44,9 @@ class Points(Protocol):
 
 
 class Forgetter:
-    def __init__(self, journal: Journal, blobs: BlobStore, thumbnails: Thumbnails, points: Points | None = None) -> None:
+    def __init__(self, journal: Journal, blobs: BlobStore, points: Points | None = None) -> None:
         self.journal = journal
         self.blobs = blobs
-        self.thumbnails = thumbnails
         self.points = points
         # Set whenever a deletion is recorded: the finisher's cue.
         self.recorded = threading.Event()
@@ -71,7 +69,8 @@ class Forgetter:
 
     def finish(self) -> int:
         """Step 2 for every deletion the journal records as unfinished; returns how many were finished.
-        Raises what `points` raises while the store fails (what is done stays done)."""
+        Raises what `points` raises while the store fails, BlobUnavailable while the blob store does
+        (what is done stays done)."""
         pending = self.journal.forgetting(limit=FINISH_BATCH)
         if not pending:
             return 0
@@ -96,7 +95,7 @@ class Forgetter:
         # The original first: a render under way looks for it once its thumbnails are written (see
         # gateway.history.thumbnails), so whichever of the two comes second deletes them.
         self.blobs.delete(sha)
-        self.thumbnails.delete(sha)
+        self.blobs.delete_derived(sha)
 
 
 class Finisher(DaemonLoop):

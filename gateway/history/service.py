@@ -27,7 +27,7 @@ from gateway.history.retention import Retention, RetentionSweeper
 from gateway.history.thumbnails import MIME as THUMBNAIL_MIME
 from gateway.history.thumbnails import Thumbnails
 from gateway.images import ImageDecoder, ImageError
-from gateway.journal import BlobStore, Journal
+from gateway.journal import BlobStore, BlobStream, Journal
 
 if TYPE_CHECKING:
     from gateway.journal import Exchange
@@ -41,6 +41,12 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 @dataclass(frozen=True, slots=True)
 class StoredImage:
     data: bytes
+    mime: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedImage:
+    stream: BlobStream  # the caller closes it
     mime: str
 
 
@@ -63,7 +69,7 @@ class History:
         self.journal = journal
         self.blobs = blobs
         self.thumbnails = thumbnails
-        self.forgetter = Forgetter(journal, blobs, thumbnails, points)
+        self.forgetter = Forgetter(journal, blobs, points)
         self.finisher = Finisher(self.forgetter)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
 
@@ -75,7 +81,7 @@ class History:
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
         # A cache in local files, whichever BlobStore keeps the originals.
-        thumbnails = Thumbnails(settings.thumbnails_dir, decoder or ImageDecoder.from_settings(settings))
+        thumbnails = Thumbnails(blobs, decoder or ImageDecoder.from_settings(settings))
         return cls(journal, blobs, thumbnails, points=points, retention=retention)
 
     def start(self) -> None:
@@ -133,17 +139,25 @@ class History:
             raise _image_not_found()
         return StoredImage(data, mime)
 
+    async def image_stream(self, tenant: str, sha256: str) -> StreamedImage:
+        """`image`, to be read as it is sent on rather than held whole; NotFound where `image` answers it."""
+        mime = await self._image_mime(tenant, sha256)
+        stream = await _blocking(self.blobs.open, sha256)
+        if stream is None:
+            raise _image_not_found()
+        return StreamedImage(stream, mime)
+
     async def image_access(self, tenant: str, sha256: str) -> None:
         """NotFound unless one of the tenant's exchanges carries the image: what a conditional request
         (the caller holds the bytes already) still has to pass."""
         await self._image_mime(tenant, sha256)
 
     async def thumbnail(self, tenant: str, sha256: str, size: int) -> StoredImage:
-        """A small WebP of an image the tenant's exchanges carried (made once, then read from disk);
+        """A small WebP of an image the tenant's exchanges carried (made once, then kept in the blob store);
         NotFound exactly where `image` answers it."""
         await self._image_mime(tenant, sha256)
         try:
-            data = await self.thumbnails.get(sha256, size, self.blobs)
+            data = await self.thumbnails.get(sha256, size)
         except (ImageError, OSError) as exc:  # stored bytes were verified once: not expected
             log.warning("thumbnail of %s failed: %s", sha256, exc)
             raise _image_not_found() from exc

@@ -1,4 +1,6 @@
-"""Small copies of stored images, for grids of results: made once per image, kept on disk.
+"""Small copies of stored images, for grids of results: made once per image, kept in the blob store
+beside the original (`BlobStore.put_derived`), so every replica reads the same ones and forgetting the
+image deletes them wherever they are.
 
 A grid of fifty results would otherwise download fifty originals. Only a few sizes exist (a request
 is served at the next one up), so one image can never fill the disk with variants. Thumbnails are
@@ -13,16 +15,14 @@ concurrent first requests for one image wait for the same render.
 
 Forgetting an image deletes the original, then its thumbnails; a render that read the original
 before then would write its thumbnails after. So a render looks for the original again once its
-files are in place and deletes them if it is gone: whichever comes second sees the other's work.
+thumbnails are stored and deletes them if it is gone: whichever comes second sees the other's work
+(the blob stores read their own writes: a local folder, and S3 since its strong consistency).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anyio import to_thread
@@ -114,27 +114,29 @@ def _webp(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def name(size: int) -> str:
+    """The derived object (BlobStore.put_derived) that holds the thumbnail of a stored size."""
+    return f"{size}.webp"
+
+
 class Thumbnails:
-    def __init__(self, root: Path, decoder: ImageDecoder | None = None, renders: int = RENDERS) -> None:
-        self.root = root
+    def __init__(self, blobs: BlobStore, decoder: ImageDecoder | None = None, renders: int = RENDERS) -> None:
+        self.blobs = blobs
         self.decoder = decoder or default_decoder()
         self._slots = asyncio.Semaphore(renders)
         self._flights: dict[str, asyncio.Future[dict[int, bytes] | None]] = {}
 
-    def path(self, sha256: str, size: int) -> Path:
-        return self.root / str(size) / sha256[:2] / f"{sha256}.webp"
-
-    async def get(self, sha256: str, size: int, originals: BlobStore) -> bytes | None:
-        """The cached thumbnail, made with every other size from the original in `originals` on first
-        use; None when there is no original. `sha256` must already be validated (it names a file).
-        Raises ImageError when the original cannot be decoded."""
+    async def get(self, sha256: str, size: int) -> bytes | None:
+        """The stored thumbnail, made with every other size from the original on first use; None when
+        there is no original. Raises ImageError when the original cannot be decoded, BlobUnavailable when
+        the blob store fails."""
         size = snap(size)
         cached = await to_thread.run_sync(self._read, sha256, size)
         if cached is not None:
             return cached
         flight = self._flights.get(sha256)
         if flight is None:
-            flight = asyncio.ensure_future(self._render(sha256, originals))
+            flight = asyncio.ensure_future(self._render(sha256))
             self._flights[sha256] = flight
             flight.add_done_callback(lambda done: self._landed(sha256, done))
         # Shielded: a caller that goes away does not cancel the render the others wait for.
@@ -142,14 +144,11 @@ class Thumbnails:
         return None if rendered is None else rendered[size]
 
     def _read(self, sha256: str, size: int) -> bytes | None:
-        try:
-            return self.path(sha256, size).read_bytes()
-        except FileNotFoundError:
-            return None
+        return self.blobs.get_derived(sha256, name(size))
 
-    async def _render(self, sha256: str, originals: BlobStore) -> dict[int, bytes] | None:
+    async def _render(self, sha256: str) -> dict[int, bytes] | None:
         async with self._slots:
-            return await to_thread.run_sync(self._make, sha256, originals)
+            return await to_thread.run_sync(self._make, sha256)
 
     def _landed(self, sha256: str, flight: asyncio.Future[dict[int, bytes] | None]) -> None:
         if self._flights.get(sha256) is flight:
@@ -157,35 +156,18 @@ class Thumbnails:
         if not flight.cancelled():
             flight.exception()  # retrieved: every caller may have gone away
 
-    def _make(self, sha256: str, originals: BlobStore) -> dict[int, bytes] | None:
-        # A request that missed the cache just before another render landed finds that render's files.
+    def _make(self, sha256: str) -> dict[int, bytes] | None:
+        # A request that missed the stored one just before another render landed finds that render's.
         landed = {size: data for size in SIZES if (data := self._read(sha256, size)) is not None}
         if len(landed) == len(SIZES):
             return landed
-        original = originals.get(sha256)
+        original = self.blobs.get(sha256)
         if original is None:
             return None
         rendered = render(original, self.decoder.policy, self.decoder.budget)
         for size, data in rendered.items():
-            self._write(self.path(sha256, size), data)
-        if sha256 not in originals:  # forgotten meanwhile, maybe after it deleted the thumbnails
-            self.delete(sha256)
+            self.blobs.put_derived(sha256, name(size), data)
+        if sha256 not in self.blobs:  # forgotten meanwhile, maybe after it deleted the thumbnails
+            self.blobs.delete_derived(sha256)
             return None
         return rendered
-
-    def delete(self, sha256: str) -> None:
-        """Every size of the image's thumbnails, and what a render killed half-way left beside them."""
-        for size in SIZES:
-            path = self.path(sha256, size)
-            path.unlink(missing_ok=True)
-            if path.parent.is_dir():
-                for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-                    tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _write(target: Path, data: bytes) -> None:
-        # Under a temporary name, then renamed: a concurrent reader never sees half a file.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)

@@ -13,9 +13,10 @@ must stay short.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
+from gateway.errors import BackendUnavailable
 from gateway.journal.records import Exchange
 
 
@@ -192,12 +193,50 @@ class Journal(Protocol):
         ...
 
 
+class BlobUnavailable(BackendUnavailable):
+    """The blob store cannot be reached or failed (a refused connection, a timeout, throttling, a 5xx,
+    refused credentials), after its client's own retries: retrying later may work. The API answers it
+    503 `storage_unavailable`, its cause logged, never shown."""
+
+    def __init__(self) -> None:
+        super().__init__("image storage", code="storage_unavailable")
+
+
+class BlobStream:
+    """One stored blob being read: `size` bytes, in chunks as it is iterated. Each step blocks (a file
+    read, a network read), so an event loop iterates it from a thread. `close()` releases what the read
+    holds (a file, a connection), also when it stopped half-way; a `with` block closes it."""
+
+    def __init__(self, size: int, chunks: Iterator[bytes], close: Callable[[], None]) -> None:
+        self.size = size
+        self._chunks = chunks
+        self._close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @runtime_checkable
 class BlobStore(Protocol):
-    """Image bytes stored once, under the hex sha256 of their content.
+    """Image bytes stored once, under the hex sha256 of their content, and objects derived from each
+    image (its thumbnails) kept beside it.
 
-    Keys are lowercase 64-character hex digests: anything else is never stored (`get` answers None,
-    `in` False, `delete` False), so a key from a request can be passed as it came."""
+    Keys are lowercase 64-character hex digests: anything else is never stored (`get`, `open` and
+    `get_derived` answer None, `in` False, `delete` False), so a key from a request can be passed as it
+    came. A derived object's name is the code's own (`64.webp`: a variant, a dot, an extension); any other
+    raises ValueError.
+
+    Failures of the storage itself raise BlobUnavailable (a local folder's OSError is left as it is: a
+    failing disk is not an outage to wait out)."""
 
     def put(self, data: bytes, sha256: str | None = None) -> str:
         """Store `data` unless its key is already there; return the key (its sha256). Idempotent: the same
@@ -210,10 +249,30 @@ class BlobStore(Protocol):
         """The bytes stored under the key; None if there are none."""
         ...
 
+    def open(self, sha256: str) -> BlobStream | None:
+        """The bytes stored under the key as a stream of chunks, for a reader that passes them on
+        without holding them all (a response); None if there are none. Whether there are is decided
+        here: a deletion after this returns does not cut the stream short."""
+        ...
+
     def __contains__(self, sha256: str) -> bool:
         """Whether bytes are stored under the key."""
         ...
 
     def delete(self, sha256: str) -> bool:
-        """Remove the bytes (forgetting); False if there were none."""
+        """Remove the bytes (forgetting); False if there were none. What was derived from them stays
+        until `delete_derived`."""
+        ...
+
+    def put_derived(self, sha256: str, name: str, data: bytes) -> None:
+        """Store `data` as the object `name` derived from the image under the key, replacing one of that
+        name; whole or not at all, as `put`. Raises ValueError for a key that is not one."""
+        ...
+
+    def get_derived(self, sha256: str, name: str) -> bytes | None:
+        """The object `name` derived from the image under the key; None if there is none."""
+        ...
+
+    def delete_derived(self, sha256: str) -> None:
+        """Remove every object derived from the image under the key (forgetting; harmless to repeat)."""
         ...

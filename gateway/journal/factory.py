@@ -1,6 +1,7 @@
 """Which journal and which blob store the settings ask for: the one place that names a backend's class.
 
-Today there is one of each, SQLite (gateway.journal.sqlite) and a local folder (gateway.journal.disk).
+Journals: SQLite (gateway.journal.sqlite). Blob stores: local folders (gateway.journal.disk), S3-compatible
+storage (gateway.journal.s3).
 Another backend is a module implementing the Protocol of gateway.journal.base, a branch here chosen by
 a setting, and a parameter of the fixtures in tests/gateway/journal/conftest.py, whose contract tests
 it must pass. Backends are imported when chosen, so one's client library is needed only where it is.
@@ -23,7 +24,12 @@ def open_journal(settings: Settings) -> Journal:
 
 
 def open_blobs(settings: Settings) -> BlobStore:
-    """The image store under the data dir (`settings.images_dir`), created if missing."""
+    """The bucket of `settings.blob_url` (s3://bucket/prefix) when set; otherwise the images under the
+    data dir (`settings.images_dir`, their thumbnails in `settings.thumbnails_dir`), created if missing."""
+    if settings.blob_url:
+        from gateway.journal.s3 import S3BlobStore
+
+        return S3BlobStore.from_url(settings.blob_url)
     from gateway.journal.disk import DiskBlobStore
 
-    return DiskBlobStore(settings.images_dir)
+    return DiskBlobStore(settings.images_dir, settings.thumbnails_dir)

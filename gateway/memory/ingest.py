@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from gateway import metrics
-from gateway.journal import BlobStore, Exchange, Journal
+from gateway.journal import BlobStore, BlobUnavailable, Exchange, Journal
 from gateway.memory.embed import ClipEmbedder, ImageDecodeError
 from gateway.memory.encoders import MODELS, PARTS, available, check, per_image
 from gateway.memory.points import PointPlan, plan_points
@@ -216,9 +216,10 @@ class IngestWorker:
                 self.stats.failures += 1
                 self.stats.retrying = True
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
-                log.log(level, "memory ingest failed (retrying in %.1f s): %s", delay, exc,
-                        exc_info=not isinstance(exc, StoreError))
+                # An outage (the store's, the blob store's, whose cause it logged) is waited out, not a bug.
+                outage = isinstance(exc, StoreUnavailable | BlobUnavailable)
+                log.log(logging.WARNING if outage else logging.ERROR, "memory ingest failed (retrying in %.1f s): %s",
+                        delay, exc, exc_info=not isinstance(exc, StoreError | BlobUnavailable))
                 self._stop.wait(delay)
                 continue
             if done:

@@ -138,7 +138,7 @@ def test_a_thumbnail_rendered_while_its_image_is_forgotten_is_not_left_behind(
         reads.gate.set()
         request.join(60)
 
-    root = api.history.thumbnails.root
+    root = api.history.blobs.derived  # the disk blob store's folder of thumbnails
     assert [path for path in root.rglob("*") if path.is_file() and sha in path.name] == []
     assert answer["response"].status_code == 404
     assert thumbnail(api, sha, 64).status_code == 404

@@ -8,7 +8,10 @@ backend does (SQLite's WAL, its migrations; files on disk) is tested in that bac
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+
+import pytest
 
 from gateway import metrics
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal, Unfinished
@@ -285,4 +288,69 @@ def test_keys_that_are_not_sha256_digests_are_never_stored(blobs: BlobStore) -> 
     digest = blobs.put(b"picture")
     for key in ("../etc/passwd", "", digest.upper(), digest[:-1], digest + "0", f"{digest[:2]}/{digest}"):
         assert blobs.get(key) is None and key not in blobs and blobs.delete(key) is False
+    assert blobs.get(digest) == b"picture"
+
+
+def test_blob_stores_implement_the_protocol(blobs: BlobStore) -> None:
+    assert isinstance(blobs, BlobStore)
+
+
+def test_open_streams_the_bytes_in_chunks(blobs: BlobStore) -> None:
+    picture = os.urandom(600 * 1024)  # more than one chunk of any backend
+    digest = blobs.put(picture)
+    with blobs.open(digest) as stream:
+        assert stream.size == len(picture)
+        chunks = list(stream)
+    assert b"".join(chunks) == picture and len(chunks) > 1 and all(chunks)
+    # Closed half-way (a client that left): nothing breaks, and the next read starts afresh.
+    stream = blobs.open(digest)
+    assert next(iter(stream))
+    stream.close()
+    assert b"".join(blobs.open(digest)) == picture
+    assert blobs.open("0" * 64) is None
+    for key in ("../etc/passwd", "", digest.upper(), digest[:-1], f"{digest}\n"):
+        assert blobs.open(key) is None
+
+
+def test_a_stream_opened_before_a_deletion_reads_to_the_end(blobs: BlobStore) -> None:
+    picture = os.urandom(300 * 1024)
+    digest = blobs.put(picture)
+    with blobs.open(digest) as stream:
+        assert blobs.delete(digest) is True
+        assert b"".join(stream) == picture
+    assert blobs.open(digest) is None
+
+
+def test_derived_objects_live_beside_their_image_until_deleted(blobs: BlobStore) -> None:
+    digest, other = blobs.put(b"picture"), blobs.put(b"other picture")
+    assert blobs.get_derived(digest, "64.webp") is None
+    blobs.put_derived(digest, "64.webp", b"small")
+    blobs.put_derived(digest, "512.webp", b"large")
+    blobs.put_derived(other, "64.webp", b"other small")
+    assert blobs.get_derived(digest, "64.webp") == b"small" and blobs.get_derived(digest, "512.webp") == b"large"
+    blobs.put_derived(digest, "64.webp", b"small again")  # replaced whole
+    assert blobs.get_derived(digest, "64.webp") == b"small again"
+    # Deleting the image leaves them to `delete_derived` (forgetting calls both, the original first).
+    assert blobs.delete(digest) is True and blobs.get_derived(digest, "64.webp") == b"small again"
+    blobs.delete_derived(digest)
+    assert blobs.get_derived(digest, "64.webp") is None and blobs.get_derived(digest, "512.webp") is None
+    blobs.delete_derived(digest)  # harmless to repeat
+    assert blobs.get_derived(other, "64.webp") == b"other small" and blobs.get(other) == b"other picture"
+    # Derived objects of an image not stored (a render racing its deletion) are stored and deleted alike.
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    blobs.put_derived(missing, "64.webp", b"orphan")
+    blobs.delete_derived(missing)
+    assert blobs.get_derived(missing, "64.webp") is None
+
+
+def test_derived_objects_take_only_keys_and_names(blobs: BlobStore) -> None:
+    digest = blobs.put(b"picture")
+    for key in ("../etc/passwd", "", digest.upper(), digest[:-1], f"{digest}/x"):
+        assert blobs.get_derived(key, "64.webp") is None
+        blobs.delete_derived(key)  # nothing to do, nothing raised
+        with pytest.raises(ValueError):
+            blobs.put_derived(key, "64.webp", b"x")
+    for name in ("../64.webp", "64", "64.webp/x", "", ".webp", "64.WEBP", "a b.webp"):
+        with pytest.raises(ValueError):
+            blobs.put_derived(digest, name, b"x")
     assert blobs.get(digest) == b"picture"

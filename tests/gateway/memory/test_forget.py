@@ -37,6 +37,7 @@ from gateway.history.forget import Forgetter
 from gateway.history.retention import DAY_S, Retention, sweep
 from gateway.history.service import History
 from gateway.history.thumbnails import Thumbnails
+from gateway.history.thumbnails import name as thumbnail_name
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.journal.disk import DiskBlobStore
@@ -114,6 +115,16 @@ def needles_of(question: str, answer: str, png: bytes) -> dict[str, bytes]:
     return {"question": question.encode(), "answer": answer.encode(), "image": png[middle:middle + 256]}
 
 
+class ThumbnailFiles:
+    """Where the disk blob store keeps an image's thumbnails, for the checks that they are gone."""
+
+    def __init__(self, blobs: DiskBlobStore) -> None:
+        self.blobs = blobs
+
+    def path(self, sha: str, size: int) -> Path:
+        return self.blobs.derived_path(sha, thumbnail_name(size))
+
+
 class Api(SimpleNamespace):
     client: TestClient
     memory: Memory
@@ -167,7 +178,7 @@ def _serve(data: Data, embedder: ClipEmbedder, store: VectorStore) -> Iterator[A
     journal, blobs = data.journal(), data.blobs()
     memory = Memory(journal, blobs, embedder, store, IngestWorker(journal, blobs, embedder, store),
                     ImageLoader.from_settings(settings))
-    history = History(journal, blobs, Thumbnails(data.root / "thumbnails", embedder.decoder), points=memory.points)
+    history = History(journal, blobs, Thumbnails(blobs, embedder.decoder), points=memory.points)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -220,7 +231,7 @@ def test_delete_removes_the_exchange_everywhere_and_leaves_no_bytes(api: Api, da
     # Cached thumbnails of both images exist before the deletion.
     for one in (sha, shared_sha):
         assert api.client.get(f"/images/{one}?size=64", headers=A).status_code == 200
-    thumbnails = Thumbnails(data.root / "thumbnails")
+    thumbnails = ThumbnailFiles(api.blobs)
     assert thumbnails.path(sha, 64).exists()
     points_before = api.store.count("acme")
     needles = needles_of(question, answer, png)
@@ -333,7 +344,7 @@ def test_retention_forgets_what_is_older_than_its_days(data: Data, embedder: Cli
     for one in (old_acme, new_acme, old_bravo):
         journal.append(one)
     IngestWorker(journal, blobs, embedder, store).drain()
-    forgetter = Forgetter(journal, blobs, Thumbnails(data.root / "thumbnails"), StorePoints(store))
+    forgetter = Forgetter(journal, blobs, StorePoints(store))
     policy = Retention.parse(7, ["bravo:0"], 3600)
     assert sweep(policy, journal, forgetter, now=now) == 1
     assert forgetter.finish() == 1  # the finisher's part (History runs it in the background)
@@ -382,7 +393,7 @@ def test_a_sigkill_mid_delete_never_brings_it_back(data: Data, embedder: ClipEmb
     settings = Settings(_env_file=None)
     worker = IngestWorker(journal, blobs, embedder, store)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(settings))
-    history = History(journal, blobs, Thumbnails(data.root / "thumbnails"), points=memory.points)
+    history = History(journal, blobs, Thumbnails(blobs), points=memory.points)
     memory.start()
     history.start()
     try:
@@ -416,7 +427,7 @@ def test_the_history_service_sweeps_retention_in_the_background(data: Data, embe
         journal.append(one)
     worker = IngestWorker(journal, blobs, embedder, store, poll_interval_s=0.05)
     memory = Memory(journal, blobs, embedder, store, worker, ImageLoader.from_settings(Settings(_env_file=None)))
-    history = History(journal, blobs, Thumbnails(data.root / "thumbnails"), points=memory.points,
+    history = History(journal, blobs, Thumbnails(blobs), points=memory.points,
                       retention=Retention(days=2, interval_s=0.1))
     memory.start()
     history.start()
@@ -502,7 +513,7 @@ def test_a_delete_the_store_refuses_answers_at_once_and_is_finished_in_the_backg
     wait_until(lambda: store.refused >= 2)
     assert api.store.count("acme") == points
     assert [row[0] for row in api.journal.forgetting()] == [target.id]
-    assert not api.blobs.path(sha).exists() and not Thumbnails(data.root / "thumbnails").path(sha, 64).exists()
+    assert not api.blobs.path(sha).exists() and not ThumbnailFiles(api.blobs).path(sha, 64).exists()
 
     store.refusing.clear()
     settled(api.journal)
@@ -580,7 +591,7 @@ def test_every_point_is_deleted_by_id_repeated_images_and_older_records_included
         journal.append(one)
     IngestWorker(journal, blobs, embedder, store).drain()
     assert store.count("acme") == 4 and store.count("bravo") == 1
-    forgetter = Forgetter(journal, blobs, Thumbnails(data.root / "thumbnails"), StorePoints(store))
+    forgetter = Forgetter(journal, blobs, StorePoints(store))
     try:
         assert forgetter.forget("acme", [twice.id, text_only.id, older.id, theirs.id]) == [twice.id, text_only.id,
                                                                                           older.id]

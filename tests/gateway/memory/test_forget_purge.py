@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 
 from gateway.history.forget import Forgetter
-from gateway.history.thumbnails import Thumbnails
 from gateway.images import ImageLoader
 from gateway.journal import BlobStore, Exchange, ImageRef
 from gateway.journal.disk import DiskBlobStore
@@ -115,7 +114,7 @@ class Setup:
         self.store = EdgeStore(root / "qdrant" / "shard")
         self.store.ensure_schema()
         self.worker = IngestWorker(self.journal, self.blobs, embedder, self.store, text=text)
-        self.forgetter = Forgetter(self.journal, self.blobs, Thumbnails(root / "thumbnails"), StorePoints(self.store))
+        self.forgetter = Forgetter(self.journal, self.blobs, StorePoints(self.store))
         self.searcher = Searcher(embedder, self.store, JournalTexts(self.journal), text)
 
     def ingest(self, *exchanges: Exchange) -> None:
