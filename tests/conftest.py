@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.plugins.fake_upstream",
     "tests.plugins.media",
     "tests.plugins.loopback",
+    "tests.plugins.postgres",
 ]
