@@ -2,8 +2,9 @@
 
 A new backend is its module in gateway/journal, a branch in gateway.journal.factory, and one entry in
 `JOURNALS` or `BLOB_STORES` here: each contract test then runs against it too, as `test_x[name]`. An
-entry gets the test's own temporary folder and gives an empty journal (or store) of its own; one that
-needs a server skips the test (`pytest.skip`) where none is reachable.
+entry gives an empty journal (or store) of its own: a journal's entry gets the test's request and asks it
+for the fixtures it needs (`tmp_path`; `postgres_url`, a fresh database on the session's PostgreSQL server,
+which skips the test where PostgreSQL is not installed), a blob store's gets the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.journal import BlobStore, Journal
 from gateway.journal.disk import DiskBlobStore
+from gateway.journal.postgres import PostgresJournal
 from gateway.journal.sqlite import SQLiteJournal
 
 # An opener opens the test's journal: empty at first, and the same one again at each further call (a
@@ -22,22 +24,28 @@ from gateway.journal.sqlite import SQLiteJournal
 JournalOpener = Callable[[], Journal]
 
 
-def _sqlite(tmp_path: Path) -> JournalOpener:
-    return lambda: SQLiteJournal(tmp_path / "journal.sqlite3")
+def _sqlite(request: pytest.FixtureRequest) -> JournalOpener:
+    path = request.getfixturevalue("tmp_path") / "journal.sqlite3"
+    return lambda: SQLiteJournal(path)
+
+
+def _postgres(request: pytest.FixtureRequest) -> JournalOpener:
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresJournal(url, pool_size=2)
 
 
 def _disk(tmp_path: Path) -> BlobStore:
     return DiskBlobStore(tmp_path / "images")
 
 
-JOURNALS: dict[str, Callable[[Path], JournalOpener]] = {"sqlite": _sqlite}
+JOURNALS: dict[str, Callable[[pytest.FixtureRequest], JournalOpener]] = {"sqlite": _sqlite, "postgres": _postgres}
 BLOB_STORES: dict[str, Callable[[Path], BlobStore]] = {"disk": _disk}
 
 
 @pytest.fixture(params=sorted(JOURNALS))
-def journal_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalOpener]:
+def journal_opener(request: pytest.FixtureRequest) -> Iterator[JournalOpener]:
     """Opens the test's journal of one backend (each in turn); the last one opened is closed after the test."""
-    opener, opened = JOURNALS[request.param](tmp_path), []
+    opener, opened = JOURNALS[request.param](request), []
 
     def open_again() -> Journal:
         opened.append(opener())
