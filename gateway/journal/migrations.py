@@ -16,9 +16,11 @@ import psycopg
 log = logging.getLogger("visionrag.journal")
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: the shape of the SQLite journal (gateway.journal.sqlite), worker claims included. Text keys are
-    # in the "C" collation: byte order, as SQLite and Python compare them (the browsing order breaks ties
-    # by id), whatever the database's locale.
+    # 1: the SQLite journal's tables (gateway.journal.sqlite), but the queue in a table of its own: claims
+    # and ingest marks churn there, in rows of three small columns, while an exchange's own row is written
+    # once and deleted once (an UPDATE would leave a dead copy of the whole exchange each time). Text keys
+    # are in the "C" collation: byte order, as SQLite and Python compare them (browsing breaks ties by id),
+    # whatever the database's locale.
     """
     CREATE TABLE exchanges (
         seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- append order: the queue's
@@ -29,14 +31,16 @@ MIGRATIONS: tuple[str, ...] = (
         tenant       text COLLATE "C" NOT NULL,
         "user"       text COLLATE "C",
         status       text NOT NULL,
-        record       bytea NOT NULL,  -- the Exchange as orjson's JSON bytes
-        ingested_at  double precision,
-        claimed_by   text COLLATE "C",  -- the worker whose claim is live, or was until it expired
-        lease_until  timestamptz        -- the database's clock: workers' clocks never compare
+        record       bytea NOT NULL  -- the Exchange as orjson's JSON bytes
     );
-    CREATE INDEX exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
     CREATE INDEX exchanges_browse ON exchanges (tenant, created_at, id);
-    CREATE INDEX exchanges_claims ON exchanges (claimed_by) WHERE claimed_by IS NOT NULL;
+
+    -- The exchanges not yet ingested, by append order; a row leaves when its exchange is ingested.
+    CREATE TABLE queue (
+        seq          bigint PRIMARY KEY,  -- exchanges.seq
+        claimed_by   text COLLATE "C",    -- the worker whose claim is live, or was until it expired
+        lease_until  timestamptz          -- on the database's clock: workers' clocks never compare
+    );
 
     CREATE TABLE exchange_images (
         sha256       text COLLATE "C" NOT NULL,

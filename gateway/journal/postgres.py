@@ -1,11 +1,11 @@
 """`PostgresJournal`, the Journal (gateway.journal.base) in PostgreSQL, shared by every gateway replica and
 `visionrag worker`: chosen when VISIONRAG_DATABASE_URL is set.
 
-The same tables as the SQLite journal (gateway.journal.migrations), reached through a pool of autocommit
-connections (psycopg_pool): each write is one statement, so one transaction and one round trip, whatever
-it touches (an exchange and its image references; a deleted row and its `forgetting` record). Durability
-is the server's: with its default `synchronous_commit=on`, `append` returns once the commit is flushed to
-PostgreSQL's WAL (and to synchronous standbys, if any are configured).
+The SQLite journal's tables (gateway.journal.migrations), the queue in one of its own, reached through a
+pool of autocommit connections (psycopg_pool): each call is one statement, so one transaction and one
+round trip, whatever it touches (an exchange, its image references and its place in the queue; a deleted
+row and its `forgetting` record). Durability is the server's: with its default `synchronous_commit=on`,
+`append` returns once the commit is flushed to PostgreSQL's WAL (and to synchronous standbys, if any).
 
 Several workers share the queue through `claim`: `FOR UPDATE SKIP LOCKED` hands each exchange to one
 worker at a time, under a lease measured on the database's clock. `lead` is a session-level advisory lock
@@ -13,20 +13,23 @@ on a connection of its own, outside the pool: held until the journal closes or i
 server ends the session, and the lock with it).
 
 What PostgreSQL keeps of a forgotten exchange, and what the gateway does about each:
-- Dead row versions. `forget` deletes the rows (and their image references) at once: no query sees them
-  again. The old versions stay in the table's pages (and those of its TOAST table and indexes) until a
-  VACUUM removes them; autovacuum gets there eventually, `scrub` (run by the finisher of deletions after
-  each pass) runs VACUUM on the journal's tables straight away. VACUUM cannot remove versions that a
-  transaction older than the deletion may still see (a long transaction, a prepared transaction, a
-  replication slot or a standby's feedback): `scrub` then returns False, and the next pass runs it again.
-- Free space. VACUUM marks the space free but PostgreSQL does not zero it: the bytes stay in the data file
-  until a later row is written over them (appends reuse a page's free space) or the table is rewritten
-  (`VACUUM FULL`, `pg_repack`: an operator's maintenance, with locks the gateway does not take).
-  Storage encrypted at rest keeps them off a lost disk.
-- WAL. Each insert is in the server's WAL until its segment is recycled after a checkpoint (max_wal_size)
-  and, where WAL is archived (point-in-time recovery), in the archive for its retention.
-- Backups and replicas. Streaming replicas apply the deletion and the VACUUM as the primary does (a
-  delayed replica, after its delay). Backups and WAL archives keep the rows until they expire: their
+- Dead row versions. `forget` deletes the rows (the exchange's, its image references, its place in the
+  queue) at once: no query sees them again. An exchange's row is written once and never updated (claims
+  and ingest marks change the queue's rows), so one version of it is left, in the table's pages (a long
+  record's in its TOAST table) and its keys in the indexes, until a VACUUM removes them. Autovacuum gets
+  there eventually; `scrub`, run by the finisher of deletions after each pass, runs VACUUM on the
+  journal's tables at once. VACUUM cannot remove a version that a transaction older than the deletion may
+  still see (a long transaction, a prepared one, a replication slot or a standby's feedback): `scrub`
+  then returns False, and the next pass runs it again.
+- Free space. VACUUM marks the space free but does not zero it: the bytes stay in the data file until a
+  later row is written over them (appends fill the free space of the table's pages) or the table is
+  rewritten (`VACUUM FULL`, `pg_repack`: maintenance with locks the gateway does not take). Storage
+  encrypted at rest keeps them off a lost or discarded disk.
+- WAL. The insert is in PostgreSQL's WAL until its segment is recycled after a checkpoint (within about
+  max_wal_size of writes) and, where WAL is archived for point-in-time recovery, in the archive until it
+  expires.
+- Replicas and backups. Streaming replicas apply the deletion and the VACUUM as the primary does (a
+  delayed replica after its delay). Backups and WAL archives keep the rows until they expire: their
   retention bounds how long a forgotten exchange can still be restored, and the gateway cannot shorten it.
 """
 
@@ -65,7 +68,9 @@ WITH added AS (
         WITH ORDINALITY AS batch (id, created_at, endpoint, model, tenant, "user", status, record, n)
     ORDER BY n
     ON CONFLICT (id) DO NOTHING
-    RETURNING id
+    RETURNING seq, id
+), queued AS (
+    INSERT INTO queue (seq) SELECT seq FROM added
 )
 INSERT INTO exchange_images (sha256, exchange_id, tenant, mime)
 SELECT image.sha256, image.exchange_id, image.tenant, image.mime
@@ -73,33 +78,39 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS image (sha256, ex
 JOIN added ON added.id = image.exchange_id
 """
 
-# The oldest exchanges that are neither ingested nor under a live claim, locked as they are found; rows
-# another worker is claiming right now are skipped, not waited for. An expired claim of another worker
-# becomes a takeover it can learn of; one of this worker's own comes back to it and is no takeover.
+# The oldest queued exchanges under no live claim, locked as they are found; rows another worker is
+# claiming right now are skipped, not waited for. An expired claim of another worker becomes a takeover
+# it can learn of; one of this worker's own comes back to it and is no takeover.
 _CLAIM = """
 WITH picked AS (
-    SELECT seq, id, claimed_by FROM exchanges
-    WHERE ingested_at IS NULL AND (lease_until IS NULL OR lease_until < now())
+    SELECT seq, claimed_by FROM queue
+    WHERE lease_until IS NULL OR lease_until < now()
     ORDER BY seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE queue SET claimed_by = %(worker)s, lease_until = now() + %(lease_s)s * interval '1 second'
+    FROM picked WHERE queue.seq = picked.seq
+    RETURNING queue.seq, picked.claimed_by AS previous
+), rows AS (
+    SELECT seq, id, record, previous FROM claimed JOIN exchanges USING (seq)
 ), noted AS (
     INSERT INTO takeovers (worker, exchange_id)
-    SELECT claimed_by, id FROM picked WHERE claimed_by <> %(worker)s
+    SELECT previous, id FROM rows WHERE previous <> %(worker)s
     ON CONFLICT DO NOTHING
 ), back AS (
-    DELETE FROM takeovers WHERE worker = %(worker)s AND exchange_id IN (SELECT id FROM picked)
+    DELETE FROM takeovers WHERE worker = %(worker)s AND exchange_id IN (SELECT id FROM rows)
 )
-UPDATE exchanges SET claimed_by = %(worker)s, lease_until = now() + %(lease_s)s * interval '1 second'
-FROM picked WHERE exchanges.seq = picked.seq
-RETURNING exchanges.seq, exchanges.record
+SELECT seq, record FROM rows
 """
 
 # Rows, their image references and their `forgetting` records in one statement (one transaction). A
 # deletion recorded again (the id was appended again and forgotten again) moves to the end of the list.
 _FORGET = """
 WITH gone AS (
-    DELETE FROM exchanges WHERE id = ANY(%(ids)s) AND tenant = %(tenant)s RETURNING id
+    DELETE FROM exchanges WHERE id = ANY(%(ids)s) AND tenant = %(tenant)s RETURNING seq, id
+), dequeued AS (
+    DELETE FROM queue WHERE seq IN (SELECT seq FROM gone)
 ), refs AS (
     DELETE FROM exchange_images WHERE exchange_id IN (SELECT id FROM gone) RETURNING exchange_id, sha256
 )
@@ -114,7 +125,7 @@ ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, images = excluded.image
 RETURNING id
 """
 
-_TABLES = "exchanges, exchange_images, forgetting, takeovers"
+_TABLES = "exchanges, queue, exchange_images, forgetting, takeovers"
 
 # After a VACUUM: whether something holds a snapshot or a transaction id older than `horizon` (the first
 # transaction id not yet started when the scrub began), so that VACUUM had to keep row versions deleted
@@ -188,14 +199,13 @@ class PostgresJournal:
         return _exchange(row[0]) if row else None
 
     def pending(self, limit: int) -> list[Exchange]:
-        rows = self._all("SELECT record FROM exchanges WHERE ingested_at IS NULL ORDER BY seq LIMIT %s", (limit,))
+        rows = self._all("SELECT record FROM queue JOIN exchanges USING (seq) ORDER BY seq LIMIT %s", (limit,))
         return [_exchange(row[0]) for row in rows]
 
     def backlog(self, tenant: str | None = None) -> int:
-        sql, args = "SELECT count(*) FROM exchanges WHERE ingested_at IS NULL", ()
-        if tenant is not None:
-            sql, args = sql + " AND tenant = %s", (tenant,)
-        return self._one(sql, args)[0]
+        if tenant is None:
+            return self._one("SELECT count(*) FROM queue", ())[0]
+        return self._one("SELECT count(*) FROM queue JOIN exchanges USING (seq) WHERE tenant = %s", (tenant,))[0]
 
     def recent(
         self,
@@ -246,17 +256,16 @@ class PostgresJournal:
 
     # --- the queue --------------------------------------------------------------------------------
     def mark_ingested(self, exchange_ids: Iterable[str], worker: str | None = None) -> None:
-        # Whoever marks ends every claim on the rows: once ingested, nobody claims them again anyway.
-        self._run("UPDATE exchanges SET ingested_at = %s, claimed_by = NULL, lease_until = NULL"
-                  " WHERE id = ANY(%s) AND ingested_at IS NULL", (time.time(), list(exchange_ids)))
+        # Off the queue, and every claim on them with it (whoever held it).
+        self._run("DELETE FROM queue WHERE seq IN (SELECT seq FROM exchanges WHERE id = ANY(%s))",
+                  (list(exchange_ids),))
 
     def claim(self, worker: str, limit: int, lease_s: float) -> list[Exchange]:
         rows = self._all(_CLAIM, {"worker": worker, "limit": limit, "lease_s": lease_s})
         return [_exchange(record) for _, record in sorted(rows)]
 
     def release(self, worker: str) -> None:
-        self._run("UPDATE exchanges SET claimed_by = NULL, lease_until = NULL"
-                  " WHERE claimed_by = %s AND ingested_at IS NULL", (worker,))
+        self._run("UPDATE queue SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s", (worker,))
 
     def taken_over(self, worker: str) -> list[str]:
         return [row[0] for row in self._all("DELETE FROM takeovers WHERE worker = %s RETURNING exchange_id",
@@ -264,7 +273,7 @@ class PostgresJournal:
 
     def requeue_all(self) -> int:
         with self._pool.connection() as conn:
-            return conn.execute("UPDATE exchanges SET ingested_at = NULL WHERE ingested_at IS NOT NULL").rowcount
+            return conn.execute("INSERT INTO queue (seq) SELECT seq FROM exchanges ON CONFLICT DO NOTHING").rowcount
 
     def lead(self, role: str) -> bool:
         """Held while this journal's leader session lives: each call checks it still does (a server restart
