@@ -376,6 +376,11 @@ def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
 
 
 def _where_to(url: str) -> str:
-    """host:port/dbname of a connection string, for logs: never its password."""
-    parts = conninfo_to_dict(url)
+    """host:port/dbname of a connection string, for logs: never its password. A string libpq cannot parse
+    is refused without libpq's message, which quotes the part it could not parse (the password, maybe)."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ValueError("the database URL is not a valid PostgreSQL connection string"
+                         " (postgresql://user:password@host:port/dbname)") from None
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"

@@ -66,6 +66,13 @@ def test_open_journal_gives_postgres_when_a_database_url_is_set_and_never_logs_i
         journal.close()
 
 
+def test_a_malformed_url_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="not a valid PostgreSQL connection string") as refused:
+        PostgresJournal("postgresql://visionrag:hunter2%zz@db.example/visionrag")
+    assert "hunter2" not in str(refused.value) and refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
+
+
 def test_replicas_starting_together_apply_each_migration_once(postgres_url: str) -> None:
     replicas, started = 8, threading.Barrier(8)
     opened: list[PostgresJournal] = []
