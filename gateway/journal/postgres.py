@@ -129,13 +129,15 @@ _TABLES = "exchanges, queue, exchange_images, forgetting, takeovers"
 
 # After a VACUUM: whether something holds a snapshot or a transaction id older than `horizon` (the first
 # transaction id not yet started when the scrub began), so that VACUUM had to keep row versions deleted
-# before it. The age of a transaction id grows with how long ago it started. A role without
-# pg_read_all_stats sees no other role's sessions here.
+# before it. The age of a transaction id grows with how long ago it started. Autovacuum's workers are
+# left out: VACUUM ignores another VACUUM's snapshot. A role without pg_read_all_stats sees no other
+# role's sessions here.
 _HELD_BACK = """
 WITH horizon AS (SELECT age(%s::xid) AS age)
 SELECT EXISTS (
     SELECT FROM pg_stat_activity, horizon
     WHERE pid <> pg_backend_pid() AND (datname = current_database() OR datname IS NULL)
+      AND backend_type <> 'autovacuum worker'
       AND greatest(age(backend_xmin), age(backend_xid)) > horizon.age
 ) OR EXISTS (
     SELECT FROM pg_prepared_xacts, horizon WHERE age(transaction) > horizon.age
