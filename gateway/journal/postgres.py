@@ -177,23 +177,15 @@ class PostgresJournal:
                 metrics.JOURNAL_APPEND_SECONDS.observe(elapsed)
 
     def _append_many(self, exchanges: Sequence[Exchange]) -> None:
-        rows: list[list[Any]] = [[] for _ in range(8)]
-        images: list[list[str]] = [[] for _ in range(4)]
-        seen: set[str] = set()
-        for exchange in exchanges:
-            values = (exchange.id, exchange.created_at, exchange.endpoint, exchange.model, exchange.tenant,
-                      exchange.user, exchange.status, orjson.dumps(exchange))
-            for column, value in zip(rows, values, strict=True):
-                column.append(value)
-            if exchange.id in seen:  # never inserted: its first record wins, and only that one's images
-                continue
-            seen.add(exchange.id)
-            for image in exchange.images:
-                for column, value in zip(images, (image.sha256, exchange.id, exchange.tenant, image.mime),
-                                         strict=True):
-                    column.append(value)
+        rows = [(e.id, e.created_at, e.endpoint, e.model, e.tenant, e.user, e.status, orjson.dumps(e))
+                for e in exchanges]
+        # A repeated id is never inserted: its first record wins, and only that one's images count.
+        first = {e.id: e for e in reversed(exchanges)}
+        images = [(image.sha256, e.id, e.tenant, image.mime) for e in first.values() for image in e.images]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        image_columns = [list(column) for column in zip(*images, strict=True)] if images else [[], [], [], []]
         with self._pool.connection() as conn:
-            conn.execute(_APPEND, (*rows, *images))
+            conn.execute(_APPEND, (*columns, *image_columns))
 
     # --- reading ----------------------------------------------------------------------------------
     def get(self, exchange_id: str) -> Exchange | None:
