@@ -203,6 +203,10 @@ bench-image-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS with 16+16
 bench-thumbnail-memory: install $(MODELS)/clip-tiny/.built ## Gateway RSS making 64 cold thumbnails of 16 large PNGs, 16 at once, vs the old gateway (OLD_REV=)
 	$(VENV)/bin/python -m bench.thumbnail_memory $(if $(OLD_REV),--old-rev $(OLD_REV))
 
+.PHONY: bench-journal
+bench-journal: install postgres-test-deps ## Journal append p50/p99 at c=16: SQLite vs PostgreSQL (its own server), same run
+	$(VENV)/bin/python -m bench.journal_append
+
 lint: install ## Static checks
 	$(VENV)/bin/ruff check gateway serving tests bench
 	$(VENV)/bin/lint-imports

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.media",
     "tests.plugins.loopback",
     "tests.plugins.moto_server",
+    "tests.plugins.postgres",
 ]

@@ -6,7 +6,9 @@ OS's page cache); `synchronous=FULL` also survives power loss, at an fsync per c
 recorder commits the exchanges that finish together at once). Checkpoints run on a thread of their own.
 
 Queue: rows with `ingested_at IS NULL` are the memory path's backlog, consumed in `seq` order
-and marked with `mark_ingested` once the vector store acknowledged them.
+and marked with `mark_ingested` once the vector store acknowledged them. Claims (`claim`) carry their
+worker and lease in the row, on this machine's clock; only one process opens the file, so it holds every
+role (`lead`).
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ CREATE TABLE IF NOT EXISTS exchanges (
     user         TEXT,
     status       TEXT    NOT NULL,
     record       BLOB    NOT NULL,
-    ingested_at  REAL
+    ingested_at  REAL,
+    claimed_by   TEXT,  -- the worker whose claim is live, or was until it expired
+    lease_until  REAL   -- unix seconds
 );
 CREATE INDEX IF NOT EXISTS exchanges_pending ON exchanges (seq) WHERE ingested_at IS NULL;
+CREATE INDEX IF NOT EXISTS exchanges_claims ON exchanges (claimed_by) WHERE claimed_by IS NOT NULL;
 -- Browsing (`recent`): one tenant's rows newest first, read backwards along this index from a cursor
 -- of the row's own keys. It replaces exchanges_recent, ordered by seq: a cursor holding seq told a
 -- tenant how many rows every tenant had written.
@@ -68,11 +73,18 @@ CREATE TABLE IF NOT EXISTS forgetting (
     forgotten_at REAL    NOT NULL,
     image_refs   INTEGER            -- how many images it carried, repeats included (NULL: not recorded)
 );
+-- Claims that expired and were taken by another worker, until the worker they were taken from asks.
+CREATE TABLE IF NOT EXISTS takeovers (
+    worker       TEXT    NOT NULL,
+    exchange_id  TEXT    NOT NULL,
+    PRIMARY KEY (worker, exchange_id)
+);
 """
 _INSERT_IMAGE = "INSERT INTO exchange_images (sha256, exchange_id, tenant, mime) VALUES (?, ?, ?, ?)"
 # user_version 1: exchange_images filled for every row; 2: with each image's tenant and MIME type (older
-# journals get the table rebuilt from their records once, at open), and forgetting.image_refs.
-_VERSION = 2
+# journals get the table rebuilt from their records once, at open), and forgetting.image_refs; 3: workers'
+# claims (exchanges.claimed_by and lease_until, the takeovers table).
+_VERSION = 3
 # Rows per transaction when forgetting: a chat's append waits for one chunk at most, never a whole
 # bulk deletion.
 FORGET_CHUNK = 64
@@ -102,16 +114,18 @@ class SQLiteJournal:
             # Deleted rows are overwritten with zeros, in their pages and on the free list: a forgotten
             # exchange's text does not linger in the file (`scrub` then empties the WAL).
             self._db.execute("PRAGMA secure_delete=ON")
-            if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version < 2:
                 # Older shapes: image references rebuilt below (their indexes go with them); deletions
                 # recorded without `image_refs` keep NULL there.
                 self._db.execute("DROP TABLE IF EXISTS exchange_images")
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(forgetting)")}
-                if columns and "image_refs" not in columns:
-                    self._db.execute("ALTER TABLE forgetting ADD COLUMN image_refs INTEGER")
+                _add_columns(self._db, "forgetting", "image_refs INTEGER")
+            if version < 3:
+                _add_columns(self._db, "exchanges", "claimed_by TEXT", "lease_until REAL")
             self._db.executescript(_SCHEMA)
-            if self._db.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+            if version < 2:
                 self._backfill_images()
+            self._db.execute(f"PRAGMA user_version={_VERSION}")
             # A checkpoint inside a commit would copy pages and fsync twice on the appender's thread, the
             # event loop's for chats: they run on `_checkpoints`' thread instead.
             self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
@@ -189,15 +203,54 @@ class SQLiteJournal:
             ).fetchall()
         return [Exchange.from_dict(orjson.loads(row[0])) for row in rows]
 
-    def mark_ingested(self, exchange_ids: Iterable[str]) -> None:
+    def mark_ingested(self, exchange_ids: Iterable[str], worker: str | None = None) -> None:
         now = time.time()
+        # Whoever marks ends every claim on the rows: once ingested, nobody claims them again anyway.
         with self._lock, self._transaction():
             marked = self._db.executemany(
-                "UPDATE exchanges SET ingested_at = ? WHERE id = ?", ((now, i) for i in exchange_ids)
+                "UPDATE exchanges SET ingested_at = ?, claimed_by = NULL, lease_until = NULL WHERE id = ?",
+                ((now, i) for i in exchange_ids),
             ).rowcount
             checkpoint = self._wrote(marked)
         if checkpoint:
             self._checkpoints.request()
+
+    def claim(self, worker: str, limit: int, lease_s: float) -> list[Exchange]:
+        """The oldest rows neither ingested nor under a live claim, now `worker`'s until the lease ends. An
+        expired claim of another worker becomes a takeover it can learn of; one of this worker's own comes
+        back to it and is no takeover."""
+        now = time.time()
+        # IMMEDIATE: the rows read are the rows written, even with another connection to the file claiming.
+        with self._lock, self._transaction("IMMEDIATE"):
+            rows = self._db.execute(
+                "SELECT seq, id, claimed_by, record FROM exchanges"
+                " WHERE ingested_at IS NULL AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            self._db.executemany("UPDATE exchanges SET claimed_by = ?, lease_until = ? WHERE seq = ?",
+                                 ((worker, now + lease_s, seq) for seq, *_ in rows))
+            self._db.executemany("INSERT OR IGNORE INTO takeovers (worker, exchange_id) VALUES (?, ?)",
+                                 ((previous, i) for _, i, previous, _ in rows if previous not in (None, worker)))
+            self._db.executemany("DELETE FROM takeovers WHERE worker = ? AND exchange_id = ?",
+                                 ((worker, i) for _, i, _, _ in rows))
+            checkpoint = self._wrote(len(rows))
+        if checkpoint:
+            self._checkpoints.request()
+        return [Exchange.from_dict(orjson.loads(record)) for *_, record in rows]
+
+    def release(self, worker: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE exchanges SET claimed_by = NULL, lease_until = NULL"
+                             " WHERE claimed_by = ? AND ingested_at IS NULL", (worker,))
+
+    def taken_over(self, worker: str) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("DELETE FROM takeovers WHERE worker = ? RETURNING exchange_id",
+                                                       (worker,)).fetchall()]
+
+    def lead(self, role: str) -> bool:
+        """Every role: the file is this process's alone."""
+        return True
 
     def requeue_all(self) -> int:
         """Put every exchange back in the memory path's queue (a store rebuilt from the journal)."""
@@ -271,7 +324,6 @@ class SQLiteJournal:
                 images = orjson.loads(record).get("images") or []
                 self._db.executemany(_INSERT_IMAGE, ((image["sha256"], exchange_id, tenant, image["mime"])
                                                      for image in images))
-            self._db.execute(f"PRAGMA user_version={_VERSION}")
 
     def select_ids(self, tenant: str, *, user: str | None = None, before: float | None = None,
                    limit: int = 1000) -> list[str]:
@@ -389,6 +441,14 @@ class SQLiteJournal:
         with self._lock:
             return {i for i in set(exchange_ids)
                     if self._db.execute("SELECT 1 FROM exchanges WHERE id = ?", (i,)).fetchone()}
+
+
+def _add_columns(db: sqlite3.Connection, table: str, *columns: str) -> None:
+    """Add the columns (`name TYPE`) that `table` lacks; nothing if the table does not exist yet."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column in columns:
+        if present and column.split()[0] not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _where(tenant: str, *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:

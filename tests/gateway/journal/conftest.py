@@ -2,10 +2,10 @@
 
 A new backend is its module in gateway/journal, a branch in gateway.journal.factory, and one entry in
 `JOURNALS` or `BLOB_STORES` here: each contract test then runs against it too, as `test_x[name]`. An
-entry gets the test's own temporary folder and gives an empty journal (or store) of its own; a blob
-store's entry also gets the test's request, to take a server from its fixture (S3: moto's server,
-tests.plugins.moto_server, a fresh bucket per test). One that needs a server it cannot start skips the
-test (`pytest.skip`) where none is reachable.
+entry gives an empty journal (or store) of its own: it gets the test's request and asks it for the
+fixtures it needs (`tmp_path`; `postgres_url`, a fresh database on the session's PostgreSQL server;
+`s3_url`, a fresh bucket on the session's moto server, tests.plugins.moto_server). One that needs a server
+it cannot start skips the test (`pytest.skip`) where none is available.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from gateway.journal import BlobStore, Journal
 from gateway.journal.disk import DiskBlobStore
+from gateway.journal.postgres import PostgresJournal
 from gateway.journal.s3 import S3BlobStore
 from gateway.journal.sqlite import SQLiteJournal
 
@@ -25,8 +26,14 @@ from gateway.journal.sqlite import SQLiteJournal
 JournalOpener = Callable[[], Journal]
 
 
-def _sqlite(tmp_path: Path) -> JournalOpener:
-    return lambda: SQLiteJournal(tmp_path / "journal.sqlite3")
+def _sqlite(request: pytest.FixtureRequest) -> JournalOpener:
+    path = request.getfixturevalue("tmp_path") / "journal.sqlite3"
+    return lambda: SQLiteJournal(path)
+
+
+def _postgres(request: pytest.FixtureRequest) -> JournalOpener:
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresJournal(url, pool_size=2)
 
 
 def _disk(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
@@ -37,14 +44,14 @@ def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     return S3BlobStore.from_url(request.getfixturevalue("s3_url"))
 
 
-JOURNALS: dict[str, Callable[[Path], JournalOpener]] = {"sqlite": _sqlite}
+JOURNALS: dict[str, Callable[[pytest.FixtureRequest], JournalOpener]] = {"sqlite": _sqlite, "postgres": _postgres}
 BLOB_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], BlobStore]] = {"disk": _disk, "s3": _s3}
 
 
 @pytest.fixture(params=sorted(JOURNALS))
-def journal_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalOpener]:
+def journal_opener(request: pytest.FixtureRequest) -> Iterator[JournalOpener]:
     """Opens the test's journal of one backend (each in turn); the last one opened is closed after the test."""
-    opener, opened = JOURNALS[request.param](tmp_path), []
+    opener, opened = JOURNALS[request.param](request), []
 
     def open_again() -> Journal:
         opened.append(opener())

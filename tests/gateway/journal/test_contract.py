@@ -242,6 +242,15 @@ def test_forgetting_lists_deletions_oldest_first(journal: Journal) -> None:
     assert [u.id for u in journal.forgetting(limit=2)] == ["ex-2", "ex-0"]
 
 
+def test_an_exchange_forgotten_again_is_the_newest_deletion(journal: Journal) -> None:
+    journal.append_many([make_exchange(1), make_exchange(2)])
+    journal.forget(["ex-1"], "default")
+    journal.forget(["ex-2"], "default")
+    journal.append(make_exchange(1))  # the same id recorded again, then forgotten again
+    journal.forget(["ex-1"], "default")
+    assert [u.id for u in journal.forgetting()] == ["ex-2", "ex-1"]
+
+
 def test_select_ids_by_user_and_creation_time(journal: Journal) -> None:
     for i, user in enumerate(["alice", "bob", "alice", None, "alice"]):
         journal.append(make_exchange(i, created_at=T0 + i, user=user))

@@ -86,3 +86,26 @@ def test_scrub_empties_the_wal_unless_another_process_reads_it(tmp_path):
         reader.close()
     assert journal.scrub() is True and wal.stat().st_size == 0
     journal.close()
+
+
+def test_a_journal_of_the_previous_shape_gets_worker_claims(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    journal = SQLiteJournal(path)
+    journal.append(make_exchange(1, images=[ImageRef("d" * 64, "image/jpeg")]))
+    journal.append(make_exchange(2))
+    # As version 2 left it: no claim columns, no takeovers.
+    journal._db.executescript("""
+        DROP INDEX exchanges_claims;
+        ALTER TABLE exchanges DROP COLUMN claimed_by;
+        ALTER TABLE exchanges DROP COLUMN lease_until;
+        DROP TABLE takeovers;
+        PRAGMA user_version=2;
+    """)
+    journal.close()
+    journal = SQLiteJournal(path)
+    try:
+        assert journal._db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert [e.id for e in journal.claim("w1", 10, 60)] == ["ex-1", "ex-2"]
+        assert journal.image_mime("default", "d" * 64) == "image/jpeg"
+    finally:
+        journal.close()
