@@ -84,7 +84,7 @@ JOIN added ON added.id = image.exchange_id
 _CLAIM = """
 WITH picked AS (
     SELECT seq, claimed_by FROM queue
-    WHERE lease_until IS NULL OR lease_until < now()
+    WHERE lease_until IS NULL OR lease_until < now() OR claimed_by = %(worker)s
     ORDER BY seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -216,16 +216,17 @@ class SQLiteJournal:
             self._checkpoints.request()
 
     def claim(self, worker: str, limit: int, lease_s: float) -> list[Exchange]:
-        """The oldest rows neither ingested nor under a live claim, now `worker`'s until the lease ends. An
-        expired claim of another worker becomes a takeover it can learn of; one of this worker's own comes
-        back to it and is no takeover."""
+        """The oldest rows neither ingested nor under another worker's live claim, now `worker`'s until the
+        lease ends. An expired claim of another worker becomes a takeover it can learn of; one of this
+        worker's own comes back to it (live or not) and is no takeover."""
         now = time.time()
         # IMMEDIATE: the rows read are the rows written, even with another connection to the file claiming.
         with self._lock, self._transaction("IMMEDIATE"):
             rows = self._db.execute(
                 "SELECT seq, id, claimed_by, record FROM exchanges"
-                " WHERE ingested_at IS NULL AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT ?",
-                (now, limit),
+                " WHERE ingested_at IS NULL AND (lease_until IS NULL OR lease_until < ? OR claimed_by = ?)"
+                " ORDER BY seq LIMIT ?",
+                (now, worker, limit),
             ).fetchall()
             self._db.executemany("UPDATE exchanges SET claimed_by = ?, lease_until = ? WHERE seq = ?",
                                  ((worker, now + lease_s, seq) for seq, *_ in rows))
