@@ -88,7 +88,10 @@ class Runtime:
                                         decoder=memory.embedder.decoder if memory is not None else None,
                                         points=memory.points if memory is not None else None)
         chat = ChatProxy(
-            pool, loader, Recorder(journal, blobs), settings.max_images_per_request,
+            pool, loader,
+            # Across a network a commit or an upload would hold the event loop: then they go to threads.
+            Recorder(journal, blobs, offload=settings.shared_journal or settings.blob_url is not None),
+            settings.max_images_per_request,
             # Chats put memory into answers when asked (or by default), through the memory service; a
             # cited source's image comes from history.
             augmenter=Augmenter.from_settings(settings, memory, history, pool),
@@ -130,6 +133,7 @@ class Runtime:
 
     async def close(self) -> None:
         try:
+            await self.chat.recorder.drain()  # exchanges whose recording is under way, before the journal closes
             await self.history.stop()  # before the store closes; unfinished deletions stay recorded
             if self.memory is not None:
                 await self.memory.stop()  # before the journal closes; unfinished work stays queued

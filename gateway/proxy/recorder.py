@@ -64,15 +64,26 @@ class Outcome:
 class Recorder:
     """Records finished exchanges. On the event loop, `record` joins the exchanges recorded in the same turn
     of the loop into one commit (a group commit: under load, one WAL write for several chats instead of one
-    each); `record_now` commits at once, for code that cannot wait (a cancelled stream's cleanup)."""
+    each); `record_now` commits at once, for code that cannot wait (a cancelled stream's cleanup).
 
-    def __init__(self, journal: Journal, blobs: BlobStore) -> None:
+    `offload`: the journal or the blob store is across a network (PostgreSQL, S3), where a commit or an
+    upload takes a round trip or several, too long to hold the event loop for. Then images are stored and
+    commits made on threads, one commit at a time while the next batch gathers, each exchange's recording
+    in a task of its own that a cancelled request does not stop (`drain` waits for those left)."""
+
+    def __init__(self, journal: Journal, blobs: BlobStore, *, offload: bool = False) -> None:
         self.journal = journal
         self.blobs = blobs
+        self.offload = offload
         self._batch: list[tuple[Exchange, asyncio.Future[None]]] = []
+        self._committing = False
+        self._tasks: set[asyncio.Task[Exchange]] = set()
 
     async def record(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
         """Store the images, then the exchange. Durable when this returns."""
+        if self.offload:
+            # Shielded: a client that leaves cancels this wait, never the recording itself.
+            return await asyncio.shield(self._spawn(pending, outcome))
         exchange = self._store(pending, outcome)
         loop = asyncio.get_running_loop()
         committed = loop.create_future()
@@ -87,12 +98,53 @@ class Recorder:
         metrics.recorded(outcome.status)
         return exchange
 
-    def record_now(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
-        """`record` without waiting for other exchanges: durable when this returns."""
+    def record_now(self, pending: PendingExchange, outcome: Outcome) -> None:
+        """`record` without waiting: durable when this returns, or, offloaded, once its task is done."""
+        if self.offload:
+            self._spawn(pending, outcome)
+            return
         exchange = self._store(pending, outcome)
         self.journal.append(exchange)
         metrics.recorded(outcome.status)
+
+    async def drain(self) -> None:
+        """Wait for the recordings under way (offloaded): before the journal closes."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, pending: PendingExchange, outcome: Outcome) -> asyncio.Task[Exchange]:
+        task = asyncio.get_running_loop().create_task(self._record_offloaded(pending, outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _record_offloaded(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
+        exchange = await asyncio.to_thread(self._store, pending, outcome)
+        committed = asyncio.get_running_loop().create_future()
+        self._batch.append((exchange, committed))
+        if not self._committing:
+            self._committing = True
+            asyncio.get_running_loop().create_task(self._commit_offloaded())
+        await committed
+        metrics.recorded(outcome.status)
         return exchange
+
+    async def _commit_offloaded(self) -> None:
+        """Commit what gathered, on a thread, until nothing is left: one commit in flight at a time, and
+        what arrives meanwhile goes together in the next."""
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    await asyncio.to_thread(self.journal.append_many, [exchange for exchange, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - each waiting request fails as its own append would have
+                    for _, committed in batch:
+                        committed.set_exception(exc)
+                    continue
+                for _, committed in batch:
+                    committed.set_result(None)
+        finally:
+            self._committing = False
 
     def _commit(self) -> None:
         batch, self._batch = self._batch, []
