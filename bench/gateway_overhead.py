@@ -8,6 +8,10 @@ pinned to core 0; the upstream and the load generator share core 1. Every reques
 ~20 KB PNG as a data: URL and a question. CPU per request is read from /proc for the measured
 process; added latency is its p50/p99 minus the direct call's, measured in the same run.
 
+With `--postgres` a third gateway runs beside them with its journal on a PostgreSQL server of its own
+(tests.plugins.postgres, PostgreSQL's default durability, the server on core 1, so that the gateway's
+CPU is its own work only): the shared-state journal against SQLite, in the same rounds.
+
 With `--old-rev REV` (`make bench-gateway OLD_REV=...`) the gateway of that commit (a git worktree, the
 same venv) runs beside today's, also pinned to core 0, measured in the same interleaved rounds: a
 before/after of a change on the same noisy box.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -36,6 +41,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from PIL import Image
+
+from tests.plugins.postgres import running_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -162,6 +169,8 @@ def main() -> None:
                         help="interleaved rounds per scenario; medians are reported (this box is noisy)")
     parser.add_argument("--chunks", type=int, default=32, help="content chunks per streamed answer")
     parser.add_argument("--old-rev", help="also measure the gateway of this commit, in the same rounds")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure a gateway whose journal is on PostgreSQL, in the same rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway_overhead.json")
     args = parser.parse_args()
 
@@ -173,50 +182,63 @@ def main() -> None:
     servers = []
     old_tree = old_worktree(args.old_rev) if args.old_rev else None
     gateways: dict[str, Server] = {}
-    try:
-        upstream = start("upstream", [python, "-m", "bench.fake_upstream", "--port", str(up_port),
-                                      "--chunks", str(args.chunks)], up_port, core=1)
-        servers.append(upstream)
-        bare = start("bare", [python, "-m", "bench.bare_proxy", "--port", str(bare_port),
-                              "--upstream", upstream.url], bare_port, core=0)
-        servers.append(bare)
-        for name, tree in [("gateway", ROOT)] + ([("gateway_old", old_tree)] if old_tree else []):
-            port = gw_port if name == "gateway" else free_port()
-            # Revisions before the HTTP edge moved to gateway/api/ had their factory in gateway/app.py.
-            factory = "gateway.api.app:create_app" if (tree / "gateway/api/app.py").exists() else "gateway.app:create_app"
-            gateways[name] = start(name, [python, "-m", "uvicorn", factory, "--factory",
-                                          "--port", str(port), "--no-access-log", "--log-level", "warning",
-                                          "--loop", "uvloop", "--http", "httptools"],
-                                   port, core=0, cwd=tree,
-                                   env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
-                                        "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
-                                        "VISIONRAG_MEMORY_ENABLED": "false"})
-            servers.append(gateways[name])
+    postgres_server = running_postgres(core=1) if args.postgres else contextlib.nullcontext()
+    with postgres_server as postgres:
+        try:
+            upstream = start("upstream", [python, "-m", "bench.fake_upstream", "--port", str(up_port),
+                                          "--chunks", str(args.chunks)], up_port, core=1)
+            servers.append(upstream)
+            bare = start("bare", [python, "-m", "bench.bare_proxy", "--port", str(bare_port),
+                                  "--upstream", upstream.url], bare_port, core=0)
+            servers.append(bare)
+            for name, tree in [("gateway", ROOT)] + ([("gateway_old", old_tree)] if old_tree else []):
+                port = gw_port if name == "gateway" else free_port()
+                # Revisions before the HTTP edge moved to gateway/api/ had their factory in gateway/app.py.
+                factory = "gateway.api.app:create_app" if (tree / "gateway/api/app.py").exists() else "gateway.app:create_app"
+                gateways[name] = start(name, [python, "-m", "uvicorn", factory, "--factory",
+                                              "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                              "--loop", "uvloop", "--http", "httptools"],
+                                       port, core=0, cwd=tree,
+                                       env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
+                                            "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
+                                            "VISIONRAG_MEMORY_ENABLED": "false"})
+                servers.append(gateways[name])
+            if postgres is not None:
+                port = free_port()
+                gateways["gateway_pg"] = start(
+                    "gateway_pg", [python, "-m", "uvicorn", "gateway.api.app:create_app", "--factory", "--port",
+                                   str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
+                                   "--http", "httptools"],
+                    port, core=0, env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
+                                       "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
+                                       "VISIONRAG_DATABASE_URL": postgres.url(),
+                                       "VISIONRAG_MEMORY_ENABLED": "false"})
+                servers.append(gateways["gateway_pg"])
 
-        rows = []
-        for stream in (False, True):
-            payload = {"model": "fake-vlm", "max_tokens": 32, "stream": stream, "messages": [{
-                "role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                            {"type": "text", "text": "What does this diagram show?"}]}]}
-            body = json.dumps(payload).encode()
-            for concurrency in (1, 32):
-                total = args.requests * (2 if concurrency > 1 else 1)
-                rounds: dict[str, list[dict]] = {"direct": [], "bare": []} | {name: [] for name in gateways}
-                # Interleaved, so a noisy neighbour hits the baseline and the gateway alike.
-                for _ in range(args.rounds):
-                    rounds["direct"].append(measure(None, upstream.url + "/v1/chat/completions", body, stream,
-                                                    concurrency, total))
-                    for name, server in [("bare", bare), *gateways.items()]:
-                        rounds[name].append(measure(server.process.pid, server.url + "/v1/chat/completions", body,
-                                                    stream, concurrency, total))
-                row = {"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
-                       "direct": median_of(rounds["direct"]), "bare_proxy": median_of(rounds["bare"])}
-                rows.append(row | {name: median_of(rounds[name]) for name in gateways})
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        if old_tree:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, check=False)
+            rows = []
+            for stream in (False, True):
+                payload = {"model": "fake-vlm", "max_tokens": 32, "stream": stream, "messages": [{
+                    "role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
+                                                {"type": "text", "text": "What does this diagram show?"}]}]}
+                body = json.dumps(payload).encode()
+                for concurrency in (1, 32):
+                    total = args.requests * (2 if concurrency > 1 else 1)
+                    rounds: dict[str, list[dict]] = {"direct": [], "bare": []} | {name: [] for name in gateways}
+                    # Interleaved, so a noisy neighbour hits the baseline and the gateway alike.
+                    for _ in range(args.rounds):
+                        rounds["direct"].append(measure(None, upstream.url + "/v1/chat/completions", body, stream,
+                                                        concurrency, total))
+                        for name, server in [("bare", bare), *gateways.items()]:
+                            rounds[name].append(measure(server.process.pid, server.url + "/v1/chat/completions", body,
+                                                        stream, concurrency, total))
+                    row = {"mode": "stream" if stream else "non-stream", "concurrency": concurrency,
+                           "direct": median_of(rounds["direct"]), "bare_proxy": median_of(rounds["bare"])}
+                    rows.append(row | {name: median_of(rounds[name]) for name in gateways})
+        finally:
+            for server in reversed(servers):
+                server.stop()
+            if old_tree:
+                subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, check=False)
 
     versions = {p: version(p) for p in ("fastapi", "starlette", "uvicorn", "aiohttp", "orjson", "pillow")}
     report = {"png_bytes": len(png), "chunks": args.chunks, "rounds": args.rounds, "old_rev": args.old_rev,
@@ -235,6 +257,17 @@ def main() -> None:
               f"{b['cpu_ms_per_request']:.2f} | {g['cpu_ms_per_request'] / b['cpu_ms_per_request']:.2f}x | "
               f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} | "
               f"{g['p50_ms'] - d['p50_ms']:.2f} / {g['p99_ms'] - d['p99_ms']:.2f} |")
+    if args.postgres:
+        print("\nthe gateway with its journal on PostgreSQL, in the same rounds:")
+        print("| mode | conc. | CPU ms/req SQLite / PostgreSQL | difference | added p50 ms SQLite / PostgreSQL "
+              "| added p99 ms SQLite / PostgreSQL |")
+        print("|---|---|---|---|---|---|")
+        for row in rows:
+            d, lite, pg = row["direct"], row["gateway"], row["gateway_pg"]
+            print(f"| {row['mode']} | {row['concurrency']} | {lite['cpu_ms_per_request']:.3f} / "
+                  f"{pg['cpu_ms_per_request']:.3f} | {pg['cpu_ms_per_request'] - lite['cpu_ms_per_request']:+.3f} | "
+                  f"{lite['p50_ms'] - d['p50_ms']:.2f} / {pg['p50_ms'] - d['p50_ms']:.2f} | "
+                  f"{lite['p99_ms'] - d['p99_ms']:.2f} / {pg['p99_ms'] - d['p99_ms']:.2f} |")
     if args.old_rev:
         print(f"\nthe gateway at {args.old_rev} in the same rounds:")
         print("| mode | conc. | CPU ms/req then / now | added p50 ms then / now | added p99 ms then / now |")

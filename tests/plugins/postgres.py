@@ -62,8 +62,9 @@ def missing() -> str | None:
 
 
 @contextmanager
-def running_postgres(settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
-    """A PostgreSQL server of its own in a temporary folder (removed after), listening on 127.0.0.1 only."""
+def running_postgres(settings: dict[str, str] | None = None, core: int | None = None) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own in a temporary folder (removed after), listening on 127.0.0.1 only;
+    `core`: all its processes on that CPU (a benchmark keeping it off the measured process's core)."""
     folder = Path(tempfile.mkdtemp(prefix="visionrag-pg-"))
     folder.chmod(0o777)  # the postgres user writes its data and socket here
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -75,7 +76,8 @@ def running_postgres(settings: dict[str, str] | None = None) -> Iterator[Postgre
         options = [f"-c{key}={value}" for key, value in {"listen_addresses": "127.0.0.1", "max_connections": "300",
                                                           **(settings or {})}.items()]
         with open(folder / "server.log", "wb") as log:
-            server = subprocess.Popen([*as_postgres, PG_BIN / "postgres", "-D", folder / "data", "-p", str(port),
+            pinned = ["taskset", "-c", str(core)] if core is not None else []
+            server = subprocess.Popen([*pinned, *as_postgres, PG_BIN / "postgres", "-D", folder / "data", "-p", str(port),
                                        "-k", folder, *options],
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_ready(server, port, folder)
