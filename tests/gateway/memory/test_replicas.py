@@ -10,6 +10,7 @@ embedded what: together they must hold every exchange, and no exchange twice.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,13 +28,14 @@ import pytest
 from gateway.journal.postgres import PostgresJournal
 from tests.gateway.memory.conftest import noise_png
 from tests.gateway.memory.test_e2e import stored_exchange_ids
-from tests.plugins.gateway_server import ROOT, GatewayProcess
+from tests.plugins.gateway_server import ROOT, GatewayProcess, free_port
 from tests.plugins.media import data_url, image_message
 
 pytestmark = pytest.mark.slow
 
 KEYS = "acme:key-a"
 A = {"Authorization": "Bearer key-a"}
+OPS = {"Authorization": "Bearer key-ops"}
 CHATS = 96
 CONCURRENCY = 16
 
@@ -43,6 +45,7 @@ class WorkerProcess:
     name: str
     data_dir: Path
     env: dict[str, str]
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -53,7 +56,8 @@ class WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", "--name", self.name],
+            [sys.executable, "-m", "gateway.cli", "worker", "--name", self.name,
+             "--metrics-port", str(self.metrics_port)],
             cwd=ROOT, env={**os.environ, **self.env, "VISIONRAG_DATA_DIR": str(self.data_dir)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -99,6 +103,7 @@ def test_two_gateways_and_two_workers_lose_nothing_and_embed_everything_once(
         "VISIONRAG_DATABASE_URL": postgres_url,
         "VISIONRAG_BLOB_URL": s3_url,
         "VISIONRAG_API_KEYS": KEYS,
+        "VISIONRAG_ADMIN_KEYS": "key-ops",
     }
     for i in (1, 2):
         (tmp_path / f"gateway-{i}").mkdir()
@@ -144,6 +149,12 @@ def test_two_gateways_and_two_workers_lose_nothing_and_embed_everything_once(
             recorded = journal.count()
         finally:
             journal.close()
+
+        # The backlog and the work done, where an autoscaler reads them: a worker's metrics, a gateway's.
+        scraped = httpx.get(f"http://127.0.0.1:{workers[1].metrics_port}/metrics", timeout=10).text
+        assert "visionrag_ingest_backlog 0.0" in scraped
+        assert re.search(r"^visionrag_ingested_exchanges_total [1-9]", scraped, re.MULTILINE)
+        assert "visionrag_ingest_backlog 0.0" in httpx.get(gateways[1].url + "/metrics", headers=OPS, timeout=10).text
 
         # 0 lost, 0 duplicated: every answer a client received is recorded, once.
         ids = [exchange_id for exchange_id, _ in received]
