@@ -33,6 +33,7 @@ from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget import Finisher, Forgetter
 from gateway.memory.ingest import IngestStats, IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
+from gateway.memory.quantized import int8_clip
 from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
@@ -88,7 +89,9 @@ def open_store(settings: Settings) -> VectorStore:
 
 
 def embedder_from_settings(settings: Settings, threads: int | None = None) -> ClipEmbedder:
-    return ClipEmbedder(
+    """fp32 CLIP, loaded on first use; with clip_int8 its int8 copy, loaded now and checked against it
+    (Int8Refused stops the start)."""
+    clip = ClipEmbedder(
         settings.clip_text_model,
         settings.clip_vision_model,
         cache_dir=settings.fastembed_cache_dir,
@@ -96,6 +99,7 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
         batch_size=settings.embed_batch_size,
         decoder=ImageDecoder.from_settings(settings),
     )
+    return int8_clip(clip) if settings.clip_int8 else clip
 
 
 def text_encoders_from_settings(settings: Settings, threads: int | None = None) -> TextEncoders:
