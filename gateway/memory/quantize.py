@@ -1,13 +1,16 @@
-"""int8 copies of ONNX encoders, built from the fp32 model with onnxruntime's dynamic quantization.
+"""int8 copies of ONNX encoders (CLIP's two, the sentence model), built from the fp32 model with
+onnxruntime's dynamic quantization.
 
-The recipe (RECIPE; measured on full-size CLIP, both encoders, in bench/memory_workers.py's notes):
+The recipe (RECIPE), as measured on full-size CLIP and the genuine all-MiniLM-L6-v2:
 - Weights int8 (QInt8), one scale per output channel; activations are quantized to uint8 at each call.
   uint8 x int8 is the product onnxruntime's int8 kernels (VNNI, AVX2) run fast; uint8 weights ran at
-  half that speed.
+  half that speed. One scale per whole matrix kept the trained sentence model's vectors markedly
+  further from fp32.
 - Only MatMul nodes whose weight is a constant: the transformer's projections and MLPs, nearly all
   the work.
-- Left fp32: the final projection (its rounding error goes straight into the vector, for a few
-  thousand multiply-adds per item); the vision patch-embedding Conv (ConvInteger ran slower than
+- Left fp32: the last of those MatMuls, next to the output (CLIP's projection, the sentence model's
+  last feed-forward layer): its rounding error goes straight into the vector, for a small share of
+  the work. The vision patch-embedding Conv (ConvInteger ran slower than
   fp32 there); token and position embedding lookups; LayerNorm, Softmax, and attention's
   activation-by-activation MatMuls (dynamic quantization does not touch them).
 
@@ -17,7 +20,8 @@ other file beside it (tokenizer, preprocessor config), so fastembed loads the fo
 changed model or recipe is rebuilt. Each file is replaced atomically and the stamp is written last,
 so processes starting together may both build, and none reads half a file.
 
-    python -m gateway.memory.quantize --cache-dir models/clip-full   # what `make memory-models` runs
+    python -m gateway.memory.quantize clip --cache-dir models/clip-full   # what `make memory-models` runs
+    python -m gateway.memory.quantize sentence --cache-dir models/text
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-RECIPE = "dynamic int8: QInt8 per-channel weights, constant-weight MatMuls, final projection fp32 (v1)"
+RECIPE = "dynamic int8: QInt8 per-channel weights, constant-weight MatMuls but the last (v1)"
 INT8_DIR = "int8"
 STAMP = "int8.json"
 MODEL_FILE = "model.onnx"
@@ -91,7 +95,7 @@ def quantize(source: Path, out: Path) -> list[str]:
 
     graph = onnx.load(str(source), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    # Nodes are stored in topological order: the last constant-weight MatMul is the output projection.
+    # Nodes are stored in topological order: the last constant-weight MatMul is the one nearest the output.
     weighted = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
     keep_fp32 = weighted[-1:]
     with _quiet_root_logger():
@@ -121,12 +125,18 @@ def _quiet_root_logger() -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache-dir", type=Path, required=True, help="the fastembed cache holding the fp32 CLIP")
+    parser.add_argument("model", choices=["clip", "sentence"], help="CLIP's two encoders, or the sentence model")
+    parser.add_argument("--cache-dir", type=Path, required=True, help="the fastembed cache holding the fp32 model")
     args = parser.parse_args()
     from gateway.memory.embed import ClipEmbedder
+    from gateway.memory.text_embed import TextEncoders
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for folder in ClipEmbedder(cache_dir=args.cache_dir).model_dirs():
+    if args.model == "clip":
+        folders = ClipEmbedder(cache_dir=args.cache_dir).model_dirs()
+    else:
+        folders = (TextEncoders(cache_dir=args.cache_dir).sentence_dir(),)
+    for folder in folders:
         print(ensure_int8(folder))
 
 

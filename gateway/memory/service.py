@@ -33,7 +33,7 @@ from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget import Finisher, Forgetter
 from gateway.memory.ingest import IngestStats, IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
-from gateway.memory.quantized import int8_clip
+from gateway.memory.quantized import int8_clip, int8_sentences
 from gateway.memory.retention import Retention, RetentionSweeper
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
@@ -103,13 +103,16 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
 
 
 def text_encoders_from_settings(settings: Settings, threads: int | None = None) -> TextEncoders:
-    return TextEncoders(
+    """With clip_int8 the sentence model is int8 too, loaded now and checked (it weighs on ingest
+    next to CLIP)."""
+    text = TextEncoders(
         settings.sentence_model,
         settings.bm25_model,
         cache_dir=settings.text_model_cache_dir or settings.fastembed_cache_dir,
         threads=threads or settings.embed_threads,
         batch_size=settings.embed_batch_size,
     )
+    return int8_sentences(text) if settings.clip_int8 else text
 
 
 class Memory:

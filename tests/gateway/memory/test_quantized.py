@@ -1,5 +1,6 @@
-"""int8 CLIP: built from the tiny CLIP's fp32 ONNX by onnxruntime's real quantizer, loaded through
-fastembed, checked against fp32 on the probes; a damaged int8 model is refused."""
+"""int8 encoders: built from the fp32 ONNX (the tiny CLIP, the genuine all-MiniLM-L6-v2) by
+onnxruntime's real quantizer, loaded through fastembed, checked against fp32 on the probes; a damaged
+int8 model is refused."""
 
 from __future__ import annotations
 
@@ -19,8 +20,17 @@ from gateway.journal.disk import DiskBlobStore
 from gateway.journal.sqlite import SQLiteJournal
 from gateway.memory import quantize
 from gateway.memory.embed import ClipEmbedder
-from gateway.memory.quantized import THRESHOLDS, Int8Refused, int8_clip, measure, probe_images
+from gateway.memory.quantized import (
+    THRESHOLDS,
+    Int8Refused,
+    int8_clip,
+    int8_sentences,
+    measure_clip,
+    measure_sentences,
+    probe_images,
+)
 from gateway.memory.service import Memory
+from gateway.memory.text_embed import TextEncoders
 from gateway.settings import Settings
 from tests.gateway.memory.conftest import ROOT, noise_png
 
@@ -37,6 +47,15 @@ def cache(clip_cache: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def fp32(cache: Path) -> ClipEmbedder:
     return ClipEmbedder(cache_dir=cache, threads=1, batch_size=8)
+
+
+@pytest.fixture
+def text_copy(text_cache: Path, tmp_path: Path) -> Path:
+    """A private copy of the sentence model and BM25 (real weights), for the same reason."""
+    out = tmp_path / "text"
+    for entry in text_cache.glob("models--*"):
+        shutil.copytree(entry, out / entry.name, symlinks=False)
+    return out
 
 
 def scramble(model_dir: Path) -> None:
@@ -57,9 +76,9 @@ def test_int8_build_agrees_with_fp32_and_is_used(fp32: ClipEmbedder) -> None:
     text_dir, vision_dir = fp32.model_dirs()
     assert clip.loaded
     assert clip.model_dirs() == (quantize.int8_dir(text_dir), quantize.int8_dir(vision_dir))
-    agreement = measure(fp32, clip)
+    agreement = measure_clip(fp32, clip)
     assert not agreement.failures(THRESHOLDS), agreement.describe()
-    assert agreement.text_to_image_top1 == agreement.image_to_image_top1 == 1.0
+    assert agreement.top1 == {"text->image": 1.0, "image->image": 1.0}
     # Not the fp32 files under another name: the weights are int8, and the vectors differ a little.
     weights = onnx.load(str(clip.model_dirs()[1] / "model.onnx")).graph.initializer
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)
@@ -101,13 +120,37 @@ def test_probes_are_drawn_the_same_every_time() -> None:
     assert len({np.asarray(image).tobytes() for image in first}) == 8
 
 
-def test_settings_select_int8_after_the_check(cache: Path, text_cache: Path, tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, fastembed_cache_dir=cache, text_model_cache_dir=text_cache,
+def test_the_genuine_sentence_model_in_int8_agrees_with_fp32(text_copy: Path) -> None:
+    fp32 = TextEncoders(cache_dir=text_copy, threads=1)
+    text = int8_sentences(fp32)
+    assert text.sentence_dir() == quantize.int8_dir(fp32.sentence_dir())
+    agreement = measure_sentences(fp32, text)
+    assert not agreement.failures(THRESHOLDS), agreement.describe()
+    assert agreement.top1 == {"text->text": 1.0}
+    # sentence-transformers' documented similarities (0.755, -0.105, 0.247) survive, within what int8 moves
+    # them: activations are scaled per run, so a text's vector shifts a little with its batch-mates.
+    rows = text.sentences(["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+                           "A man is riding a horse."])
+    assert [float(rows[0] @ rows[i]) for i in (1, 2, 3)] == pytest.approx([0.755, -0.105, 0.247], abs=0.03)
+    assert text.terms_document(["red vase"])[0].indices  # BM25 as it was
+
+
+def test_a_scrambled_sentence_model_is_refused(text_copy: Path) -> None:
+    fp32 = TextEncoders(cache_dir=text_copy, threads=1)
+    int8_sentences(fp32)
+    scramble(fp32.sentence_dir())
+    with pytest.raises(Int8Refused, match=r"int8 sentence model refused .*mean cosine"):
+        int8_sentences(fp32)
+
+
+def test_settings_select_int8_after_the_check(cache: Path, text_copy: Path, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, fastembed_cache_dir=cache, text_model_cache_dir=text_copy,
                         clip_int8=True)
     journal = SQLiteJournal(tmp_path / "journal.sqlite3")
     try:
         memory = Memory.from_settings(settings, journal, DiskBlobStore(tmp_path / "images"))
         assert memory.embedder.loaded and memory.embedder.model_dirs()[0].name == quantize.INT8_DIR
+        assert memory.text is not None and memory.text.sentence_dir().name == quantize.INT8_DIR
         for folder in ClipEmbedder(cache_dir=cache).model_dirs():
             scramble(folder)
         with pytest.raises(Int8Refused):
@@ -120,7 +163,7 @@ def test_make_builds_the_int8_copies_with_the_module(cache: Path) -> None:
     """What `make memory-models` runs, as a command."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "gateway.memory.quantize", "--cache-dir", str(cache)],
+    result = subprocess.run([sys.executable, "-m", "gateway.memory.quantize", "clip", "--cache-dir", str(cache)],
                             capture_output=True, text=True, env=env, check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     for folder in ClipEmbedder(cache_dir=cache).model_dirs():
