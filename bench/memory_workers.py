@@ -90,8 +90,8 @@ class Stopwatch:
         setattr(owner, method, timed)
 
 
-def work(index: int, data_dir: str, models: str, precision: str, batch: int, ready: Any, start: Any,
-         results: Any) -> None:
+def work(index: int, data_dir: str, models: str, precision: str, clip_only: bool, batch: int, ready: Any,
+         start: Any, results: Any) -> None:
     """One worker process: load, warm up, wait for the start, drain its share, report."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     from gateway.journal.disk import DiskBlobStore
@@ -128,7 +128,8 @@ def work(index: int, data_dir: str, models: str, precision: str, batch: int, rea
                                  (store, "upsert", "store"), (journal, "pending", "journal"),
                                  (journal, "mark_ingested", "journal"), (journal, "present", "journal")):
         watch.wrap(owner, method, stage)
-    worker = IngestWorker(journal, blobs, clip, store, batch_size=batch, text=text)
+    # clip_only: points get CLIP's vectors alone, as before the sentence model and BM25 were added.
+    worker = IngestWorker(journal, blobs, clip, store, batch_size=batch, text=None if clip_only else text)
 
     ready.put(index)
     start.wait()
@@ -165,12 +166,14 @@ def gather(source: Any, count: int, procs: list[Any], timeout_s: float) -> list[
     return items
 
 
-def run(processes: int, precision: str, exchanges: int, batch: int, models: Path, side: int) -> dict:
+def run(processes: int, precision: str, clip_only: bool, exchanges: int, batch: int, models: Path,
+        side: int) -> dict:
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker, as separate worker processes are
     with tempfile.TemporaryDirectory(prefix="visionrag-bench-workers-") as tmp:
         queue(Path(tmp), processes, exchanges, side)
         ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=work, args=(i, tmp, str(models), precision, batch, ready, start, results))
+        procs = [ctx.Process(target=work, args=(i, tmp, str(models), precision, clip_only, batch, ready, start,
+                                                results))
                  for i in range(processes)]
         for proc in procs:
             proc.start()
@@ -189,7 +192,7 @@ def run(processes: int, precision: str, exchanges: int, batch: int, models: Path
     cpu_ms = ours / done * 1000
     stages["other"] = cpu_ms - sum(stages.values())
     return {
-        "processes": processes, "precision": precision, "exchanges": done, "wall_s": wall, "per_s": done / wall,
+        "processes": processes, "precision": precision, "clip_only": clip_only, "exchanges": done, "wall_s": wall, "per_s": done / wall,
         "cpu_ms": cpu_ms, "stages_ms": stages,
         # Cores the rest of the box kept busy meanwhile: how much of the machine the workers did not get.
         "others_cores": max(0.0, busy - ours) / wall, "load_s": max(r["load_s"] for r in rows),
@@ -205,6 +208,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, nargs="+", default=["fp32", "int8"],
                         help="int8: what VISIONRAG_CLIP_INT8 runs (CLIP and the sentence model); clip-int8: CLIP alone")
     parser.add_argument("--side", type=int, default=384, help="image side in pixels")
+    parser.add_argument("--clip-only", action="store_true",
+                        help="points get CLIP's vectors alone (no sentence model, no BM25)")
     parser.add_argument("--models", type=Path, default=FULL_CLIP,
                         help="fastembed cache with the full-size CLIP and the text models")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_workers.json")
@@ -213,7 +218,7 @@ def main() -> None:
         raise SystemExit(f"{args.models} is missing: run `make bench-memory-workers` (it builds the models)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    rows = [run(n, precision, args.exchanges, args.batch, args.models, args.side)
+    rows = [run(n, precision, args.clip_only, args.exchanges, args.batch, args.models, args.side)
             for precision in args.precision for n in args.processes]
     cores = os.cpu_count() or 1
     versions = {p: version(p) for p in ("fastembed", "onnxruntime", "onnx", "qdrant-edge-py", "numpy")}
@@ -229,7 +234,7 @@ def main() -> None:
           + " | ".join(f"{s} ms" for s in (*STAGES, "other")) + " | RSS MB (peak) |")
     print("|---" * (len(STAGES) + 8) + "|")
     for r in rows:
-        print(f"| {r['precision']} | {r['processes']} | {r['per_s']:.1f} | {r['cpu_ms']:.0f} | "
+        print(f"| {r['precision']}{' (CLIP vectors only)' if r['clip_only'] else ''} | {r['processes']} | {r['per_s']:.1f} | {r['cpu_ms']:.0f} | "
               f"{cores * 1000 / r['cpu_ms']:.1f} | {r['others_cores']:.2f} | "
               + " | ".join(f"{r['stages_ms'][s]:.1f}" for s in (*STAGES, "other"))
               + f" | {r['rss_mb']:.0f} ({r['max_rss_mb']:.0f}) |")

@@ -3,9 +3,9 @@ onnxruntime's dynamic quantization.
 
 The recipe (RECIPE), as measured on full-size CLIP and the genuine all-MiniLM-L6-v2:
 - Weights int8 (QInt8), one scale per output channel; activations are quantized to uint8 at each call.
-  uint8 x int8 is the product onnxruntime's int8 kernels (VNNI, AVX2) run fast; uint8 weights ran at
-  half that speed. One scale per whole matrix kept the trained sentence model's vectors markedly
-  further from fp32.
+  uint8 x int8 is the product onnxruntime's int8 kernels (VNNI, AVX2) run fast; uint8 weights ran
+  much slower. One scale per whole matrix kept the trained sentence model's vectors markedly further
+  from fp32.
 - Only MatMul nodes whose weight is a constant: the transformer's projections and MLPs, nearly all
   the work.
 - Left fp32: the last of those MatMuls, next to the output (CLIP's projection, the sentence model's

@@ -53,8 +53,8 @@ SENTENCE_PROBES = (
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Below any of these an int8 model is refused. Good int8 builds of trained transformers keep a
-    cosine near 0.99 with fp32 (per-channel weights); a corrupt or mismatched file falls far below. One
+    """Below any of these an int8 model is refused. They sit under what good int8 builds of trained
+    transformers keep (per-channel weights) and far above what a corrupt or mismatched file gives. One
     miss in each top-1 count is allowed: a probe whose two best candidates score almost alike may swap
     them without anything being wrong."""
 
