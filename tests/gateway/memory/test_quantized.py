@@ -37,10 +37,11 @@ from tests.gateway.memory.conftest import ROOT, noise_png
 
 @pytest.fixture
 def cache(clip_cache: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny CLIP pair, so its int8 folders are built, damaged and rebuilt here."""
+    """A private copy of the tiny CLIP pair, without any int8 folders `make memory-models` left there, so
+    they are built, damaged and rebuilt here."""
     out = tmp_path / "fastembed"
     for entry in clip_cache.glob("models--Qdrant--clip-*"):
-        shutil.copytree(entry, out / entry.name, symlinks=False)
+        shutil.copytree(entry, out / entry.name, ignore=shutil.ignore_patterns(quantize.INT8_DIR))
     return out
 
 
@@ -54,7 +55,7 @@ def text_copy(text_cache: Path, tmp_path: Path) -> Path:
     """A private copy of the sentence model and BM25 (real weights), for the same reason."""
     out = tmp_path / "text"
     for entry in text_cache.glob("models--*"):
-        shutil.copytree(entry, out / entry.name, symlinks=False)
+        shutil.copytree(entry, out / entry.name, ignore=shutil.ignore_patterns(quantize.INT8_DIR))
     return out
 
 
