@@ -117,15 +117,30 @@ $(MODELS)/clip-%/.text-linked: $(TEXT_MODELS) $(MODELS)/clip-%/.built
 	ln -sfn ../text/models--Qdrant--all-MiniLM-L6-v2-onnx ../text/models--Qdrant--bm25 $(@D)/
 	touch $@
 
+# int8 copies beside each fp32 ONNX of CLIP and the sentence model (VISIONRAG_CLIP_INT8; recipe in
+# gateway/memory/quantize.py), made with the gateway's own onnxruntime. A gateway or worker builds them
+# the same way on its first start when they are missing, from whatever fp32 files fastembed downloaded;
+# here they are made ahead.
+$(MODELS)/clip-%/.int8: $(MODELS)/clip-%/.built gateway/memory/quantize.py | $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m gateway.memory.quantize clip --cache-dir $(@D)
+	touch $@
+
+$(MODELS)/text/.int8: $(TEXT_MODELS) gateway/memory/quantize.py | $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m gateway.memory.quantize sentence --cache-dir $(@D)
+	touch $@
+
 .PHONY: memory-test-deps memory-models
 memory-test-deps: install $(MODELS)/clip-tiny/.built $(MODELS)/clip-tiny/.text-linked ## Tiny random-weight CLIP + the genuine text models for the memory tests
 
-memory-models: $(MODELS)/clip-tiny/.text-linked $(MODELS)/clip-full/.text-linked ## CLIP (tiny, full-size random weights) and the text models
+memory-models: $(MODELS)/clip-tiny/.text-linked $(MODELS)/clip-full/.text-linked $(MODELS)/clip-tiny/.int8 $(MODELS)/clip-full/.int8 $(MODELS)/text/.int8 ## CLIP (tiny, full-size random weights) and the text models, fp32 and int8
 
 # Memory benchmarks (full-size random-weight CLIP; each prints a markdown table, JSON in bench/results/).
-.PHONY: bench-memory bench-memory-ingest bench-memory-search bench-memory-chat
+.PHONY: bench-memory bench-memory-ingest bench-memory-workers bench-memory-search bench-memory-chat
 bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
 	$(VENV)/bin/python -m bench.memory_ingest
+
+bench-memory-workers: install $(MODELS)/clip-full/.text-linked $(MODELS)/clip-full/.int8 $(MODELS)/text/.int8 ## Memory: ingest exchanges/s of 1 and 2 single-thread worker processes, fp32 vs int8
+	$(VENV)/bin/python -m bench.memory_workers
 
 bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store query and whole /search p50/p99 at 10k/100k
 	$(VENV)/bin/python -m bench.memory_search

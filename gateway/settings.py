@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     text_model_cache_dir: Path | None = None
     # onnxruntime threads for embedding; explicit because its default spin-waits on busy boxes.
     embed_threads: int = 1
-    # CLIP with dynamic int8 weights (built by `make memory-models` from the fp32 ONNX), checked against
-    # fp32 at start-up (gateway.memory.quantized): faster ingest, for workers above all.
+    # CLIP and the sentence model with dynamic int8 weights (built from the fp32 ONNX beside it on the
+    # first start that wants them, or by `make memory-models`), checked against fp32 at start-up
+    # (gateway.memory.quantized): faster ingest, for workers above all.
     clip_int8: bool = False
     embed_batch_size: int = 16
     ingest_poll_interval_s: float = 0.5

@@ -57,10 +57,17 @@ class ClipEmbedder:
         threads: int = 1,
         batch_size: int = 16,
         decoder: ImageDecoder | None = None,
+        text_path: Path | None = None,
+        vision_path: Path | None = None,
     ) -> None:
+        """`text_path` / `vision_path`: a folder holding that model's files (model.onnx and its tokenizer
+        or preprocessor config) to load instead of the cache's copy; the model names still say which
+        kind of model it is (gateway.memory.quantized loads its int8 copies this way)."""
         self.text_model = text_model
         self.vision_model = vision_model
         self.cache_dir = cache_dir
+        self.text_path = text_path
+        self.vision_path = vision_path
         self.threads = max(1, threads)
         self.batch_size = max(1, batch_size)
         self._text: Any = None
@@ -69,8 +76,10 @@ class ClipEmbedder:
         self.decoder = decoder or default_decoder()
         self.input_edge = DEFAULT_INPUT_EDGE
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, path: Path | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"threads": self.threads}
+        if path is not None:
+            kwargs["specific_model_path"] = str(path)
         if self.cache_dir is not None:
             kwargs["cache_dir"] = str(self.cache_dir)
         # With HF_HUB_OFFLINE=1 (tests, air-gapped installs) only the cache is consulted, and a miss
@@ -94,7 +103,7 @@ class ClipEmbedder:
                     from fastembed import TextEmbedding
 
                     try:
-                        self._text = TextEmbedding(self.text_model, **self._kwargs())
+                        self._text = TextEmbedding(self.text_model, **self._kwargs(self.text_path))
                     except Exception as exc:  # fastembed raises ValueError/OSError/RuntimeError by cause
                         raise self._load_error(self.text_model, exc) from exc
         return self._text
@@ -106,7 +115,7 @@ class ClipEmbedder:
                     from fastembed import ImageEmbedding
 
                     try:
-                        vision = ImageEmbedding(self.vision_model, **self._kwargs())
+                        vision = ImageEmbedding(self.vision_model, **self._kwargs(self.vision_path))
                     except Exception as exc:
                         raise self._load_error(self.vision_model, exc) from exc
                     self.input_edge = _input_edge(vision)
@@ -121,6 +130,11 @@ class ClipEmbedder:
     @property
     def loaded(self) -> bool:
         return self._text is not None and self._vision is not None
+
+    def model_dirs(self) -> tuple[Path, Path]:
+        """The folders the text and vision models are loaded from (loading them if needed): where
+        fastembed put its download, or the paths given."""
+        return Path(self._text_model().model._model_dir), Path(self._vision_model().model._model_dir)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

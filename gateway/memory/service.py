@@ -31,6 +31,7 @@ from gateway.memory.embed import ClipEmbedder, EmbedderError, ImageDecodeError
 from gateway.memory.forget_points import StorePoints
 from gateway.memory.ingest import IngestStats, IngestWorker, MaintenancePolicy
 from gateway.memory.purge import PurgeScheduler
+from gateway.memory.quantized import int8_clip, int8_sentences
 from gateway.memory.retrieval import RecallQuery, Retriever, Source, Thresholds
 from gateway.memory.reuse import VectorReuse
 from gateway.memory.search import Searcher, SearchOutcome
@@ -70,7 +71,9 @@ def open_store(settings: Settings) -> VectorStore:
 
 
 def embedder_from_settings(settings: Settings, threads: int | None = None) -> ClipEmbedder:
-    return ClipEmbedder(
+    """fp32 CLIP, loaded on first use; with clip_int8 its int8 copy, loaded now and checked against it
+    (Int8Refused stops the start)."""
+    clip = ClipEmbedder(
         settings.clip_text_model,
         settings.clip_vision_model,
         cache_dir=settings.fastembed_cache_dir,
@@ -78,16 +81,20 @@ def embedder_from_settings(settings: Settings, threads: int | None = None) -> Cl
         batch_size=settings.embed_batch_size,
         decoder=ImageDecoder.from_settings(settings),
     )
+    return int8_clip(clip) if settings.clip_int8 else clip
 
 
 def text_encoders_from_settings(settings: Settings, threads: int | None = None) -> TextEncoders:
-    return TextEncoders(
+    """With clip_int8 the sentence model is int8 too, loaded now and checked (it weighs on ingest
+    next to CLIP)."""
+    text = TextEncoders(
         settings.sentence_model,
         settings.bm25_model,
         cache_dir=settings.text_model_cache_dir or settings.fastembed_cache_dir,
         threads=threads or settings.embed_threads,
         batch_size=settings.embed_batch_size,
     )
+    return int8_sentences(text) if settings.clip_int8 else text
 
 
 class Memory:

@@ -62,10 +62,14 @@ def passages(text: str, words: int = PASSAGE_WORDS, limit: int = MAX_PASSAGES) -
 
 class TextEncoders:
     def __init__(self, sentence_model: str = SENTENCE_MODEL, bm25_model: str = BM25_MODEL, *,
-                 cache_dir: Path | None = None, threads: int = 1, batch_size: int = 16) -> None:
+                 cache_dir: Path | None = None, threads: int = 1, batch_size: int = 16,
+                 sentence_path: Path | None = None) -> None:
+        """`sentence_path`: a folder holding the sentence model's files to load instead of the cache's
+        copy (its int8 copy, gateway.memory.quantized)."""
         self.sentence_model = sentence_model
         self.bm25_model = bm25_model
         self.cache_dir = cache_dir
+        self.sentence_path = sentence_path
         self.threads = max(1, threads)
         self.batch_size = max(1, batch_size)
         self._dense: Any = None
@@ -85,8 +89,9 @@ class TextEncoders:
             if which == "dense" and self._dense is None:
                 from fastembed import TextEmbedding
 
+                path = {"specific_model_path": str(self.sentence_path)} if self.sentence_path else {}
                 self._dense = self._make(lambda: TextEmbedding(self.sentence_model, threads=self.threads,
-                                                               **self._kwargs()), self.sentence_model)
+                                                               **self._kwargs(), **path), self.sentence_model)
             if which == "sparse" and self._sparse is None:
                 from fastembed import SparseTextEmbedding
 
@@ -112,6 +117,10 @@ class TextEncoders:
     @property
     def loaded(self) -> bool:
         return self._dense is not None and self._sparse is not None
+
+    def sentence_dir(self) -> Path:
+        """The folder the sentence model is loaded from (loading it if needed)."""
+        return Path(self._load("dense").model._model_dir)
 
     def sentences(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalized sentence vectors, one row per text."""
