@@ -139,8 +139,8 @@ memory-models: $(MODELS)/clip-tiny/.text-linked $(MODELS)/clip-full/.text-linked
 bench-memory-ingest: install $(MODELS)/clip-full/.built ## Memory: ingest exchanges/s vs fastembed alone
 	$(VENV)/bin/python -m bench.memory_ingest
 
-bench-memory-workers: install $(MODELS)/clip-full/.text-linked $(MODELS)/clip-full/.int8 $(MODELS)/text/.int8 ## Memory: ingest exchanges/s of 1 and 2 single-thread worker processes, fp32 vs int8
-	$(VENV)/bin/python -m bench.memory_workers
+bench-memory-workers: install postgres-test-deps $(MODELS)/clip-full/.text-linked $(MODELS)/clip-full/.int8 $(MODELS)/text/.int8 ## Memory: ingest exchanges/s of 1 and 2 single-thread workers claiming one PostgreSQL backlog, fp32 vs int8
+	$(VENV)/bin/python -m bench.memory_workers --postgres
 
 bench-memory-search: install $(MODELS)/clip-full/.text-linked ## Memory: store query and whole /search p50/p99 at 10k/100k
 	$(VENV)/bin/python -m bench.memory_search

@@ -9,8 +9,9 @@ each) into its own embedded Qdrant shard: it loads its models (with int8, builds
 runs the start-up agreement check), warms up, waits for a common start, and drains its share. The
 aggregate is every exchange over the time from the start to the last process done.
 
-This stands in for `visionrag worker` processes claiming from one PostgreSQL backlog; moving to them
-changes where a batch comes from, not what embedding it costs.
+With `--postgres` the processes share one backlog instead, as `visionrag worker`s do: one journal on a
+PostgreSQL server of its own (tests.plugins.postgres), each process claiming batches from it
+(`Journal.claim`, FOR UPDATE SKIP LOCKED) under its own worker name.
 
 Per exchange, each process also measures where its CPU time goes: CLIP vision and text, the sentence
 model, BM25, image decoding, blob reads, the store's upsert and the journal. `CPU ms/exch` is the processes'
@@ -22,6 +23,7 @@ the rest of it kept busy during the run (from /proc/stat, less the workers' own 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.memory_ingest import ANSWER, QUESTION, photo_png
+from tests.plugins.postgres import running_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_CLIP = ROOT / "models" / "clip-full"
@@ -50,16 +53,24 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def queue(data_dir: Path, shares: int, exchanges: int, side: int) -> None:
-    """`exchanges` exchanges dealt round-robin into `shares` journals, their images in one blob folder."""
-    from gateway.journal import Exchange, ImageRef
-    from gateway.journal.disk import DiskBlobStore
+def open_journal(data_dir: Path, index: int, url: str | None) -> Any:
+    """Process `index`'s journal: its own SQLite share, or the one PostgreSQL journal they all claim from."""
+    from gateway.journal.postgres import PostgresJournal
     from gateway.journal.sqlite import SQLiteJournal
 
+    return PostgresJournal(url, pool_size=2) if url else SQLiteJournal(data_dir / f"journal-{index}.sqlite3")
+
+
+def queue(data_dir: Path, shares: int, exchanges: int, side: int, url: str | None) -> None:
+    """`exchanges` exchanges dealt round-robin into `shares` journals (one, on PostgreSQL), their images in
+    one blob folder."""
+    from gateway.journal import Exchange, ImageRef
+    from gateway.journal.disk import DiskBlobStore
+
     blobs = DiskBlobStore(data_dir / "images")
-    journals = [SQLiteJournal(data_dir / f"journal-{i}.sqlite3") for i in range(shares)]
+    journals = [open_journal(data_dir, i, url) for i in range(1 if url else shares)]
     for n in range(exchanges):
-        journals[n % shares].append(Exchange(
+        journals[n % len(journals)].append(Exchange(
             id=uuid.uuid4().hex, created_at=time.time(), endpoint="chat.completions", model="bench",
             tenant="default", user=None, messages=[{"role": "user", "text": f"{QUESTION} ({n})"}],
             images=[ImageRef(blobs.put(photo_png(n, side)), "image/png")], answer=f"{ANSWER} ({n})",
@@ -90,12 +101,11 @@ class Stopwatch:
         setattr(owner, method, timed)
 
 
-def work(index: int, data_dir: str, models: str, precision: str, clip_only: bool, batch: int, ready: Any,
-         start: Any, results: Any) -> None:
+def work(index: int, data_dir: str, models: str, precision: str, clip_only: bool, batch: int, url: str | None,
+         ready: Any, start: Any, results: Any) -> None:
     """One worker process: load, warm up, wait for the start, drain its share, report."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     from gateway.journal.disk import DiskBlobStore
-    from gateway.journal.sqlite import SQLiteJournal
     from gateway.memory.ingest import IngestWorker
     from gateway.memory.service import embedder_from_settings, text_encoders_from_settings
     from gateway.memory.store.edge import EdgeStore
@@ -117,7 +127,7 @@ def work(index: int, data_dir: str, models: str, precision: str, clip_only: bool
     text.sentences([QUESTION, ANSWER])
     text.terms_document([QUESTION])
 
-    journal = SQLiteJournal(folder / f"journal-{index}.sqlite3")
+    journal = open_journal(folder, index, url)
     blobs = DiskBlobStore(folder / "images")
     store = EdgeStore(folder / f"shard-{index}")
     store.ensure_schema()
@@ -125,18 +135,19 @@ def work(index: int, data_dir: str, models: str, precision: str, clip_only: bool
     for owner, method, stage in ((clip, "embed_images", "clip_vision"), (clip, "embed_texts", "clip_text"),
                                  (clip, "decode_image", "decode"), (text, "sentences", "sentence"),
                                  (text, "terms_document", "bm25"), (blobs, "get", "blobs"),
-                                 (store, "upsert", "store"), (journal, "pending", "journal"),
+                                 (store, "upsert", "store"), (journal, "claim", "journal"),
                                  (journal, "mark_ingested", "journal"), (journal, "present", "journal")):
         watch.wrap(owner, method, stage)
     # clip_only: points get CLIP's vectors alone, as before the sentence model and BM25 were added.
-    worker = IngestWorker(journal, blobs, clip, store, batch_size=batch, text=None if clip_only else text)
+    worker = IngestWorker(journal, blobs, clip, store, batch_size=batch, text=None if clip_only else text,
+                          name=f"bench-{index}")
 
     ready.put(index)
     start.wait()
     began, cpu0 = time.monotonic(), cpu_s()
     done = worker.drain()
     ended, cpu = time.monotonic(), cpu_s() - cpu0
-    assert journal.backlog() == 0 and store.count() == done
+    assert store.count() == done  # (a shared backlog may still have another process's last batch)
     store.close()
     journal.close()
     rss_mb = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -167,13 +178,19 @@ def gather(source: Any, count: int, procs: list[Any], timeout_s: float) -> list[
 
 
 def run(processes: int, precision: str, clip_only: bool, exchanges: int, batch: int, models: Path,
-        side: int) -> dict:
+        side: int, postgres: Any) -> dict:
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker, as separate worker processes are
+    url = None
+    if postgres is not None:  # a fresh database per run
+        database = f"bench_{uuid.uuid4().hex[:8]}"
+        with postgres.admin() as admin:
+            admin.execute(f"CREATE DATABASE {database}")
+        url = postgres.url(database)
     with tempfile.TemporaryDirectory(prefix="visionrag-bench-workers-") as tmp:
-        queue(Path(tmp), processes, exchanges, side)
+        queue(Path(tmp), processes, exchanges, side, url)
         ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=work, args=(i, tmp, str(models), precision, clip_only, batch, ready, start,
-                                                results))
+        procs = [ctx.Process(target=work, args=(i, tmp, str(models), precision, clip_only, batch, url, ready,
+                                                start, results))
                  for i in range(processes)]
         for proc in procs:
             proc.start()
@@ -192,7 +209,7 @@ def run(processes: int, precision: str, clip_only: bool, exchanges: int, batch: 
     cpu_ms = ours / done * 1000
     stages["other"] = cpu_ms - sum(stages.values())
     return {
-        "processes": processes, "precision": precision, "clip_only": clip_only, "exchanges": done, "wall_s": wall, "per_s": done / wall,
+        "journal": "postgres" if url else "sqlite", "processes": processes, "precision": precision, "clip_only": clip_only, "exchanges": done, "wall_s": wall, "per_s": done / wall,
         "cpu_ms": cpu_ms, "stages_ms": stages,
         # Cores the rest of the box kept busy meanwhile: how much of the machine the workers did not get.
         "others_cores": max(0.0, busy - ours) / wall, "load_s": max(r["load_s"] for r in rows),
@@ -212,14 +229,17 @@ def main() -> None:
                         help="points get CLIP's vectors alone (no sentence model, no BM25)")
     parser.add_argument("--models", type=Path, default=FULL_CLIP,
                         help="fastembed cache with the full-size CLIP and the text models")
+    parser.add_argument("--postgres", action="store_true",
+                        help="one shared backlog on PostgreSQL, claimed by the processes (as `visionrag worker`s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_workers.json")
     args = parser.parse_args()
     if not (args.models / ".built").exists():
         raise SystemExit(f"{args.models} is missing: run `make bench-memory-workers` (it builds the models)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    rows = [run(n, precision, args.clip_only, args.exchanges, args.batch, args.models, args.side)
-            for precision in args.precision for n in args.processes]
+    with running_postgres() if args.postgres else contextlib.nullcontext() as postgres:
+        rows = [run(n, precision, args.clip_only, args.exchanges, args.batch, args.models, args.side, postgres)
+                for precision in args.precision for n in args.processes]
     cores = os.cpu_count() or 1
     versions = {p: version(p) for p in ("fastembed", "onnxruntime", "onnx", "qdrant-edge-py", "numpy")}
     report = {"python": platform.python_version(), "cores": cores, "versions": versions, "batch": args.batch,
@@ -227,7 +247,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 
-    print(f"{args.exchanges} exchanges ({args.side}x{args.side} PNG, question, answer), full-size random-weight "
+    print(("one PostgreSQL backlog claimed by every process; " if args.postgres else "a SQLite share per process; ")
+          + f"{args.exchanges} exchanges ({args.side}x{args.side} PNG, question, answer), full-size random-weight "
           f"CLIP ViT-B/32, batch {args.batch}, embed_threads=1 per process, {cores} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("| models | processes | exch/s | CPU ms/exch | ceiling exch/s | others' cores | "
