@@ -34,7 +34,12 @@ CHUNK = 256 * 1024
 # AWS_MAX_ATTEMPTS sets how many). Timeouts short enough that an endpoint that hangs frees the request's
 # thread soon; the read timeout bounds each socket read, not a whole transfer. Connections for the
 # threads that may call at once: the routes' pool, the ingest worker, the finisher.
-CONFIG = Config(retries={"mode": "standard"}, connect_timeout=3, read_timeout=20, max_pool_connections=64)
+# A new one per client: botocore writes AWS_MAX_ATTEMPTS into the `retries` dict it is given, which a
+# shared Config would pass on to every later client.
+def client_config() -> Config:
+    return Config(retries={"mode": "standard"}, connect_timeout=3, read_timeout=20, max_pool_connections=64)
+
+
 # How S3 says an object is not there: GET's error code, HEAD's bare status.
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -54,7 +59,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         # Clients are safe to share between threads; a session is not, so it is this one's alone.
-        self.client = client or boto3.session.Session().client("s3", config=CONFIG)
+        self.client = client or boto3.session.Session().client("s3", config=client_config())
 
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
