@@ -204,8 +204,8 @@ test: install serving-test-deps memory-test-deps ui-test-deps postgres-test-deps
 
 # ---- benchmarks (not tests: numbers for the README) ------------------------------------------------
 .PHONY: bench-gateway bench-metrics
-bench-gateway: install ## Gateway CPU and added latency vs. the same upstream called directly (OLD_REV= to compare)
-	$(VENV)/bin/python -m bench.gateway_overhead $(if $(OLD_REV),--old-rev $(OLD_REV))
+bench-gateway: install $(if $(POSTGRES),postgres-test-deps) ## Gateway CPU and added latency vs. the same upstream called directly (OLD_REV= to compare, POSTGRES=1: also on PostgreSQL)
+	$(VENV)/bin/python -m bench.gateway_overhead $(if $(OLD_REV),--old-rev $(OLD_REV)) $(if $(POSTGRES),--postgres)
 
 bench-metrics: install ## CPU that metrics and log context add per request (middleware, recorded chat)
 	$(VENV)/bin/python -m bench.metrics_overhead
