@@ -191,7 +191,13 @@ def main() -> None:
             bare = start("bare", [python, "-m", "bench.bare_proxy", "--port", str(bare_port),
                                   "--upstream", upstream.url], bare_port, core=0)
             servers.append(bare)
-            for name, tree in [("gateway", ROOT)] + ([("gateway_old", old_tree)] if old_tree else []):
+            # Each gateway: its source tree, and settings beside the common ones.
+            variants = [("gateway", ROOT, {})]
+            if old_tree:
+                variants.append(("gateway_old", old_tree, {}))
+            if postgres is not None:
+                variants.append(("gateway_pg", ROOT, {"VISIONRAG_DATABASE_URL": postgres.url()}))
+            for name, tree, extra in variants:
                 port = gw_port if name == "gateway" else free_port()
                 # Revisions before the HTTP edge moved to gateway/api/ had their factory in gateway/app.py.
                 factory = "gateway.api.app:create_app" if (tree / "gateway/api/app.py").exists() else "gateway.app:create_app"
@@ -201,19 +207,8 @@ def main() -> None:
                                        port, core=0, cwd=tree,
                                        env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
                                             "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
-                                            "VISIONRAG_MEMORY_ENABLED": "false"})
+                                            "VISIONRAG_MEMORY_ENABLED": "false", **extra})
                 servers.append(gateways[name])
-            if postgres is not None:
-                port = free_port()
-                gateways["gateway_pg"] = start(
-                    "gateway_pg", [python, "-m", "uvicorn", "gateway.api.app:create_app", "--factory", "--port",
-                                   str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
-                                   "--http", "httptools"],
-                    port, core=0, env={"VISIONRAG_UPSTREAM_URLS": upstream.url + "/v1",
-                                       "VISIONRAG_DATA_DIR": tempfile.mkdtemp(dir=data_dir),
-                                       "VISIONRAG_DATABASE_URL": postgres.url(),
-                                       "VISIONRAG_MEMORY_ENABLED": "false"})
-                servers.append(gateways["gateway_pg"])
 
             rows = []
             for stream in (False, True):

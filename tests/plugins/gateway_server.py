@@ -28,6 +28,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def kill_group(process: subprocess.Popen | None) -> None:
+    """SIGKILL to a child started in a session of its own, and everything it started."""
+    if process and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def stop_group(process: subprocess.Popen | None, wait_s: float) -> None:
+    """SIGTERM to the child's group; SIGKILL if it is not gone within `wait_s`."""
+    if process and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+
+
 @dataclass
 class GatewayProcess:
     port: int
@@ -63,17 +80,10 @@ class GatewayProcess:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, as when the OOM killer or a crash takes the process."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        kill_group(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.process, 15)
 
     def restart(self) -> GatewayProcess:
         self.stop()

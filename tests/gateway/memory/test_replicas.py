@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import pytest
 from gateway.journal.postgres import PostgresJournal
 from tests.gateway.memory.conftest import noise_png
 from tests.gateway.memory.test_e2e import stored_exchange_ids
-from tests.plugins.gateway_server import ROOT, GatewayProcess, free_port
+from tests.plugins.gateway_server import ROOT, GatewayProcess, free_port, kill_group, stop_group
 from tests.plugins.media import data_url, image_message
 
 pytestmark = pytest.mark.slow
@@ -63,17 +62,10 @@ class WorkerProcess:
         return self
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        kill_group(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.process, 30)
 
     def log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
