@@ -68,6 +68,11 @@ def test_search_fits_and_is_keyboard_reachable(stack: Stack, seeded: dict, open_
     page.get_by_role("button", name="Search", exact=True).click()
     page.locator(".grid .card img.thumb[src^='blob:']").first.wait_for()
     assert_fits(page, f"search-{size[0]}-{scheme}")
+    # The page follows the system's colour scheme (its custom properties), form controls included.
+    dark = page.evaluate("""() => [document.documentElement, document.querySelector('input[type=search]')].map((el) => {
+        const [r, g, b] = getComputedStyle(el).backgroundColor.match(/\\d+/g).map(Number);
+        return r + g + b < 200; })""")
+    assert dark == [scheme == "dark"] * 2, dark
     tab_reaches(page, ["nav a[data-route='search']", "input[type='search']", "select[name='target']",
                        "input[type='file']", "input[name='time_from']", "button[type='submit']", ".grid .card a"])
     assert_fits(page)
