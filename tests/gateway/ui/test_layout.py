@@ -1,13 +1,12 @@
 """Every view at phone width (390x844) and on a laptop (1280x800), light and dark: nothing scrolls
-sideways, nothing logs an error, and Tab reaches the view's main controls. Also `/`, where people type
-first, sends a browser to the page and an API client a JSON 404."""
+sideways, nothing logs an error, and Tab reaches the view's main controls. (`/` sending a browser here:
+tests/gateway/api/test_openapi.py.)"""
 
 from __future__ import annotations
 
 import os
 import time
 
-import httpx
 import pytest
 
 from tests.gateway.ui.conftest import Stack, enter_key, picture
@@ -118,10 +117,3 @@ def test_the_key_prompt_fits(stack: Stack, open_page, size, scheme) -> None:
     enter_key(page, "key-a")
     page.locator(".status", has_text="exchange(s) shown").wait_for()
 
-
-def test_the_root_sends_browsers_to_the_page(stack: Stack) -> None:
-    browser = httpx.get(stack.url + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
-    assert browser.status_code == 303 and browser.headers["location"] == "ui"
-    client = httpx.get(stack.url + "/", headers={"Accept": "application/json"})
-    assert client.status_code == 404 and client.json()["error"]["type"] == "not_found_error"
-    assert httpx.get(stack.url + "/").status_code == 404  # httpx's own Accept: */*
