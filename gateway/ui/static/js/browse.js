@@ -39,6 +39,7 @@ export function browseView(view) {
       filtered.show(shown);
     } catch (exc) {
       status.textContent = "";
+      filtered.element.hidden = true;
       error.textContent = exc.message;
     }
   }

@@ -71,7 +71,7 @@ export function searchView(view, params) {
       filtered.show(n);
     } catch (exc) {
       status.textContent = "";
-      filtered.show(1);
+      filtered.element.hidden = true;
       error.textContent = exc.message;
     }
   }
