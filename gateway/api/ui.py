@@ -1,4 +1,4 @@
-"""`GET /ui` and its files, under a strict Content-Security-Policy; `GET /ui/features`, what this gateway
+"""`GET /ui` and its files (and `GET /`, which sends a browser there), under a strict Content-Security-Policy; `GET /ui/features`, what this gateway
 offers the page (search and similar images need memory; browsing, exchanges and forgetting do not).
 
 The page's files are read once at import from `static/` and served by name from that fixed set, so no
@@ -12,10 +12,11 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gateway.api.deps import OptionalMemoryDep, TenantDep
+from gateway.errors import NotFound
 
 STATIC = Path(__file__).resolve().parents[1] / "ui" / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -60,6 +61,16 @@ _INDEX = (STATIC / "index.html").read_bytes()
 _FILES = _load()
 
 router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def root(request: Request) -> Response:
+    """`/` is where people type first: a browser (it asks for HTML) goes to the page; an API client keeps
+    the JSON 404 every unknown path answers."""
+    if "text/html" in request.headers.get("accept", ""):
+        # Relative, so that a proxy mounting the gateway under a prefix keeps it.
+        return RedirectResponse("ui", status_code=303)
+    raise NotFound("Not Found")
 
 
 @router.get("/ui")

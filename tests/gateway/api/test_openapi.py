@@ -299,3 +299,22 @@ def test_the_swagger_ui_files_ship_with_the_package():
     static = {path for path in (ROOT / "gateway" / "static").rglob("*") if path.is_file()}
     assert {p.name for p in static} >= {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"}
     assert static <= shipped, sorted(static - shipped)
+
+
+def test_the_root_sends_browsers_to_the_page_and_stays_out_of_the_document(document, tmp_path):
+    """`/` is where people type first: a browser (Accept: text/html) is sent to the page, relative to
+    wherever a proxy mounts the gateway; an API client gets the JSON 404 of any unknown path."""
+    app = create_app(settings_for(tmp_path))
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+            return [await client.get("/", headers=browser), await client.get("/", headers={"Accept": "application/json"}),
+                    await client.get("/"), await client.get("/nowhere")]
+
+    browser, api, plain, unknown = asyncio.run(run())
+    assert browser.status_code == 303 and browser.headers["location"] == "ui"
+    for response in (api, plain):
+        assert response.status_code == 404 and response.json() == unknown.json()
+    assert unknown.json()["error"]["type"] == "not_found_error"
+    assert "/" not in document["paths"]

@@ -142,12 +142,15 @@ class Recorded:
 
 @pytest.fixture
 def open_page(browser, request: pytest.FixtureRequest):
-    """open_page(base_url, key=None) -> (page, recorded). With a key, answers the page's key prompt."""
+    """open_page(base_url, key=None, route, viewport=(w, h), color_scheme) -> (page, recorded). With a key,
+    answers the page's key prompt."""
     contexts = []
     records: list[tuple[str, Recorded]] = []
 
-    def open_(base_url: str, key: str | None = "key-a", route: str = ""):
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def open_(base_url: str, key: str | None = "key-a", route: str = "", *,
+              viewport: tuple[int, int] = (1280, 900), color_scheme: str = "light"):
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                      color_scheme=color_scheme)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)

@@ -2,7 +2,7 @@
 
 import { json } from "./api.js";
 import { h } from "./dom.js";
-import { card, filterFields } from "./cards.js";
+import { card, filterFields, filtersNote } from "./cards.js";
 
 const PAGE = 24;
 
@@ -14,7 +14,8 @@ export function browseView(view) {
   const more = h("button", { type: "button", hidden: true }, "Load more");
   const form = h("form", { class: "panel" }, filters.element,
     h("div", { class: "row" }, h("button", { type: "submit" }, "Apply filters")));
-  view.append(h("h1", { tabindex: -1 }, "Recent exchanges"), form, status, error, results, more);
+  const filtered = filtersNote(filters, () => load(true));
+  view.append(h("h1", { tabindex: -1 }, "Recent exchanges"), form, status, filtered.element, error, results, more);
   let cursor = null;
 
   async function load(reset) {
@@ -32,9 +33,13 @@ export function browseView(view) {
       else results.append(...cards);
       cursor = page.next_cursor;
       more.hidden = !page.has_more;
-      status.textContent = results.children.length ? `${results.children.length} exchange(s) shown.` : "No exchanges yet.";
+      const shown = results.children.length;
+      const none = filters.active().length ? "No exchange matches these filters." : "No exchanges yet.";
+      status.textContent = shown ? `${shown} exchange(s) shown.` : none;
+      filtered.show(shown);
     } catch (exc) {
       status.textContent = "";
+      filtered.element.hidden = true;
       error.textContent = exc.message;
     }
   }

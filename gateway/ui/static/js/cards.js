@@ -5,21 +5,36 @@ import { placeholder, thumbnail } from "./images.js";
 
 export const THUMB = 256;
 
-/** A card linking to the exchange: thumbnail (or a placeholder), question, answer excerpt, score, time. */
-export function card({ id, question, answer, sha256, time, score, model }) {
+/**
+ * A card linking to the exchange: thumbnail (or a placeholder), question, answer excerpt, time, and for a
+ * search hit its rank ("#1"), the raw score in its tooltip: a fused (RRF) score such as 1.333 only orders
+ * the hits, and a cosine or BM25 score means little to a reader either.
+ */
+export function card({ id, question, answer, sha256, time, model, hit }) {
   const media = sha256 ? thumbnail(sha256, THUMB, question) : placeholder("text only");
+  const label = hit
+    ? h("span", { class: "rank", title: scoreTitle(hit) }, hit.rank === 1 ? "#1 best match" : `#${hit.rank}`)
+    : h("span", {}, model || "");
   return h("li", { class: "card", dataset: { exchangeId: id } },
     h("a", { href: `#/exchange/${encodeURIComponent(id)}` },
       media,
       h("div", { class: "body" },
         h("span", { class: "question" }, excerpt(question, 120) || "(no question)"),
         h("span", { class: "answer" }, excerpt(answer, 160)),
-        h("span", { class: "meta" },
-          h("span", {}, score === undefined ? model || "" : `score ${score.toFixed(3)}`),
-          h("time", { datetime: time }, formatTime(time))))));
+        h("span", { class: "meta" }, label, h("time", { datetime: time }, formatTime(time))))));
 }
 
-/** Time range, model and user fields; values() gives them as the API takes them (unset: omitted). */
+function scoreTitle({ score, target }) {
+  const raw = Number(score).toFixed(3);
+  return target === "all"
+    ? `fused score ${raw} (every ranking combined by Reciprocal Rank Fusion: higher ranks first)`
+    : `${target} score ${raw} (higher is closer)`;
+}
+
+/**
+ * Time range, model and user fields; values() gives them as the API takes them (unset: omitted),
+ * active() says in words which are set, clear() unsets them all.
+ */
 export function filterFields() {
   const from = h("input", { type: "datetime-local", name: "time_from" });
   const to = h("input", { type: "datetime-local", name: "time_to" });
@@ -27,6 +42,7 @@ export function filterFields() {
   const user = h("input", { type: "text", name: "user", placeholder: "any user" });
   const element = h("fieldset", { class: "row" }, h("legend", {}, "Filters"),
     field("From", from), field("To", to), field("Model", model), field("User", user));
+  const local = (value) => new Date(value).toLocaleString();
   return {
     element,
     values() {
@@ -37,6 +53,38 @@ export function filterFields() {
       if (model.value.trim()) out.model = model.value.trim();
       if (user.value.trim()) out.user = user.value.trim();
       return out;
+    },
+    active() {
+      return [from.value && `from ${local(from.value)}`, to.value && `to ${local(to.value)}`,
+        model.value.trim() && `model ${model.value.trim()}`, user.value.trim() && `user ${user.value.trim()}`]
+        .filter(Boolean);
+    },
+    clear() {
+      for (const input of [from, to, model, user]) input.value = "";
+    },
+  };
+}
+
+/**
+ * A line saying which filters narrowed the last results, with a button that clears them and runs
+ * again (rerun); hidden while no filter is set. note.show() updates it after each run.
+ */
+export function filtersNote(filters, rerun) {
+  const text = h("span", {});
+  const clear = h("button", { type: "button", class: "quiet link" }, "Clear filters");
+  const element = h("p", { class: "hint filters-note", hidden: true }, text, clear);
+  clear.addEventListener("click", () => {
+    filters.clear();
+    element.hidden = true;
+    rerun();
+  });
+  return {
+    element,
+    show(count) {
+      const active = filters.active();
+      element.hidden = !active.length;
+      text.textContent = active.length
+        ? `${count ? "Filtered" : "Nothing matched"}: ${active.join(", ")}.` : "";
     },
   };
 }

@@ -2,7 +2,7 @@
 // cited, and "find similar" for each image (with memory on: it is a search).
 
 import { call, errorMessage, features, json } from "./api.js";
-import { formatTime, h } from "./dom.js";
+import { append, formatTime, h } from "./dom.js";
 import { thumbnail } from "./images.js";
 import { sourceList } from "./sources.js";
 
@@ -32,7 +32,8 @@ export async function exchangeView(view, id) {
       ["Latency", `${Math.round(exchange.latency_ms)} ms`], ["Id", exchange.id]]
       .flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
   const sources = exchange.sources || [];
-  view.append(
+  // dom.append, not Element.append, which would show each null as the text "null".
+  append(view, [
     exchange.images.length ? images : null,
     exchange.images.length ? noSimilar : null,
     h("h2", {}, "Question"), h("div", { class: "text question" }, exchange.question || "(none)"),
@@ -40,7 +41,7 @@ export async function exchangeView(view, id) {
     h("h2", {}, "Details"), details,
     h("h2", {}, "Sources"),
     sources.length ? sourceList(sources) : h("p", { class: "hint" }, "This answer cited no past exchanges."),
-    forgetControls(exchange.id, error));
+    forgetControls(exchange.id, error)]);
 }
 
 /** "Forget this exchange" (DELETE /exchanges/{id}), confirmed by a second button, not a browser dialog. */

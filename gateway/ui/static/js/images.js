@@ -26,6 +26,8 @@ export function thumbnail(sha256, size, alt, className = "thumb") {
     if (response.ok) img.src = keep(await response.blob());
     else img.replaceWith(placeholder("image unavailable"));
   }).catch(() => img.replaceWith(placeholder("image unavailable")));
+  // Bytes the browser cannot decode: a sentence, not the browser's broken-image icon.
+  img.addEventListener("error", () => img.replaceWith(placeholder("image could not be shown")), { once: true });
   return img;
 }
 
@@ -57,25 +59,44 @@ export function imagePicker(label = "Image") {
   let file = null;
   const input = h("input", { type: "file", accept: "image/*", id: `img-${Math.random().toString(36).slice(2, 8)}` });
   const preview = h("span", { class: "preview", "aria-live": "polite" });
+  const problem = h("span", { class: "error picker-error", role: "alert" });
   const remove = h("button", { type: "button", class: "quiet", hidden: true }, "Remove image");
   const zone = h("div", { class: "drop" },
     h("label", { for: input.id }, label), input,
-    h("span", { class: "hint" }, "or drop / paste an image"), preview, remove);
+    h("span", { class: "hint" }, "or drop / paste an image"), preview, remove, problem);
 
-  function choose(next) {
-    file = next && next.type.startsWith("image/") ? next : null;
+  // The file names below are the user's, shown as text only.
+  function choose(next, { fromInput = false } = {}) {
+    problem.textContent = "";
+    if (next && !next.type.startsWith("image/")) {
+      problem.textContent = `${next.name || "That file"} is not an image: choose a PNG, JPEG, GIF or WebP file.`;
+      next = null;
+    }
+    file = next;
     preview.replaceChildren();
     remove.hidden = !file;
     if (!file) {
       input.value = "";
       return;
     }
-    // The file name is the user's, shown as text only.
-    preview.append(h("img", { src: keep(file), alt: `chosen image: ${file.name || "pasted image"}` }),
-      h("span", { class: "file-name" }, file.name || "pasted image"));
+    // A dropped or pasted file goes into the input too, so that it names the file (not "No file chosen").
+    if (!fromInput) {
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      input.files = transfer.files;
+    }
+    const name = file.name || "pasted image";
+    const shown = h("img", { src: keep(file), alt: `chosen image: ${name}` });
+    // A file that says it is an image but does not decode: say so instead of a broken-image icon.
+    shown.addEventListener("error", () => {
+      if (file !== next) return;
+      choose(null);
+      problem.textContent = `${name} could not be read as an image.`;
+    }, { once: true });
+    preview.append(shown, h("span", { class: "file-name" }, name));
   }
 
-  input.addEventListener("change", () => choose(input.files[0] || null));
+  input.addEventListener("change", () => choose(input.files[0] || null, { fromInput: true }));
   remove.addEventListener("click", () => { choose(null); input.focus(); });
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));

@@ -3,7 +3,7 @@
 
 import { features, json, postJson } from "./api.js";
 import { field, h } from "./dom.js";
-import { card, filterFields } from "./cards.js";
+import { card, filterFields, filtersNote } from "./cards.js";
 import { imageDataUrl, imagePicker } from "./images.js";
 
 // The targets /search takes, as the gateway's OpenAPI document lists them (its vector schema decides
@@ -43,7 +43,10 @@ export function searchView(view, params) {
   const note = h("p", { class: "hint", role: "note", hidden: true },
     "Search needs memory, which is off on this gateway (VISIONRAG_MEMORY_ENABLED=false). ",
     h("a", { href: "#/browse" }, "Browse"), " and each exchange's page still work.");
-  view.append(h("h1", { tabindex: -1 }, "Search"), note, form, status, error, results);
+  // Cleared filters run the last search again (by the same image, when there was one).
+  let lastImage = null;
+  const filtered = filtersNote(filters, () => run(lastImage));
+  view.append(h("h1", { tabindex: -1 }, "Search"), note, form, status, filtered.element, error, results);
 
   async function run(image) {
     error.textContent = "";
@@ -55,16 +58,20 @@ export function searchView(view, params) {
     const body = { target: target.value, limit: Number(limit.value) || 24, filters: filters.values() };
     if (image) body.image = image;
     else body.text = query;
+    lastImage = image;
     status.textContent = "Searching…";
     try {
       const found = await postJson("/search", body);
-      results.replaceChildren(...found.data.map((hit) => card({
+      results.replaceChildren(...found.data.map((hit, index) => card({
         id: hit.exchange_id, question: hit.question, answer: hit.answer, sha256: hit.image_sha256,
-        time: hit.time, score: hit.score,
+        time: hit.time, hit: { rank: index + 1, score: hit.score, target: found.target },
       })));
-      status.textContent = `${found.data.length} result(s) by ${found.query_type}, target ${found.target}.`;
+      const n = found.data.length;
+      status.textContent = `${n} result(s) by ${found.query_type}, target ${found.target}.`;
+      filtered.show(n);
     } catch (exc) {
       status.textContent = "";
+      filtered.element.hidden = true;
       error.textContent = exc.message;
     }
   }

@@ -9,7 +9,10 @@ export function sourceList(sources) {
   const list = h("ol", { class: "sources", "aria-label": "Sources" });
   sources.forEach((source, index) => {
     const id = source.exchange_id;
-    const label = h("span", {}, `[${index + 1}] ` + (source.score !== undefined ? `score ${Number(source.score).toFixed(3)}` : ""));
+    // The retrieval's fused score only ordered the sources: the reader gets the citation number, the
+    // score stays in the tooltip.
+    const title = source.score !== undefined ? `fused score ${Number(source.score).toFixed(3)}` : undefined;
+    const label = h("span", { title }, `[${index + 1}]`);
     const link = h("a", { href: `#/exchange/${encodeURIComponent(id)}`, class: "source", dataset: { exchangeId: id } },
       placeholder("…"), label);
     list.append(h("li", {}, link));
