@@ -299,3 +299,12 @@ def test_the_swagger_ui_files_ship_with_the_package():
     static = {path for path in (ROOT / "gateway" / "static").rglob("*") if path.is_file()}
     assert {p.name for p in static} >= {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"}
     assert static <= shipped, sorted(static - shipped)
+
+
+def test_the_web_pages_files_ship_with_the_package():
+    """The page's own files, its vendored libraries (gateway/ui/static/vendor) included."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gateway"]
+    shipped = {path for pattern in patterns for path in (ROOT / "gateway").glob(pattern)}
+    static = {path for path in (ROOT / "gateway" / "ui" / "static").rglob("*") if path.is_file()}
+    assert {p.name for p in static} >= {"index.html", "chat.js", "markdown.js", "marked.esm.js", "LICENSE"}
+    assert static <= shipped, sorted(static - shipped)
