@@ -142,12 +142,13 @@ class Recorded:
 
 @pytest.fixture
 def open_page(browser, request: pytest.FixtureRequest):
-    """open_page(base_url, key=None) -> (page, recorded). With a key, answers the page's key prompt."""
+    """open_page(base_url, key=None, route="", **context_options) -> (page, recorded). With a key, answers
+    the page's key prompt; context_options go to Playwright's new_context (is_mobile, has_touch, ...)."""
     contexts = []
     records: list[tuple[str, Recorded]] = []
 
-    def open_(base_url: str, key: str | None = "key-a", route: str = ""):
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def open_(base_url: str, key: str | None = "key-a", route: str = "", **context_options):
+        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context_options})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)

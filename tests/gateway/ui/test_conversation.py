@@ -8,6 +8,7 @@ real vLLM."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -143,8 +144,8 @@ def chat(scripted_stack: Stack, upstream: ScriptedUpstream, open_page):
     upstream.answers.clear()
     upstream.chats.clear()
 
-    def open_(viewport: dict[str, int] | None = None):
-        page, recorded = open_page(scripted_stack.url, route="#/chat")
+    def open_(viewport: dict[str, int] | None = None, **context_options):
+        page, recorded = open_page(scripted_stack.url, route="#/chat", **context_options)
         if viewport:
             page.set_viewport_size(viewport)
         page.locator(f"select option[value='{MODEL}']").wait_for(state="attached")
@@ -308,6 +309,28 @@ def test_hostile_markdown_renders_inert(chat, upstream: ScriptedUpstream) -> Non
     page.wait_for_timeout(300)  # an onerror would have fired by now (the fixture checks __pwned)
 
 
+def test_on_a_touch_screen_a_first_tap_shows_the_card_and_a_second_follows_the_link(
+        chat, scripted_stack: Stack, upstream: ScriptedUpstream) -> None:
+    earlier = scripted_stack.seed("Where is the green door?", "On the left.", picture(4))
+    scripted_stack.wait_ingested()
+    page, _ = chat({"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    upstream.answers.append(Answer("The door is green [1]."))
+    page.get_by_label("Image").set_input_files(files=[{"name": "d.png", "mimeType": "image/png", "buffer": picture(4)}])
+    page.get_by_label("Question").fill("Where is the door?")
+    page.get_by_label("Question").press("Enter")  # Enter sends (Shift+Enter would start a new line)
+    turn = page.locator(".thread .turn").first
+    expect(turn).to_have_attribute("data-state", "done")
+    if "Memory used" not in turn.locator(".status").inner_text():
+        pytest.skip("memory found nothing close enough to cite")
+    cite = turn.locator(f"a.cite[data-exchange-id='{earlier.id}']")
+    cite.tap()
+    turn.locator(".cite-card").wait_for(state="visible")
+    assert page.evaluate("location.hash") == "#/chat"
+    turn.locator(".cite-card", has_text="Where is the green door?").wait_for()
+    cite.tap()
+    page.wait_for_function(f"location.hash === '#/exchange/{earlier.id}'")
+
+
 def test_the_memory_toggle_is_remembered_for_the_tab(chat) -> None:
     page, _ = chat()
     memory = page.get_by_label("use past exchanges")
@@ -336,6 +359,9 @@ def test_a_conversation_fits_the_width(chat, upstream: ScriptedUpstream, viewpor
     assert wide == [], (wide, viewport)
     if viewport["width"] >= 1280:
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    if os.environ.get("VISIONRAG_UI_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["VISIONRAG_UI_SCREENSHOTS"],
+                                          f"ui-conversation-{viewport['width']}.png"), full_page=True)
     # Keyboard: the composer and the answer's actions are reachable with Tab.
     reached = set()
     for _ in range(40):
