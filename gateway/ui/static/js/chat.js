@@ -148,7 +148,7 @@ export function chatView(view) {
     }
     const note = h("span", { class: "hint copy-note", role: "status" });
     if (turn.answer) ui.actions.append(h("button", { type: "button", class: "quiet small", onclick: () => copy(turn, note) }, "Copy"));
-    if (turn.state === "error") ui.actions.append(h("button", { type: "button", class: "small", onclick: () => run(turn) }, "Retry"));
+    if (turn.state === "error") ui.actions.append(h("button", { type: "button", class: "small", onclick: () => active || run(turn) }, "Retry"));
     ui.actions.append(note);
     if (turn.sources.length) {
       ui.sources.append(h("h3", { class: "sources-title" }, "Sources"),
