@@ -318,3 +318,12 @@ def test_the_root_sends_browsers_to_the_page_and_stays_out_of_the_document(docum
         assert response.status_code == 404 and response.json() == unknown.json()
     assert unknown.json()["error"]["type"] == "not_found_error"
     assert "/" not in document["paths"]
+
+
+def test_the_web_pages_files_ship_with_the_package():
+    """The page's own files, its vendored libraries (gateway/ui/static/vendor) included."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gateway"]
+    shipped = {path for pattern in patterns for path in (ROOT / "gateway").glob(pattern)}
+    static = {path for path in (ROOT / "gateway" / "ui" / "static").rglob("*") if path.is_file()}
+    assert {p.name for p in static} >= {"index.html", "chat.js", "markdown.js", "marked.esm.js", "LICENSE"}
+    assert static <= shipped, sorted(static - shipped)

@@ -142,15 +142,16 @@ class Recorded:
 
 @pytest.fixture
 def open_page(browser, request: pytest.FixtureRequest):
-    """open_page(base_url, key=None, route, viewport=(w, h), color_scheme) -> (page, recorded). With a key,
-    answers the page's key prompt."""
+    """open_page(base_url, key=None, route, viewport=(w, h), color_scheme, **context_options) -> (page,
+    recorded). With a key, answers the page's key prompt; context_options go to Playwright's new_context
+    (is_mobile, has_touch, ...)."""
     contexts = []
     records: list[tuple[str, Recorded]] = []
 
     def open_(base_url: str, key: str | None = "key-a", route: str = "", *,
-              viewport: tuple[int, int] = (1280, 900), color_scheme: str = "light"):
+              viewport: tuple[int, int] = (1280, 900), color_scheme: str = "light", **context_options):
         context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                      color_scheme=color_scheme)
+                                      color_scheme=color_scheme, **context_options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)

@@ -34,10 +34,11 @@ def ask(page, question: str, image: bytes) -> dict:
     page.evaluate("""() => {
         window.__lengths = [];
         window.__deltas = 0;
-        const answers = document.querySelector('section[aria-label="Answers"]');
+        const answers = document.querySelector('section[aria-label="Conversation"]');
         new MutationObserver((records) => {
-            const answer = answers.querySelector('.turn .answer');
-            if (answer) window.__lengths.push(answer.textContent.length);
+            const answer = answers.querySelector('.turn:last-child .answer');
+            // While it streams (it is rendered as Markdown once it ends, which may shorten its text).
+            if (answer && answer.getAttribute('aria-busy') === 'true') window.__lengths.push(answer.textContent.length);
             // Each streamed delta is appended to the answer as its own text node.
             for (const r of records) {
                 if (r.target === answer) window.__deltas += [...r.addedNodes].filter((n) => n.nodeType === 3).length;
@@ -46,9 +47,9 @@ def ask(page, question: str, image: bytes) -> dict:
     }""")
     turns = page.locator(".turn").count()
     page.get_by_role("button", name="Ask").click()
-    # The new turn goes on top once the image is read: wait for it, not the previous one.
+    # The new turn goes below the earlier ones once the image is read: wait for it, not the previous one.
     page.locator(".turn").nth(turns).wait_for()
-    turn = page.locator(".turn").first
+    turn = page.locator(".turn").last
     turn.locator("a.exchange-link").wait_for(timeout=120_000)
     return {"lengths": page.evaluate("window.__lengths"), "deltas": page.evaluate("window.__deltas"), "turn": turn,
             "exchange_id": turn.locator("a.exchange-link").get_attribute("href").rsplit("/", 1)[-1]}
@@ -65,7 +66,7 @@ def test_streamed_chat_with_memory_cites_the_earlier_exchange(chat_stack: Stack,
     # network read depends on timing, so the count of appended deltas is checked, not of repaints).
     lengths = [n for n in first["lengths"] if n]
     assert first["deltas"] >= 2 and lengths == sorted(lengths), (first["deltas"], lengths)
-    assert page.locator(".turn .answer").first.get_attribute("aria-busy") == "false"
+    assert page.locator(".turn .answer").last.get_attribute("aria-busy") == "false"
     chat_stack.wait_ingested()
 
     second = ask(page, "Same plan again: what does it show?", picture(5))

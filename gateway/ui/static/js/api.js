@@ -115,15 +115,18 @@ export function askForKey(problem = "") {
 
 /**
  * POST a streamed chat completion and call onText(delta) as the answer arrives.
- * Returns the response (for its x-visionrag-* headers) once the stream has ended.
+ * Returns the response (for its x-visionrag-* headers) once the stream has ended; onResponse(response)
+ * gets it as soon as its headers are in (a stream stopped with `signal` never returns it).
  */
-export async function streamChat(body, onText) {
+export async function streamChat(body, onText, { signal, onResponse } = {}) {
   const response = await call("/v1/chat/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
     body: JSON.stringify({ ...body, stream: true }),
+    signal,
   });
   if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
+  onResponse?.(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

@@ -11,7 +11,7 @@ export function releaseImages() {
   urls = [];
 }
 
-function keep(blob) {
+export function keep(blob) {
   const url = URL.createObjectURL(blob);
   urls.push(url);
   return url;
@@ -118,6 +118,7 @@ export function imagePicker(label = "Image") {
     input,
     onPaste,
     has: () => file !== null,
+    file: () => file,
     clear: () => choose(null),
     set: (next) => choose(next),
     dataUrl: () => (file ? readDataUrl(file) : Promise.resolve(null)),
