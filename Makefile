@@ -202,7 +202,7 @@ postgres-test-deps: $(PG_BIN)/initdb ## Debian's PostgreSQL for the shared-journ
 test: install serving-test-deps memory-test-deps ui-test-deps postgres-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest
 
-# ---- benchmarks (not tests: numbers for the README) ------------------------------------------------
+# ---- benchmarks (not tests: numbers for docs/performance.md) ----------------------------------------
 .PHONY: bench-gateway bench-metrics
 bench-gateway: install $(if $(POSTGRES),postgres-test-deps) ## Gateway CPU and added latency vs. the same upstream called directly (OLD_REV= to compare, POSTGRES=1: also on PostgreSQL)
 	$(VENV)/bin/python -m bench.gateway_overhead $(if $(OLD_REV),--old-rev $(OLD_REV)) $(if $(POSTGRES),--postgres)

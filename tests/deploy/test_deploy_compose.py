@@ -119,7 +119,7 @@ def test_secrets_come_from_the_env_file(compose):
     assert compose["services"]["vllm"]["environment"]["VLLM_API_KEY"] == "${VLLM_API_KEY:?set VLLM_API_KEY in deploy/.env}"
 
 
-# ---- only the gateway is reachable (README, "Why vLLM must never be exposed directly") --------------
+# ---- only the gateway is reachable (docs/serving.md, "Why vLLM must never be exposed directly") -----
 
 
 def networks_of(service: dict) -> set[str]:

@@ -139,7 +139,7 @@ def test_snapshot_check_catches_a_typo() -> None:
     assert unknown_flags(argv, known_0_10_2()) == ["--gpu-memory-utilisation", "--max-num-seq=4"]
 
 
-# ---- media fetching off in every profile (README "Why vLLM must never be exposed directly") ---------
+# ---- media fetching off (docs/serving.md, "Why vLLM must never be exposed directly") ----------------
 
 
 def test_no_media_host_can_match_no_url() -> None:
