@@ -198,6 +198,13 @@ $(PG_BIN)/initdb:
 
 postgres-test-deps: $(PG_BIN)/initdb ## Debian's PostgreSQL for the shared-journal tests (apt, once)
 
+# ---- screenshots: the README's and docs/ui.md's, taken by the browser tests from the real page --------
+.PHONY: screenshots
+screenshots: install serving-test-deps memory-test-deps ui-test-deps ## The page's screenshots in docs/images (Chromium drives the real page, tiny vLLM behind it)
+	mkdir -p docs/images
+	VISIONRAG_UI_SCREENSHOTS=docs/images $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  tests/gateway/ui/test_chat.py tests/gateway/ui/test_search.py
+
 # ---- test ------------------------------------------------------------------------------------------
 test: install serving-test-deps memory-test-deps ui-test-deps postgres-test-deps ## Run the whole test suite (installs everything it needs first)
 	$(VENV)/bin/python -m pytest
