@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 try:
@@ -34,6 +35,8 @@ REPO_ROOT = launch.REPO_ROOT
 HEALTH_DEADLINE_S = 300.0  # vLLM start-up is 30-90 s on 2 cores, mostly imports; allow 2x and more
 GATEWAY_DEADLINE_S = 60.0
 RUN_ENV_NAME = "gateway.env"  # in the run folder; see write_run_env
+DEFAULT_RUN_DIR = REPO_ROOT / "data" / "run"  # where the CLI looks for RUN_ENV_NAME (gateway/cli/env.py)
+RUN_ENV_VARIABLE = "VISIONRAG_RUN_ENV_FILE"  # names another RUN_ENV_NAME for the CLI
 
 
 # ---- process helpers ------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def start(options: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("vllm", "gateway"):
         if (pid := _read_pid(run_dir / f"{name}.pid")) is not None:
-            print(f"error: {name} is already running (pid {pid}); `make stop` first", file=sys.stderr)
+            print(f"error: {name} is already running (pid {pid}); `{make_stop(run_dir)}` first", file=sys.stderr)
             return 1
     host = "127.0.0.1"
     for what, port in (("vLLM", options.vllm_port), ("gateway", options.gateway_port)):
@@ -328,11 +331,32 @@ def start(options: argparse.Namespace) -> int:
         return 1
     print(
         f"gateway ready: http://{host}:{options.gateway_port} (pid {gateway.pid}, log {gateway_log})\n"
-        f"model: {profile.served_model_name}; data: {run_env['VISIONRAG_DATA_DIR']}; stop both with `make stop`\n"
-        f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {run_dir / RUN_ENV_NAME}",
+        f"model: {profile.served_model_name}; data: {run_env['VISIONRAG_DATA_DIR']}; "
+        f"stop both with `{make_stop(run_dir)}`\n{cli_settings_line(run_dir)}",
         flush=True,
     )
     return 0
+
+
+def make_stop(run_dir: Path) -> str:
+    """The `make stop` that finds this run folder: `make stop` alone looks in the default one."""
+    return "make stop" if run_dir == DEFAULT_RUN_DIR.resolve() else f"make stop RUN_DIR={shlex.quote(str(run_dir))}"
+
+
+def cli_settings_line(run_dir: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the CLI takes this run's settings from. It looks in the default run folder unless
+    VISIONRAG_RUN_ENV_FILE names another file (gateway/cli/env.py), so a moved run folder needs that
+    variable, which the line then gives as a command to paste."""
+    path = run_dir / RUN_ENV_NAME
+    line = f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {path}"
+    configured = environ.get(RUN_ENV_VARIABLE)
+    if configured is None:
+        found = run_dir == DEFAULT_RUN_DIR.resolve()
+    else:
+        found = bool(configured.strip()) and Path(configured).resolve() == path
+    if found:
+        return line
+    return f"{line} once this shell has\n  export {RUN_ENV_VARIABLE}={shlex.quote(str(path))}"
 
 
 def stop(options: argparse.Namespace) -> int:

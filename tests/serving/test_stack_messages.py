@@ -1,0 +1,31 @@
+"""What `make run` prints is true for a moved RUN_DIR too: the `make stop` that finds it, and how the
+CLI gets its settings (it looks in data/run unless VISIONRAG_RUN_ENV_FILE says otherwise)."""
+
+from __future__ import annotations
+
+from serving.stack import DEFAULT_RUN_DIR, RUN_ENV_VARIABLE, cli_settings_line, make_stop
+
+
+def test_the_default_run_folder_needs_nothing_more():
+    run_dir = DEFAULT_RUN_DIR.resolve()
+    assert make_stop(run_dir) == "make stop"
+    assert cli_settings_line(run_dir, {}) == (
+        f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {run_dir / 'gateway.env'}")
+
+
+def test_a_moved_run_folder_prints_the_commands_that_find_it(tmp_path):
+    run_dir = tmp_path / "my run"
+    assert make_stop(run_dir) == f"make stop RUN_DIR='{run_dir}'"
+    line = cli_settings_line(run_dir, {})
+    assert line.splitlines() == [
+        f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {run_dir / 'gateway.env'} once this shell has",
+        f"  export {RUN_ENV_VARIABLE}='{run_dir / 'gateway.env'}'",
+    ]
+
+
+def test_a_moved_run_folder_the_shell_already_points_at_needs_nothing_more(tmp_path):
+    env_file = tmp_path / "gateway.env"
+    assert cli_settings_line(tmp_path, {RUN_ENV_VARIABLE: str(env_file)}).endswith(f"from {env_file}")
+    # The variable pointing elsewhere (or empty: no runtime file) is not enough, even for the default folder.
+    assert "export" in cli_settings_line(tmp_path, {RUN_ENV_VARIABLE: str(tmp_path / "other.env")})
+    assert "export" in cli_settings_line(DEFAULT_RUN_DIR.resolve(), {RUN_ENV_VARIABLE: ""})
