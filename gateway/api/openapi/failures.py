@@ -113,6 +113,9 @@ def memory_unavailable(what: str) -> Failure:
 
 EXCHANGE_NOT_FOUND = Failure(404, "exchange_not_found", "No exchange with id 'a1b2c3'.", "exchange_not_found",
                              param="exchange_id")
+EXCHANGE_ID_AMBIGUOUS = Failure(400, "exchange_id_ambiguous", "Exchange id prefix '3f2a' is ambiguous: it starts "
+                                "3f2a09c1d4e5f60718293a4b5c6d7e8f, 3f2a7b6c5d4e3f2a1b0c9d8e7f6a5b4c. Give more of the id.",
+                                "exchange_id_ambiguous", param="exchange_id")
 IMAGE_NOT_FOUND = Failure(404, "image_not_found", "No such image.", "image_not_found", param="sha256")
 INVALID_CURSOR = Failure(400, "invalid_cursor", "`cursor` is not one this gateway returned", "invalid_cursor",
                          param="cursor")
