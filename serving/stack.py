@@ -126,9 +126,17 @@ def wait_until(
             )
         if progress is not None and time.monotonic() - last_report >= every_s:
             last_report = time.monotonic()
-            last_line = log_tail(log_path, 1).strip()[:140]
-            progress(f"  waiting for {what}: {waited:.0f} s ... {last_line}")
+            progress(progress_line(what, waited, log_tail(log_path, 1)))
         time.sleep(0.5)
+
+
+def progress_line(what: str, waited: float, last_log_line: str, width: int = 140) -> str:
+    """`waiting for X: N s ... <the log's last line>`, the log line shortened at a word boundary with an
+    ellipsis (cut at a fixed width, it ended mid-word and looked like a broken line)."""
+    line = " ".join(last_log_line.split())
+    if len(line) > width:
+        line = line[:width].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
+    return f"  waiting for {what}: {waited:.0f} s ... {line}"
 
 
 def stop_process_group(pid: int, grace_s: float = 20.0) -> bool:

@@ -29,3 +29,13 @@ def test_a_moved_run_folder_the_shell_already_points_at_needs_nothing_more(tmp_p
     # The variable pointing elsewhere (or empty: no runtime file) is not enough, even for the default folder.
     assert "export" in cli_settings_line(tmp_path, {RUN_ENV_VARIABLE: str(tmp_path / "other.env")})
     assert "export" in cli_settings_line(DEFAULT_RUN_DIR.resolve(), {RUN_ENV_VARIABLE: ""})
+
+
+def test_the_waiting_line_shortens_the_log_line_at_a_word():
+    from serving.stack import progress_line
+
+    long = "INFO 12-06 05:19:01 [loader.py:42] Loading weights took 1.23 seconds; " + "compiling graphs " * 10
+    line = progress_line("vLLM /health", 30.4, long + "\n")
+    assert line.startswith("  waiting for vLLM /health: 30 s ... INFO 12-06 05:19:01 [loader.py:42] Loading")
+    assert line.endswith("graphs …") and len(line) < 200
+    assert progress_line("gateway", 10, "short line") == "  waiting for gateway: 10 s ... short line"
