@@ -97,6 +97,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def next_free_port(host: str, port: int) -> int:
+    """The first port after `port` nobody listens on: a number close to the one asked for, to suggest."""
+    candidate = port + 1
+    while candidate < 65535 and port_open(host, candidate, timeout_s=0.2):
+        candidate += 1
+    return candidate
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,
@@ -255,9 +263,11 @@ def start(options: argparse.Namespace) -> int:
             print(f"error: {name} is already running (pid {pid}); `{make_stop(run_dir)}` first", file=sys.stderr)
             return 1
     host = "127.0.0.1"
-    for what, port in (("vLLM", options.vllm_port), ("gateway", options.gateway_port)):
+    for what, port, setting in (("vLLM", options.vllm_port, "VLLM_PORT"),
+                                ("gateway", options.gateway_port, "GATEWAY_PORT")):
         if port_open(host, port):
-            print(f"error: {host}:{port} (for {what}) is already in use", file=sys.stderr)
+            print(f"error: {host}:{port} (for {what}) is already in use; another port: "
+                  f"`make run {setting}={next_free_port(host, port)}`", file=sys.stderr)
             return 1
 
     profile = launch.load_profile(options.profile)

@@ -3,6 +3,8 @@ CLI gets its settings (it looks in data/run unless VISIONRAG_RUN_ENV_FILE says o
 
 from __future__ import annotations
 
+import socket
+
 from serving.stack import DEFAULT_RUN_DIR, RUN_ENV_VARIABLE, cli_settings_line, make_stop
 
 
@@ -39,3 +41,17 @@ def test_the_waiting_line_shortens_the_log_line_at_a_word():
     assert line.startswith("  waiting for vLLM /health: 30 s ... INFO 12-06 05:19:01 [loader.py:42] Loading")
     assert line.endswith("graphs …") and len(line) < 200
     assert progress_line("gateway", 10, "short line") == "  waiting for gateway: 10 s ... short line"
+
+
+def test_a_port_in_use_suggests_a_free_one_near_it(tmp_path, capsys):
+    from serving.stack import main, next_free_port, port_open
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        suggested = next_free_port("127.0.0.1", port)
+        assert suggested > port and not port_open("127.0.0.1", suggested)
+        code = main(["start", "--profile", "tiny", "--run-dir", str(tmp_path), "--vllm-port", str(port)])
+    assert code == 1
+    assert f"127.0.0.1:{port} (for vLLM) is already in use; another port: `make run VLLM_PORT=" in capsys.readouterr().err
