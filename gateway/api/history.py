@@ -57,14 +57,16 @@ def image_url(request: Request, sha256: str | None) -> str | None:
         return None
 
 
-@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse, responses=errors(F.EXCHANGE_NOT_FOUND))
+@router.get("/exchanges/{exchange_id}", response_model=ExchangeResponse,
+            responses=errors(F.EXCHANGE_NOT_FOUND, F.EXCHANGE_ID_AMBIGUOUS))
 async def get_exchange(
     exchange_id: str,
     request: Request,
     tenant: TenantDep,
     history: HistoryDep,
 ) -> ExchangeResponse:
-    """One recorded exchange of the caller's tenant (another tenant's answers 404)."""
+    """One recorded exchange of the caller's tenant (another tenant's answers 404), by its id or a unique
+    prefix of it (4 characters or more, as git takes a short commit id; 400 when several ids start so)."""
     exchange = await history.exchange(tenant, exchange_id)
     return ExchangeResponse(
         **_summary_fields(request, exchange),
@@ -92,10 +94,11 @@ def _summary_fields(request: Request, exchange: Exchange) -> dict[str, Any]:
     }
 
 
-@router.delete("/exchanges/{exchange_id}", status_code=204, responses=errors(F.EXCHANGE_NOT_FOUND))
+@router.delete("/exchanges/{exchange_id}", status_code=204,
+               responses=errors(F.EXCHANGE_NOT_FOUND, F.EXCHANGE_ID_AMBIGUOUS))
 async def delete_exchange(exchange_id: str, tenant: TenantDep, history: HistoryDep) -> Response:
     """Forget one exchange of the caller's tenant everywhere: its text, its vectors (memory on), and each image
-    no other exchange uses (another tenant's id answers 404). The 204 comes as soon as nothing reads it any
+    no other exchange uses (another tenant's id answers 404). By its id or a unique prefix, as GET takes it. The 204 comes as soon as nothing reads it any
     more; its files and vectors are deleted right after, retried in the background while the store refuses."""
     await history.forget(tenant, exchange_id)
     return Response(status_code=204)

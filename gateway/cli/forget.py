@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 import typer
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def forget(
-    exchange_id: Annotated[list[str] | None, typer.Argument(help="Exchange ids to forget.")] = None,
+    exchange_id: Annotated[list[str] | None, typer.Argument(
+        help="Exchange ids to forget, each whole or a unique prefix (4 characters or more), as tables show.")] = None,
     user: Annotated[str | None, typer.Option(help="Forget every exchange of this client `user`.")] = None,
     before: Annotated[datetime | None, typer.Option(help="Forget every exchange older than this (UTC).")] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant whose exchanges these are (default tenant).")] = None,
@@ -44,7 +46,7 @@ def forget(
         base = gateway or gateway_url(settings)
         if exchange_id:
             for one in exchange_id:
-                gateway_call("delete", base, f"/exchanges/{one}", api_key, expect=204)
+                gateway_call("delete", base, f"/exchanges/{quote(one, safe='')}", api_key, expect=204)
             count = len(exchange_id)
         else:
             body = {"user": user, "before": when.isoformat() if when else None}
@@ -57,7 +59,7 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
                   before: float | None) -> int | None:
     """Forget in this process (history's forgetter, with the store's points); None if a running gateway
     holds the embedded store."""
-    from gateway.errors import NotFound
+    from gateway.errors import InvalidRequest, NotFound
     from gateway.memory.store.base import StoreError, StoreLocked
 
     async def work(runtime: Runtime, memory: Memory | None) -> int | None:
@@ -71,14 +73,16 @@ def _local_forget(settings: Settings, tenant: str, ids: list[str], user: str | N
         history = runtime.history
         if ids:
             deleted: set[str] = set()
-            for one in ids:
+            missing: list[str] = []
+            for one in dict.fromkeys(ids):
                 try:
-                    await history.forget(tenant, one)
+                    deleted.add(await history.forget(tenant, one))
                 except NotFound:
-                    continue
-                deleted.add(one)
-            if missing := sorted(set(ids) - deleted):
-                err.print(f"not found in tenant {tenant!r}: {', '.join(missing)}")
+                    missing.append(one)
+                except InvalidRequest as exc:  # an ambiguous prefix: its message lists the candidates
+                    err.print(f"[red]error:[/red] {exc.message}")
+            if missing:
+                err.print(f"not found in tenant {tenant!r}: {', '.join(sorted(missing))}")
             count = len(deleted)
         else:
             count = await history.forget_where(tenant, user=user, before=before)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gateway.cli.env import load_settings
 from gateway.cli.local import run_local
-from gateway.cli.output import console, err, fail, short, table
+from gateway.cli.output import SHORT_ID, console, err, fail, print_table, short, table
+
+if TYPE_CHECKING:
+    from gateway.history.browse import ExchangePage
+    from gateway.runtime import Runtime
 
 
 def list_(
@@ -34,10 +38,15 @@ def list_(
     settings = load_settings()
     query = ExchangeQuery(limit=limit, cursor=cursor, time_from=unix(since), time_to=unix(until),
                           models=tuple(model or ()), user=user)
+    tenant = tenant or settings.default_tenant
+
+    async def work(runtime: Runtime, _: object) -> tuple[ExchangePage, list[str]]:
+        page = await runtime.history.list_exchanges(tenant, query)
+        ids = [e.id for e in page.exchanges]
+        return page, ([] if as_json else await runtime.history.short_ids(tenant, ids, SHORT_ID))
+
     try:
-        page = run_local(settings, lambda runtime, _: runtime.history.list_exchanges(tenant or settings.default_tenant,
-                                                                                    query),
-                         needs_memory=False)
+        page, short_ids = run_local(settings, work, needs_memory=False)
     except InvalidRequest as exc:
         raise fail(exc.message) from None
     if as_json:
@@ -47,12 +56,14 @@ def list_(
                 "user": e.user, "status": e.status, "question": e.question, "answer": e.answer,
                 "images": [i.sha256 for i in e.images]}))
     else:
+        # Exchanges by the shortest prefix `visionrag forget` takes back to them; --json has the whole ids.
         rows = table(f"{len(page.exchanges)} exchange(s), most recent first",
-                     ("time", "model", "user", "question", "answer", "image", "exchange"))
-        for e in page.exchanges:
+                     ("time", "model", "user", "question", "answer", "image", "exchange"),
+                     no_wrap=("time", "model", "image", "exchange"))
+        for e, short_id in zip(page.exchanges, short_ids, strict=True):
             rows.add_row(datetime.fromtimestamp(e.created_at, tz=UTC).strftime("%Y-%m-%d %H:%M"), e.model,
                          e.user or "", short(e.question), short(e.answer),
-                         e.images[0].sha256[:8] if e.images else "", e.id)
-        console.print(rows)
+                         e.images[0].sha256[:8] if e.images else "", short_id)
+        print_table(rows)
     if page.next_cursor:
         err.print(f"more: --cursor {page.next_cursor}")

@@ -32,5 +32,9 @@ def gateway_call(method: str, base_url: str, path: str, api_key: str | None, exp
         raise fail(f"the gateway at {base_url} answered HTTP {response.status_code} without JSON") from None
     if response.status_code != expect:
         message = payload.get("error", {}).get("message") if isinstance(payload, dict) else None
-        raise fail(f"{path} failed (HTTP {response.status_code}): {message or payload}")
+        hint = ""
+        if response.status_code == 401:  # the gateway's message speaks HTTP; say how this CLI sends a key
+            hint = ("\nThis gateway wants an API key: pass it with --api-key KEY or export VISIONRAG_CLI_API_KEY=KEY"
+                    if not api_key else "\nThe key given (--api-key or VISIONRAG_CLI_API_KEY) is not one it takes.")
+        raise fail(f"{path} failed (HTTP {response.status_code}): {message or payload}{hint}")
     return payload

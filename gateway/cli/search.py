@@ -12,7 +12,7 @@ import typer
 
 from gateway.cli.env import gateway_url, load_settings, models_offline_if_unreachable
 from gateway.cli.local import HUB_UNREACHABLE, run_local
-from gateway.cli.output import console, fail, short, table
+from gateway.cli.output import SHORT_ID, console, fail, print_table, short, table
 from gateway.cli.remote import ApiKeyOption, GatewayOption, gateway_call
 from gateway.memory.store.schema import SCHEMA
 
@@ -72,13 +72,14 @@ def search(
         console.print_json(json.dumps(result))
         return
     hits = table(f"{len(result['data'])} result(s), target={result['target']}",
-                 ("score", "time", "model", "question", "answer", "image", "exchange"))
+                 ("score", "time", "model", "question", "answer", "image", "exchange"), no_wrap=("score", "time", "model", "image", "exchange"))
     for hit in result["data"]:
-        # Short ids: the full ones are in --json, and GET /exchanges/{id} / /images/{sha256} serve them.
+        # Short ids, which `visionrag forget` and GET/DELETE /exchanges/{id} take as prefixes (an ambiguous
+        # one answers its candidates); the full ones are in --json.
         hits.add_row(f"{hit['score']:.4f}", str(hit["time"])[:16].replace("T", " "), hit["model"],
                      short(hit["question"]),
-                     short(hit["answer"]), (hit.get("image_sha256") or "")[:8], hit["exchange_id"][:8])
-    console.print(hits)
+                     short(hit["answer"]), (hit.get("image_sha256") or "")[:8], hit["exchange_id"][:SHORT_ID])
+    print_table(hits)
 
 
 def _image_url(image: str) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 
-from gateway.errors import NotFound
+from gateway.errors import InvalidRequest, NotFound
 from gateway.history.browse import ExchangePage, ExchangeQuery, decode_cursor, encode_cursor
 from gateway.history.forget import Finisher, Forgetter, Points
 from gateway.history.retention import Retention, RetentionSweeper
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("visionrag.history")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A shorter prefix than git's shortest would pick among too many ids, and could forget one by a slip.
+MIN_PREFIX = 4
+_CANDIDATES_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +106,46 @@ class History:
     # --- what callers ask of history; every one is scoped to a tenant ----------------------------------
 
     async def exchange(self, tenant: str, exchange_id: str) -> Exchange:
-        """The tenant's exchange. NotFound for one that does not exist and for another tenant's alike."""
+        """The tenant's exchange, by its id or a unique prefix of it (`resolve`). NotFound for one that
+        does not exist and for another tenant's alike."""
         exchange = await _blocking(self.journal.get, exchange_id)
         if exchange is None or exchange.tenant != tenant:
+            exchange = await _blocking(self.journal.get, await self._by_prefix(tenant, exchange_id))
+        if exchange is None or exchange.tenant != tenant:  # forgotten meanwhile
             raise _exchange_not_found(exchange_id)
         return exchange
+
+    async def resolve(self, tenant: str, exchange_id: str) -> str:
+        """The id of the tenant's exchange `exchange_id` names: that id itself, or the one id of the
+        tenant's that starts with it (at least MIN_PREFIX characters), as git takes a short commit id.
+        NotFound when none does; InvalidRequest naming the candidates when several do."""
+        exchange = await _blocking(self.journal.get, exchange_id)
+        if exchange is not None and exchange.tenant == tenant:
+            return exchange_id
+        return await self._by_prefix(tenant, exchange_id)
+
+    async def short_ids(self, tenant: str, exchange_ids: list[str], at_least: int) -> list[str]:
+        """The shortest prefix of each id (`at_least` characters or more) that `resolve` takes back to it
+        now: what a table shows."""
+        def shorten(exchange_id: str) -> str:
+            for length in range(max(at_least, MIN_PREFIX), len(exchange_id)):
+                if len(self.journal.ids_starting(tenant, exchange_id[:length], limit=2)) < 2:
+                    return exchange_id[:length]
+            return exchange_id
+
+        return await _blocking(lambda: [shorten(one) for one in exchange_ids])
+
+    async def _by_prefix(self, tenant: str, prefix: str) -> str:
+        if len(prefix) < MIN_PREFIX:
+            raise _exchange_not_found(prefix)
+        found = await _blocking(self.journal.ids_starting, tenant, prefix, limit=_CANDIDATES_SHOWN + 1)
+        if not found:
+            raise _exchange_not_found(prefix)
+        if len(found) > 1:
+            shown = ", ".join(found[:_CANDIDATES_SHOWN]) + (", ..." if len(found) > _CANDIDATES_SHOWN else "")
+            raise InvalidRequest(f"Exchange id prefix {prefix!r} is ambiguous: it starts {shown}. Give more of "
+                                 "the id.", param="exchange_id", code="exchange_id_ambiguous")
+        return found[0]
 
     async def list_exchanges(self, tenant: str, query: ExchangeQuery) -> ExchangePage:
         """The tenant's exchanges, newest first, one page; InvalidRequest for a cursor it did not make."""
@@ -118,13 +156,16 @@ class History:
         page, more = rows[: query.limit], len(rows) > query.limit
         return ExchangePage(page, encode_cursor(page[-1]) if more else None)
 
-    async def forget(self, tenant: str, exchange_id: str) -> None:
-        """Forget the tenant's exchange (gateway.history.forget): gone from every read path when this
-        returns; its image files and (memory on) points are deleted by the finisher right after, retried
-        for as long as the store refuses. NotFound for one that does not exist and for another tenant's."""
-        forgotten = await _blocking(self.forgetter.forget, tenant, [exchange_id])
-        if not forgotten:
+    async def forget(self, tenant: str, exchange_id: str) -> str:
+        """Forget the tenant's exchange, by its id or a unique prefix of it (`resolve`), and return its id
+        (gateway.history.forget): gone from every read path when this returns; its image files and (memory
+        on) points are deleted by the finisher right after, retried for as long as the store refuses.
+        NotFound for one that does not exist and for another tenant's."""
+        resolved = await self.resolve(tenant, exchange_id)
+        forgotten = await _blocking(self.forgetter.forget, tenant, [resolved])
+        if not forgotten:  # forgotten meanwhile
             raise _exchange_not_found(exchange_id)
+        return resolved
 
     async def forget_where(self, tenant: str, *, user: str | None = None, before: float | None = None) -> int:
         """Forget every exchange of the tenant's `user` and/or created before `before` (unix seconds), as

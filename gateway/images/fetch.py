@@ -40,6 +40,11 @@ class FetchPolicy:
         return host in self.allow_hosts or f"{host}:{port}" in self.allow_hosts
 
 
+def _allow_hint(host: str) -> str:
+    # The setting, not only the refusal: whoever runs the gateway for an intranet image server finds it here.
+    return f"the gateway's setting VISIONRAG_FETCH_ALLOW_HOSTS={host} allows it"
+
+
 class BlockedAddress(aiohttp.ClientError):
     pass
 
@@ -94,7 +99,8 @@ class ImageFetcher:
             raise ImageError("image URL has no host", code="invalid_image_url")
         # aiohttp connects to IP literals without asking the resolver, so check them here.
         if _is_ip_literal(host) and not self.policy.allows(host, url.port) and not is_public_address(host):
-            raise ImageError(f"image URL points to a non-public address ({host})", code="image_url_blocked")
+            raise ImageError(f"image URL points to a non-public address ({host}); {_allow_hint(host)}",
+                             code="image_url_blocked")
 
     async def fetch(self, url: str) -> bytes:
         try:
@@ -122,8 +128,8 @@ class ImageFetcher:
                                          code="image_fetch_failed")
                     return await self._read_limited(response)
             except BlockedAddress:
-                raise ImageError(f"image URL host {target.host} resolves to a non-public address",
-                                 code="image_url_blocked") from None
+                raise ImageError(f"image URL host {target.host} resolves to a non-public address; "
+                                 f"{_allow_hint(target.host or '')}", code="image_url_blocked") from None
             except aiohttp.InvalidURL:
                 raise ImageError("image URL is not allowed", code="invalid_image_url") from None
             except aiohttp.ClientError as exc:

@@ -40,7 +40,7 @@ class Journal(Protocol):
       elsewhere (store points, image blobs) until the forgetter says it is done (`forgotten`).
 
     Tenant scoping: the calls that take a tenant (`recent`, `backlog(tenant)`, `image_mime`, `select_ids`,
-    `forget`) see that tenant's exchanges only. `get`, `present`, `pending`, `referenced` and `count` see
+    `ids_starting`, `forget`) see that tenant's exchanges only. `get`, `present`, `pending`, `referenced` and `count` see
     every tenant's: their callers are the ingest worker and the forgetter, or they compare
     `Exchange.tenant` themselves (the memory service answers another tenant's exchange as a missing one).
 
@@ -150,6 +150,11 @@ class Journal(Protocol):
                    limit: int = 1000) -> list[str]:
         """Ids of at most `limit` of `tenant`'s exchanges of `user` (if given) and created before `before`
         (unix seconds, strictly; if given), in no particular order."""
+        ...
+
+    def ids_starting(self, tenant: str, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of at most `limit` of `tenant`'s exchanges that start with `prefix` (case-sensitive, no
+        wildcards), in id order: what a short id shown in a table stands for (`History.resolve`)."""
         ...
 
     def tenants(self) -> list[str]:

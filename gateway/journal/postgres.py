@@ -238,6 +238,13 @@ class PostgresJournal:
         where, args = _where(tenant, ('"user" = %s', user), ("created_at < %s", before))
         return [row[0] for row in self._all(f"SELECT id FROM exchanges WHERE {where} LIMIT %s", (*args, limit))]
 
+    def ids_starting(self, tenant: str, prefix: str, limit: int = 10) -> list[str]:
+        # LIKE on a "C"-collated column walks the id index; the prefix's own wildcards are escaped.
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._all("SELECT id FROM exchanges WHERE id LIKE %s AND tenant = %s ORDER BY id LIMIT %s",
+                         (pattern, tenant, limit))
+        return [row[0] for row in rows]
+
     def tenants(self) -> list[str]:
         return [row[0] for row in self._all("SELECT DISTINCT tenant FROM exchanges", ())]
 

@@ -335,6 +335,14 @@ class SQLiteJournal:
             return self._one_json(f"SELECT json_group_array(id) FROM (SELECT id FROM exchanges WHERE {where}"
                                   " LIMIT ?)", (*args, limit))
 
+    def ids_starting(self, tenant: str, prefix: str, limit: int = 10) -> list[str]:
+        # A range along the id index (BINARY collation: byte order) rather than LIKE, which is
+        # case-insensitive here and would need its wildcards escaped. No id goes past U+10FFFF.
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM exchanges WHERE id >= ? AND id < ? AND tenant = ? ORDER BY id"
+                                    " LIMIT ?", (prefix, prefix + "\U0010ffff", tenant, limit)).fetchall()
+        return [row[0] for row in rows]
+
     def tenants(self) -> list[str]:
         with self._lock:
             return [row[0] for row in self._db.execute("SELECT DISTINCT tenant FROM exchanges")]

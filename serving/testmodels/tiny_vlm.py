@@ -200,6 +200,10 @@ def build(out: Path) -> Path:
         tokenizer = build_tokenizer()
         processor = build_processor(tokenizer)
         model = build_model(tokenizer)
+        from transformers.utils import logging as transformers_logging
+
+        # Its one-shard progress bar reads as a broken line in make's output and a log.
+        transformers_logging.disable_progress_bar()
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -78,7 +78,8 @@ MESSAGES = (
             "supported by this gateway; send text or image_url parts", "unsupported_content_part",
             param="messages[0].content[1].type"),
     Failure(400, "image_url_blocked", "messages[0].content[1].image_url: image URL points to a non-public "
-            "address (127.0.0.1)", "image_url_blocked", param="messages[0].content[1].image_url"),
+            "address (127.0.0.1); the gateway's setting VISIONRAG_FETCH_ALLOW_HOSTS=127.0.0.1 allows it",
+            "image_url_blocked", param="messages[0].content[1].image_url"),
     Failure(400, "image_too_large", "messages[0].content[1].image_url: image is 7000x7000 pixels, over the "
             "36000000-pixel limit", "image_too_large", param="messages[0].content[1].image_url"),
     Failure(400, "too_many_images", "too many images: 9 in this request, the limit is 8", "too_many_images",
@@ -91,8 +92,9 @@ PROMPT = Failure(400, "invalid_prompt", "`prompt` must be a string, a list of st
 
 PREDICT = (
     Failure(400, "invalid_value", "user_query: Field required", "invalid_value", param="user_query"),
-    Failure(400, "image_url_blocked", "image_url: image URL host example.internal resolves to a non-public address",
-            "image_url_blocked", param="image_url"),
+    Failure(400, "image_url_blocked", "image_url: image URL host example.internal resolves to a non-public address;"
+            " the gateway's setting VISIONRAG_FETCH_ALLOW_HOSTS=example.internal allows it", "image_url_blocked",
+            param="image_url"),
     Failure(502, "no_default_model", "no default model: set VISIONRAG_DEFAULT_MODEL or pass `model`",
             "no_default_model"),
 )
@@ -113,6 +115,9 @@ def memory_unavailable(what: str) -> Failure:
 
 EXCHANGE_NOT_FOUND = Failure(404, "exchange_not_found", "No exchange with id 'a1b2c3'.", "exchange_not_found",
                              param="exchange_id")
+EXCHANGE_ID_AMBIGUOUS = Failure(400, "exchange_id_ambiguous", "Exchange id prefix '3f2a' is ambiguous: it starts "
+                                "3f2a09c1d4e5f60718293a4b5c6d7e8f, 3f2a7b6c5d4e3f2a1b0c9d8e7f6a5b4c. Give more of the id.",
+                                "exchange_id_ambiguous", param="exchange_id")
 IMAGE_NOT_FOUND = Failure(404, "image_not_found", "No such image.", "image_not_found", param="sha256")
 INVALID_CURSOR = Failure(400, "invalid_cursor", "`cursor` is not one this gateway returned", "invalid_cursor",
                          param="cursor")

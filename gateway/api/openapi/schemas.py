@@ -243,7 +243,8 @@ READINESS: dict[str, Any] = {
     "type": "object",
     "required": ["status", "upstreams"],
     "properties": {
-        "status": {"type": "string", "enum": ["ready", "unavailable"]},
+        "status": {"type": "string", "enum": ["ready", "degraded"],
+                   "description": "`degraded`: no model server replica answers (chats answer 503); still a 200."},
         "upstreams": {"type": "object", "properties": {"healthy": {"type": "integer"},
                                                        "total": {"type": "integer"}}},
         "replicas": {"type": "array", "description": "Only for an operator key.",

@@ -40,9 +40,10 @@ def test_ready_says_how_many_replicas_answer_not_where_they_are(tmp_path, replic
 
 def test_ready_does_not_follow_the_upstream(tmp_path, replicas):
     # Ready = the gateway serves: a vLLM restart must not empty the gateway's Service (memory API
-    # included); the count tells the operator, chats answer 503 + Retry-After meanwhile.
+    # included); the count tells the operator, chats answer 503 + Retry-After meanwhile, and the body
+    # says degraded so that nobody reading it takes the model for up (issue 21).
     status, body = ready(tmp_path, [replicas[1]], {})
-    assert (status, body) == (200, {"status": "ready", "upstreams": {"healthy": 0, "total": 1}})
+    assert (status, body) == (200, {"status": "degraded", "upstreams": {"healthy": 0, "total": 1}})
 
 
 def test_an_operator_key_also_gets_each_replica(tmp_path, replicas):

@@ -43,11 +43,11 @@ def memory(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def record(settings: Settings, question: str, answer: str, images: list[bytes], *, tenant: str = "acme",
-           user: str | None = None, created_at: float | None = None) -> Exchange:
+           user: str | None = None, created_at: float | None = None, exchange_id: str | None = None) -> Exchange:
     """One exchange as the gateway would have recorded it (journal row + image blobs)."""
     blobs = open_blobs(settings)
     exchange = Exchange(
-        id=uuid.uuid4().hex, created_at=created_at or time.time(), endpoint="chat.completions",
+        id=exchange_id or uuid.uuid4().hex, created_at=created_at or time.time(), endpoint="chat.completions",
         model="tiny-vlm", tenant=tenant, user=user, messages=[{"role": "user", "text": question}],
         images=[ImageRef(blobs.put(png), "image/png") for png in images], answer=answer,
         finish_reason="stop", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
@@ -169,6 +169,34 @@ def test_forgetting_deletes_the_rows_the_images_and_their_thumbnails(tmp_path: P
             if memory:
                 assert (await client.get("/memory/stats", headers=A)).json()["points"] == 1
         assert found_in(tmp_path, needles_of(question, answer, png)) == {}
+
+    asyncio.run(scenario())
+
+
+def test_an_exchange_is_named_by_a_unique_prefix_of_its_id_as_git_names_commits(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, api_keys="acme:key-a,bravo:key-b")
+
+    async def scenario() -> None:
+        async with gateway(settings) as (_, client):
+            one, two = (record(settings, f"question {n}", "answer", [], exchange_id=f"3f2a{n}bcd" + "0" * 24)
+                        for n in (1, 2))
+            record(settings, "theirs", "theirs", [], tenant="bravo", exchange_id="9e9e" + "0" * 28)
+
+            found = await client.get("/exchanges/3f2a1bc", headers=A)
+            assert found.status_code == 200 and found.json()["id"] == one.id
+            ambiguous = await client.delete("/exchanges/3f2a", headers=A)
+            assert ambiguous.status_code == 400, ambiguous.text
+            error = ambiguous.json()["error"]
+            assert error["code"] == "exchange_id_ambiguous" and error["param"] == "exchange_id"
+            assert one.id in error["message"] and two.id in error["message"]
+            for missing in ("3f2", "3f2a9", "9e9e"):  # too short, no such id, another tenant's
+                response = await client.delete(f"/exchanges/{missing}", headers=A)
+                assert response.status_code == 404 and response.json()["error"]["code"] == "exchange_not_found"
+
+            assert (await client.delete("/exchanges/3f2a2", headers=A)).status_code == 204
+            assert (await client.get(f"/exchanges/{two.id}", headers=A)).status_code == 404
+            assert (await client.get("/exchanges/3f2a", headers=A)).json()["id"] == one.id  # unique again
+            assert (await client.get("/exchanges/9e9e", headers=B)).status_code == 200
 
     asyncio.run(scenario())
 

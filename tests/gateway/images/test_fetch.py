@@ -40,6 +40,7 @@ def test_metadata_address_is_refused():
     with pytest.raises(ImageError) as caught:
         fetch("http://169.254.169.254/latest/meta-data/")
     assert caught.value.code == "image_url_blocked"
+    assert caught.value.message.endswith("the gateway's setting VISIONRAG_FETCH_ALLOW_HOSTS=169.254.169.254 allows it")
 
 
 def test_redirect_to_a_private_address_is_refused(image_server):
@@ -89,7 +90,8 @@ def test_blocked_host_name_does_not_reveal_what_it_resolves_to(image_server, cap
     with caplog.at_level("WARNING", logger="visionrag.images"), pytest.raises(ImageError) as caught:
         fetch(f"http://localhost:{image_server.port}/a.png")
     assert caught.value.code == "image_url_blocked"
-    assert caught.value.message == "image URL host localhost resolves to a non-public address"
+    assert caught.value.message == ("image URL host localhost resolves to a non-public address; "
+                                    "the gateway's setting VISIONRAG_FETCH_ALLOW_HOSTS=localhost allows it")
     assert "127.0.0.1" in caplog.text or "::1" in caplog.text  # the operator still learns it
 
 

@@ -262,6 +262,20 @@ def test_select_ids_by_user_and_creation_time(journal: Journal) -> None:
     assert len(some) == 2 and set(some) <= {"ex-0", "ex-2", "ex-4"}
 
 
+def test_ids_starting_with_a_prefix_are_the_tenants_only_in_id_order(journal: Journal) -> None:
+    for exchange_id, tenant in (("ab12", "default"), ("ab1x", "default"), ("AB13", "default"), ("ab19", "acme"),
+                                ("a_b%", "default"), ("axyz", "default")):
+        journal.append(make_exchange(0, id=exchange_id, tenant=tenant))
+    assert journal.ids_starting("default", "ab1") == ["ab12", "ab1x"]  # case-sensitive; not acme's
+    assert journal.ids_starting("default", "ab1", limit=1) == ["ab12"]
+    assert journal.ids_starting("acme", "ab1") == ["ab19"]
+    assert journal.ids_starting("default", "ab12") == ["ab12"]  # a whole id is its own prefix
+    assert journal.ids_starting("default", "a_") == ["a_b%"] and journal.ids_starting("default", "a%") == []  # no wildcards
+    assert journal.ids_starting("default", "zz") == []
+    journal.forget(["ab12"], "default")
+    assert journal.ids_starting("default", "ab1") == ["ab1x"]
+
+
 def test_scrub_leaves_what_was_not_forgotten(journal: Journal) -> None:
     for i in range(3):
         journal.append(make_exchange(i))

@@ -118,6 +118,11 @@ def test_status_asks_the_gateway_that_holds_the_store(
     assert f"held by the gateway at {gateway.url}: tenant acme: 0 points, 0 waiting" in cells
     refused = CliRunner().invoke(app, ["status", "--api-key", "wrong"])
     assert refused.exit_code == 1 and "/memory/stats failed (HTTP 401)" in refused.output
+    assert "is not one it takes" in " ".join(refused.output.split())
+    monkeypatch.delenv("VISIONRAG_CLI_API_KEY", raising=False)
+    keyless = CliRunner().invoke(app, ["status"])
+    assert keyless.exit_code == 1 and "(HTTP 401)" in keyless.output
+    assert "pass it with --api-key KEY or export VISIONRAG_CLI_API_KEY=KEY" in " ".join(keyless.output.split())
 
 
 def test_reindex_rebuilds_a_pre_hybrid_store_from_the_journal(env: Path, docs: Path) -> None:

@@ -73,3 +73,26 @@ def test_forget_while_the_store_refuses_forgets_now_and_finishes_later(
         assert store.count() == 0
     finally:
         store.close()
+
+
+def test_forget_by_prefix_through_the_running_gateway(env: Path, start_gateway, fake_upstream,  # noqa: F811
+                                                      make_exchange) -> None:
+    from dataclasses import replace
+
+    env.mkdir(parents=True)
+    journal = SQLiteJournal(env / "journal.sqlite3")
+    for exchange_id in ("c0ffee11" + "0" * 24, "c0ffee22" + "0" * 24):
+        journal.append(replace(make_exchange("q", "a"), id=exchange_id))
+    journal.close()
+    gateway = start_gateway(fake_upstream().base_url, data_dir=env)
+    runner = CliRunner()
+
+    ambiguous = runner.invoke(app, ["forget", "--gateway", gateway.url, "c0ffee"])
+    assert ambiguous.exit_code == 1
+    said = " ".join(ambiguous.output.split())
+    assert "(HTTP 400)" in said and "c0ffee11" in said and "c0ffee22" in said
+    forgot = runner.invoke(app, ["forget", "--gateway", gateway.url, "c0ffee2"], catch_exceptions=False)
+    assert forgot.exit_code == 0 and "forgotten: 1" in forgot.output
+    journal = SQLiteJournal(env / "journal.sqlite3")
+    assert [e.id for e in journal.recent("default", limit=10)] == ["c0ffee11" + "0" * 24]
+    journal.close()
