@@ -62,11 +62,12 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: VectorStore | None = None,
-                      worker_name: str = "gateway") -> Runtime:
+                      worker_name: str | None = None) -> Runtime:
         """Build everything the settings ask for; nothing is opened or loaded until `start()`.
-        `store` replaces the vector store the settings choose (tests). Raises SharedStateError for
-        a combination replicas cannot run on."""
-        if store is None and worker_name == "gateway":
+        `store` replaces the vector store the settings choose (tests). `worker_name`: this process is
+        the `visionrag worker` of that name, whose vector store may be its own (`for_worker`). Raises
+        SharedStateError for a combination replicas cannot run on."""
+        if store is None and worker_name is None:
             check_shared_state(settings)
         journal = open_journal(settings)
         blobs = open_blobs(settings)
@@ -81,7 +82,7 @@ class Runtime:
         memory = None
         if settings.memory_enabled:
             memory = Memory.from_settings(settings, journal, blobs, image_loader=loader, store=store,
-                                          worker_name=worker_name)
+                                          worker_name=worker_name or "gateway")
         # With memory on, forgetting deletes the store's points too, and thumbnails are decoded within
         # the budget CLIP's decodes share.
         history = History.from_settings(settings, journal, blobs,
