@@ -68,12 +68,14 @@ async def _blocking(fn, /, *args: Any, **kwargs: Any) -> Any:
 
 class History:
     def __init__(self, journal: Journal, blobs: BlobStore, thumbnails: Thumbnails, *,
-                 points: Points | None = None, retention: Retention | None = None) -> None:
+                 points: Points | None = None, retention: Retention | None = None,
+                 others_forget_s: float = 60.0) -> None:
+        """`others_forget_s`: how often the finisher looks for deletions recorded by other processes."""
         self.journal = journal
         self.blobs = blobs
         self.thumbnails = thumbnails
         self.forgetter = Forgetter(journal, blobs, points)
-        self.finisher = Finisher(self.forgetter)
+        self.finisher = Finisher(self.forgetter, idle_s=others_forget_s)
         self.retention = RetentionSweeper(retention or Retention(), journal, self.forgetter)
 
     @classmethod
@@ -83,9 +85,12 @@ class History:
         `points`: the vector store's part of forgetting, when memory is on."""
         retention = Retention.parse(settings.memory_retention_days, settings.memory_retention_tenant_days,
                                     settings.memory_retention_interval_s)
-        # A cache in local files, whichever BlobStore keeps the originals.
         thumbnails = Thumbnails(blobs, decoder or ImageDecoder.from_settings(settings))
-        return cls(journal, blobs, thumbnails, points=points, retention=retention)
+        # On a shared journal deletions are recorded by the gateways and finished by the workers, which
+        # learn of them only by looking (a cheap query of the deletions table): often, so that a forget's
+        # images leave the bucket within seconds. Alone, a process hears of its own at once.
+        return cls(journal, blobs, thumbnails, points=points, retention=retention,
+                   others_forget_s=2.0 if settings.shared_journal else 60.0)
 
     def start(self) -> None:
         """Start the finisher of deletions (its first pass finishes what a stopped or killed process left;
