@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from gateway.images import LoadedImage
 from gateway.journal import BlobStore, Exchange, ImageRef, Journal
 from gateway.journal.records import Status
 from gateway.proxy.messages import message_texts
+
+log = logging.getLogger("visionrag.recorder")
 
 
 @dataclass(slots=True)
@@ -115,8 +118,15 @@ class Recorder:
     def _spawn(self, pending: PendingExchange, outcome: Outcome) -> asyncio.Task[Exchange]:
         task = asyncio.get_running_loop().create_task(self._record_offloaded(pending, outcome))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Exchange]) -> None:
+        self._tasks.discard(task)
+        # Retrieved here too: a recording whose request left (or a stream's cleanup) has nobody else to
+        # see that it failed.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("an exchange could not be recorded: %s", exc)
 
     async def _record_offloaded(self, pending: PendingExchange, outcome: Outcome) -> Exchange:
         exchange = await asyncio.to_thread(self._store, pending, outcome)

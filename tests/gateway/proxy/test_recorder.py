@@ -59,3 +59,17 @@ def test_a_request_cancelled_while_recording_is_recorded_all_the_same(recorder: 
     asyncio.run(main())
     assert recorder.journal.get(one.id) is not None
     assert recorder.journal.get(two.id).status == "incomplete"
+
+
+def test_a_recording_nobody_waits_for_says_when_it_fails(recorder: Recorder, caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(exchanges):
+        raise ConnectionError("the database went away")
+
+    recorder.journal.append_many = refuse
+
+    async def main() -> None:
+        recorder.record_now(pending(3), Outcome("", None, None, None, status="incomplete"))
+        await recorder.drain()
+
+    asyncio.run(main())
+    assert "could not be recorded: the database went away" in caplog.text
