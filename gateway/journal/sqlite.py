@@ -146,13 +146,8 @@ class SQLiteJournal:
         returns. An id already in the journal (or earlier in `exchanges`) is skipped."""
         if not exchanges:
             return
-        started = time.perf_counter()
-        try:
+        with metrics.journal_appends(len(exchanges)):
             self._append_many(exchanges)
-        finally:
-            elapsed = time.perf_counter() - started
-            for _ in exchanges:  # each waited for the whole commit
-                metrics.JOURNAL_APPEND_SECONDS.observe(elapsed)
 
     def _append_many(self, exchanges: Sequence[Exchange]) -> None:
         rows = [(
